@@ -1,0 +1,52 @@
+"""Approximate hand anatomy shared by the synthetic data generator and the skeleton plots.
+
+Frame of a **right** hand (approximately MANO's): fingers point along +x, the palm faces +y
+(fingers curl towards +y), the thumb sits on the +z side. A left hand is the mirror image:
+its axis-angle vectors are the right hand's with (x, y, z) -> (x, −y, −z) (DESIGN §1).
+
+The numbers here are rough, hand-written averages for an adult hand, not MANO's template: they
+only need to make plausible, structured poses and readable pictures. No MANO model file is used.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# MANO joint order inside one hand (15 joints, 3 per finger, base -> tip).
+FINGERS = ("index", "middle", "pinky", "ring", "thumb")
+JOINT_NAMES = tuple(f"{f}{i}" for f in FINGERS for i in (1, 2, 3))
+FINGER_JOINTS = {f: (3 * k, 3 * k + 1, 3 * k + 2) for k, f in enumerate(FINGERS)}
+
+# Rotation axes in the right hand's frame (unit vectors).
+FLEX_AXIS = np.array([0.0, 0.0, 1.0])  # curls a finger along +x towards the palm (+y)
+SPREAD_AXIS = np.array([0.0, 1.0, 0.0])  # positive = away from the thumb (towards −z)
+THUMB_FLEX_AXIS = np.array([-1.0, 0.0, 1.0]) / np.sqrt(2.0)  # curls the thumb towards the palm
+THUMB_OPPOSITION_AXIS = np.array([-1.0, 0.0, 0.0])  # swings the thumb in front of the palm
+
+# Signed spread direction per non-thumb finger: index spreads towards the thumb.
+SPREAD_SIGN = {"index": -0.25, "middle": 0.0, "ring": 0.2, "pinky": 0.4}
+
+# Right-hand skeleton for forward kinematics, metres. Knuckle (joint 1) positions relative to
+# the wrist, and the bone length after each of the three joints of a finger (approximate).
+KNUCKLE_OFFSETS = {
+    "index": np.array([0.095, 0.0, 0.025]),
+    "middle": np.array([0.095, 0.0, 0.0]),
+    "ring": np.array([0.088, 0.0, -0.022]),
+    "pinky": np.array([0.080, 0.0, -0.042]),
+    "thumb": np.array([0.025, 0.005, 0.030]),
+}
+BONE_LENGTHS = {
+    "index": (0.040, 0.025, 0.022),
+    "middle": (0.045, 0.028, 0.024),
+    "ring": (0.042, 0.027, 0.023),
+    "pinky": (0.033, 0.020, 0.019),
+    "thumb": (0.040, 0.032, 0.027),
+}
+# Rest direction of each finger's bones (right hand). The thumb points out towards +x+z.
+BONE_DIRECTION = {
+    "index": np.array([1.0, 0.0, 0.0]),
+    "middle": np.array([1.0, 0.0, 0.0]),
+    "ring": np.array([1.0, 0.0, 0.0]),
+    "pinky": np.array([1.0, 0.0, 0.0]),
+    "thumb": np.array([1.0, 0.0, 1.0]) / np.sqrt(2.0),
+}

@@ -1,0 +1,226 @@
+"""Embedded synthetic two-hand pose data: deterministic, seeded, no files, no downloads.
+
+**Synthetic, for trying the tool and for tests — not a substitute for captured data.**
+
+Assumptions (all approximate, see ``hand_vae.anatomy`` for axes and sizes):
+  * Each hand is driven by 7 grasp parameters in [0, 1]: flexion of each of the 4 fingers, thumb
+    flexion, thumb opposition and knuckle spread. Poses therefore lie near a 7-D non-linear
+    manifold per hand inside the 45-D axis-angle space, as real hands do.
+  * Within a finger the three joints are coupled: MCP ∝ f^1.2, PIP ∝ f^0.9, DIP ≈ 2/3 PIP
+    (tendon coupling); ring and pinky flexion are pulled towards their neighbour's.
+    Spread shrinks as the fingers flex. Joint limits: MCP [−0.2, 1.5], PIP [0, 1.8], DIP [0, 1.2] rad
+    before the subject's scale.
+  * Sequences are smooth: the parameters move between keyframes (every 0.5-1.3 s) with smoothstep
+    easing, plus AR(1) tremor on every joint angle. Frames of one sequence are strongly correlated,
+    which is why data must be split by sequence (or subject), never by frame.
+  * A *subject* is a style: its own joint-limit scale, spread scale, thumb bias, tremor level and
+    preferred grasps (a weighting over 8 grasp prototypes). Held-out subjects test generalisation.
+  * The two hands are correlated: per sequence, with probability ``bimanual_prob`` the left hand
+    copies the right hand's keyframe grasp (with jitter); otherwise it moves on its own.
+  * The left hand is built in the right hand's frame and then mirrored, (x, y, z) -> (x, −y, −z)
+    (DESIGN §1), so mirror augmentation is exact on this data.
+  * Full MANO convention: the flat hand is the zero vector.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from hand_vae import anatomy
+from hand_vae.rotations import HAND_DIM, JOINTS_PER_HAND, POSE_DIM
+
+# Grasp prototypes: flex(index, middle, pinky, ring), thumb flex, thumb opposition, spread.
+_PROTOTYPES = np.array(
+    [
+        [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.2],  # flat
+        [0.3, 0.35, 0.4, 0.38, 0.2, 0.3, 0.3],  # relaxed
+        [1.0, 1.0, 1.0, 1.0, 0.7, 0.6, 0.0],  # fist
+        [0.0, 1.0, 1.0, 1.0, 0.6, 0.7, 0.1],  # point
+        [0.55, 0.3, 0.3, 0.3, 0.5, 0.9, 0.2],  # pinch
+        [0.0, 0.0, 1.0, 1.0, 0.7, 0.8, 0.7],  # peace / victory
+        [0.5, 0.55, 0.65, 0.6, 0.4, 0.6, 0.1],  # cylinder grasp
+        [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],  # spread hand
+    ]
+)
+_NUM_PARAMS = _PROTOTYPES.shape[1]
+_FINGER_COLUMNS = {"index": 0, "middle": 1, "pinky": 2, "ring": 3}
+
+
+@dataclass(frozen=True)
+class PoseSequence:
+    """One motion clip.
+
+    Attributes:
+        name: unique sequence name, e.g. ``"subject03/seq012"``.
+        subject: subject id, e.g. ``"subject03"``.
+        poses: (T, 90) float32 axis-angle, ``[left 45 | right 45]``, radians.
+        fps: frames per second.
+    """
+
+    name: str
+    subject: str
+    poses: np.ndarray
+    fps: float
+
+
+@dataclass(frozen=True)
+class _Subject:
+    limit_scale: float
+    spread_scale: float
+    thumb_bias: float
+    tremor: float
+    grasp_weights: np.ndarray  # (num prototypes,)
+
+
+def _axis_angle(axis: np.ndarray, angle: np.ndarray) -> np.ndarray:
+    """axis (3,), angle (T,) -> (T, 3)."""
+    return angle[:, None] * axis[None, :]
+
+
+def _right_hand_pose(params: np.ndarray, subject: _Subject) -> np.ndarray:
+    """Grasp parameters (T, 7) in [0, 1] -> right-hand axis-angle (T, 15, 3)."""
+    T = params.shape[0]
+    out = np.zeros((T, JOINTS_PER_HAND, 3))
+    flex = {f: params[:, c] for f, c in _FINGER_COLUMNS.items()}
+    # Neighbour coupling: ring and pinky share tendons with middle and ring.
+    flex["ring"] = 0.7 * flex["ring"] + 0.3 * flex["middle"]
+    flex["pinky"] = 0.7 * flex["pinky"] + 0.3 * flex["ring"]
+    spread = params[:, 6]
+    s = subject.limit_scale
+    for finger, f in flex.items():
+        j1, j2, j3 = anatomy.FINGER_JOINTS[finger]
+        mcp = (-0.2 + 1.7 * f**1.2) * s
+        pip = 1.8 * f**0.9 * s
+        abduction = anatomy.SPREAD_SIGN[finger] * subject.spread_scale * spread * (1.0 - 0.7 * f)
+        out[:, j1] = _axis_angle(anatomy.FLEX_AXIS, mcp) + _axis_angle(anatomy.SPREAD_AXIS, abduction)
+        out[:, j2] = _axis_angle(anatomy.FLEX_AXIS, pip)
+        out[:, j3] = _axis_angle(anatomy.FLEX_AXIS, 0.67 * pip)
+    thumb_flex = np.clip(params[:, 4] + subject.thumb_bias, 0.0, 1.0)
+    opposition = params[:, 5]
+    t1, t2, t3 = anatomy.FINGER_JOINTS["thumb"]
+    out[:, t1] = _axis_angle(anatomy.THUMB_OPPOSITION_AXIS, 0.9 * opposition * s) + _axis_angle(
+        anatomy.THUMB_FLEX_AXIS, 0.3 * thumb_flex
+    )
+    out[:, t2] = _axis_angle(anatomy.THUMB_FLEX_AXIS, 0.6 * thumb_flex * s)
+    out[:, t3] = _axis_angle(anatomy.THUMB_FLEX_AXIS, 0.9 * thumb_flex * s)
+    return out
+
+
+def _make_subject(rng: np.random.Generator) -> _Subject:
+    weights = rng.dirichlet(np.full(len(_PROTOTYPES), 0.7))
+    return _Subject(
+        limit_scale=float(rng.uniform(0.85, 1.1)),
+        spread_scale=float(rng.uniform(0.7, 1.3)),
+        thumb_bias=float(rng.uniform(-0.1, 0.1)),
+        tremor=float(rng.uniform(0.004, 0.015)),
+        grasp_weights=weights,
+    )
+
+
+def _keyframe_track(
+    rng: np.random.Generator, subject: _Subject, T: int, fps: float, copy_of: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Smooth grasp-parameter trajectory (T, 7) and the keyframe prototypes it used."""
+    n_keys = max(2, int(np.ceil(T / (fps * rng.uniform(0.5, 1.3)))) + 1)
+    if copy_of is None:
+        protos = rng.choice(len(_PROTOTYPES), size=n_keys, p=subject.grasp_weights)
+    else:
+        protos = copy_of
+    keys = np.clip(_PROTOTYPES[protos] + rng.normal(0.0, 0.12, size=(len(protos), _NUM_PARAMS)), 0.0, 1.0)
+    # Place keyframes evenly over the clip and ease between them (smoothstep), so motion is smooth.
+    pos = np.linspace(0.0, len(keys) - 1, T)
+    lo = np.minimum(np.floor(pos).astype(int), len(keys) - 2)
+    u = pos - lo
+    u = u * u * (3.0 - 2.0 * u)
+    track = keys[lo] * (1.0 - u[:, None]) + keys[lo + 1] * u[:, None]
+    return track, protos
+
+
+def _tremor(rng: np.random.Generator, T: int, std: float) -> np.ndarray:
+    """AR(1) noise (T, 15, 3) with stationary std ``std`` radians."""
+    phi = 0.9
+    eps = rng.normal(0.0, std * np.sqrt(1.0 - phi**2), size=(T, JOINTS_PER_HAND, 3))
+    out = np.empty_like(eps)
+    out[0] = rng.normal(0.0, std, size=(JOINTS_PER_HAND, 3))
+    for t in range(1, T):
+        out[t] = phi * out[t - 1] + eps[t]
+    return out
+
+
+def generate_sequences(
+    num_subjects: int = 8,
+    sequences_per_subject: int = 40,
+    frames_per_sequence: int = 150,
+    fps: float = 30.0,
+    bimanual_prob: float = 0.5,
+    seed: int = 0,
+) -> list[PoseSequence]:
+    """Generate the synthetic two-hand dataset (see module docstring for the assumptions).
+
+    Args:
+        num_subjects: number of subject styles.
+        sequences_per_subject: clips per subject.
+        frames_per_sequence: frames T per clip.
+        fps: frame rate stored with each clip.
+        bimanual_prob: probability that a clip moves both hands through the same grasps.
+        seed: the only source of randomness; the same arguments give identical arrays.
+
+    Returns:
+        ``num_subjects * sequences_per_subject`` clips, each with poses (T, 90) float32.
+    """
+    rng = np.random.default_rng(seed)
+    mirror = np.array([1.0, -1.0, -1.0])
+    sequences: list[PoseSequence] = []
+    for s in range(num_subjects):
+        subject = _make_subject(rng)
+        sid = f"subject{s:02d}"
+        for q in range(sequences_per_subject):
+            T = frames_per_sequence
+            right_params, protos = _keyframe_track(rng, subject, T, fps)
+            copy = protos if rng.random() < bimanual_prob else None
+            left_params, _ = _keyframe_track(rng, subject, T, fps, copy_of=copy)
+            right = _right_hand_pose(right_params, subject) + _tremor(rng, T, subject.tremor)
+            left = (_right_hand_pose(left_params, subject) + _tremor(rng, T, subject.tremor)) * mirror
+            poses = np.concatenate([left.reshape(T, HAND_DIM), right.reshape(T, HAND_DIM)], axis=1)
+            sequences.append(PoseSequence(f"{sid}/seq{q:03d}", sid, poses.astype(np.float32), fps))
+    return sequences
+
+
+def split_by_subject(
+    sequences: list[PoseSequence], val_subjects: int = 1, test_subjects: int = 1
+) -> dict[str, list[PoseSequence]]:
+    """Split clips by subject: the last subjects are val and test (unseen people), the rest train.
+
+    Splitting by subject is stricter than DESIGN §2's by-sequence split: validation and test
+    measure generalisation to a person the model never saw, which is what real priors fail at.
+    """
+    subjects = sorted({s.subject for s in sequences})
+    if len(subjects) < val_subjects + test_subjects + 1:
+        raise ValueError(f"need at least {val_subjects + test_subjects + 1} subjects, got {len(subjects)}")
+    test = set(subjects[len(subjects) - test_subjects :])
+    val = set(subjects[len(subjects) - test_subjects - val_subjects : len(subjects) - test_subjects])
+    splits: dict[str, list[PoseSequence]] = {"train": [], "val": [], "test": []}
+    for seq in sequences:
+        key = "test" if seq.subject in test else "val" if seq.subject in val else "train"
+        splits[key].append(seq)
+    return splits
+
+
+def default_splits(seed: int = 0, **kwargs) -> dict[str, list[PoseSequence]]:
+    """The embedded default dataset: ``generate_sequences(seed=seed, **kwargs)`` split by subject.
+
+    With the defaults: 8 subjects x 40 clips x 150 frames = 48,000 frames; train = 6 subjects
+    (36,000 frames), val = subject06, test = subject07.
+    """
+    return split_by_subject(generate_sequences(seed=seed, **kwargs))
+
+
+def stack_poses(sequences: list[PoseSequence]) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate clips -> (poses (N, 90) float32, sequence_index (N,) int32)."""
+    if not sequences:
+        return np.zeros((0, POSE_DIM), np.float32), np.zeros((0,), np.int32)
+    poses = np.concatenate([s.poses for s in sequences]).astype(np.float32, copy=False)
+    index = np.concatenate([np.full(len(s.poses), i, np.int32) for i, s in enumerate(sequences)])
+    return poses, index

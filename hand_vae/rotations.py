@@ -1,0 +1,177 @@
+"""Rotation maths and two-hand pose layouts.
+
+Conventions (DESIGN §1):
+  * Axis-angle ("rotation vector") in radians, one per joint, relative to the parent joint.
+  * Rotation matrices act on column vectors: ``v' = R @ v``.
+  * 6D representation (Zhou et al., "On the Continuity of Rotation Representations in Neural
+    Networks", CVPR 2019): the first two **columns** of R, stored as ``[c0 | c1]`` in a
+    ``(..., 6)`` tensor.
+  * One hand = 15 joints in MANO order (index1-3, middle1-3, pinky1-3, ring1-3, thumb1-3).
+  * Two hands = ``(B, 90)`` flat ``[left 45 | right 45]``, or ``(B, 30, 3)`` with joints 0-14 left
+    and 15-29 right, or ``(B, 2, 15, 3)`` with hand 0 = left.
+
+All functions are pure and work on arbitrary leading batch dimensions. The conversions are thin
+wrappers over ``roma`` so the numerics are roma's (tested against scipy in ``tests/``).
+"""
+
+from __future__ import annotations
+
+import torch
+import roma
+
+NUM_HANDS = 2
+JOINTS_PER_HAND = 15
+NUM_JOINTS = NUM_HANDS * JOINTS_PER_HAND  # 30
+HAND_DIM = JOINTS_PER_HAND * 3  # 45
+POSE_DIM = NUM_JOINTS * 3  # 90
+
+ACCEPTED_SHAPES = f"(B, {POSE_DIM}) or (B, {NUM_JOINTS}, 3)"
+
+
+def _check_last(x: torch.Tensor, shape: tuple[int, ...], name: str) -> None:
+    if x.shape[-len(shape) :] != torch.Size(shape):
+        raise ValueError(f"{name} must have trailing shape {shape}, got {tuple(x.shape)}")
+
+
+# --------------------------------------------------------------------------- layouts
+
+
+def to_joints(x: torch.Tensor) -> torch.Tensor:
+    """Any accepted two-hand pose layout -> per-joint axis-angle.
+
+    Args:
+        x: (B, 90) flat ``[left 45 | right 45]`` or (B, 30, 3).
+
+    Returns:
+        (B, 30, 3) axis-angle, joints 0-14 left, 15-29 right (a view when possible).
+
+    Raises:
+        ValueError: for any other shape.
+    """
+    if x.dim() == 2 and x.shape[1] == POSE_DIM:
+        return x.reshape(x.shape[0], NUM_JOINTS, 3)  # (B, 30, 3)
+    if x.dim() == 3 and x.shape[1:] == (NUM_JOINTS, 3):
+        return x
+    raise ValueError(f"hand pose must have shape {ACCEPTED_SHAPES}, got {tuple(x.shape)}")
+
+
+def to_flat(x: torch.Tensor) -> torch.Tensor:
+    """Any accepted two-hand pose layout -> (B, 90) ``[left 45 | right 45]``."""
+    return to_joints(x).reshape(x.shape[0], POSE_DIM)
+
+
+def to_hands(x: torch.Tensor) -> torch.Tensor:
+    """Any accepted two-hand pose layout -> (B, 2, 15, 3), hand 0 = left."""
+    return to_joints(x).reshape(x.shape[0], NUM_HANDS, JOINTS_PER_HAND, 3)
+
+
+def from_hands(x: torch.Tensor) -> torch.Tensor:
+    """(B, 2, 15, 3) -> (B, 90)."""
+    _check_last(x, (NUM_HANDS, JOINTS_PER_HAND, 3), "hands")
+    return x.reshape(x.shape[0], POSE_DIM)
+
+
+# --------------------------------------------------------------------------- conversions
+
+
+def axis_angle_to_matrix(rotvec: torch.Tensor) -> torch.Tensor:
+    """Axis-angle (..., 3) -> rotation matrix (..., 3, 3), via Rodrigues (roma).
+
+    roma switches to a Taylor expansion below 1e-6 rad, so the map and its gradient are finite
+    at the zero rotation.
+    """
+    _check_last(rotvec, (3,), "rotvec")
+    return roma.rotvec_to_rotmat(rotvec)
+
+
+def matrix_to_axis_angle(R: torch.Tensor) -> torch.Tensor:
+    """Rotation matrix (..., 3, 3) -> axis-angle (..., 3) with angle in [0, π] (roma, via quaternions)."""
+    _check_last(R, (3, 3), "R")
+    return roma.rotmat_to_rotvec(R)
+
+
+def matrix_to_6d(R: torch.Tensor) -> torch.Tensor:
+    """Rotation matrix (..., 3, 3) -> 6D (..., 6): first column then second column (Zhou et al. 2019)."""
+    _check_last(R, (3, 3), "R")
+    return torch.cat([R[..., :, 0], R[..., :, 1]], dim=-1)  # (..., 6)
+
+
+def rot6d_to_matrix(d6: torch.Tensor) -> torch.Tensor:
+    """6D (..., 6) -> rotation matrix (..., 3, 3) by Gram-Schmidt (Zhou et al. 2019).
+
+    Any input whose two 3-vectors are not collinear gives a proper rotation (det = +1, RᵀR = I).
+    The epsilon keeps the normalisation finite for a degenerate (zero) network output.
+    """
+    _check_last(d6, (6,), "d6")
+    M = torch.stack([d6[..., :3], d6[..., 3:]], dim=-1)  # (..., 3, 2) columns
+    return roma.special_gramschmidt(M, epsilon=1e-8)
+
+
+def axis_angle_to_6d(rotvec: torch.Tensor) -> torch.Tensor:
+    """Axis-angle (..., 3) -> 6D (..., 6)."""
+    return matrix_to_6d(axis_angle_to_matrix(rotvec))
+
+
+def geodesic_angle(R1: torch.Tensor, R2: torch.Tensor) -> torch.Tensor:
+    """Angle of the relative rotation R1ᵀR2, in radians in [0, π].
+
+    Uses ``θ = atan2(‖vee(R − Rᵀ)‖ / 2, (tr R − 1) / 2)`` with ``R = R1ᵀR2``. Unlike
+    ``acos(clamp(cos θ, −1, 1))`` (VPoser) its gradient is finite at θ = 0 (the norm's subgradient
+    there is 0) and near π (d atan2 = (x dy − y dx)/(x² + y²) with x ≈ −1). roma's
+    ``rotmat_geodesic_distance`` uses asin, whose gradient blows up as θ → π, so we do not use it.
+
+    Args:
+        R1, R2: (..., 3, 3) rotation matrices.
+
+    Returns:
+        (...) angles in radians.
+    """
+    _check_last(R1, (3, 3), "R1")
+    _check_last(R2, (3, 3), "R2")
+    R = R1.transpose(-1, -2) @ R2  # (..., 3, 3)
+    vee = torch.stack(
+        [R[..., 2, 1] - R[..., 1, 2], R[..., 0, 2] - R[..., 2, 0], R[..., 1, 0] - R[..., 0, 1]], dim=-1
+    )  # (..., 3) = 2 sin θ · axis
+    sin = 0.5 * torch.linalg.vector_norm(vee, dim=-1)
+    cos = 0.5 * (R[..., 0, 0] + R[..., 1, 1] + R[..., 2, 2] - 1.0)
+    return torch.atan2(sin, cos)
+
+
+def geodesic_angle_axis_angle(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-joint geodesic angle between two axis-angle tensors (..., 3) -> (...), radians."""
+    return geodesic_angle(axis_angle_to_matrix(a), axis_angle_to_matrix(b))
+
+
+# --------------------------------------------------------------------------- mirroring
+
+
+_MIRROR_SIGN = (1.0, -1.0, -1.0)
+
+
+def mirror_axis_angle(rotvec: torch.Tensor) -> torch.Tensor:
+    """Mirror per-joint axis-angle through the hand's sagittal (y-z) plane: (x, y, z) -> (x, −y, −z).
+
+    This maps a left-hand pose onto the equivalent right-hand pose and back (DESIGN §1, MANO
+    convention). It is an involution.
+
+    Args:
+        rotvec: (..., 3).
+    """
+    _check_last(rotvec, (3,), "rotvec")
+    return rotvec * rotvec.new_tensor(_MIRROR_SIGN)
+
+
+def swap_and_mirror_hands(x: torch.Tensor) -> torch.Tensor:
+    """Swap left and right hands and mirror each, keeping the input layout.
+
+    The result is the pose of the mirror-image person: a valid two-hand pose whenever x is.
+
+    Args:
+        x: (B, 90) or (B, 30, 3).
+
+    Returns:
+        Same shape as x.
+    """
+    hands = to_hands(x)  # (B, 2, 15, 3)
+    out = mirror_axis_angle(hands.flip(1))
+    return out.reshape(x.shape)
