@@ -1,0 +1,258 @@
+"""Importers for raw hand-pose files (DESIGN §2): one small reader per format.
+
+Every reader returns a :class:`RawSequence` with poses (T, 90) float32 in the project layout
+``[left 45 | right 45]`` (axis-angle, radians, MANO joint order, full pose: flat hand = 0) and the
+source frame rate when the file stores one.
+
+| format        | file                 | hand pose                                                   |
+|---------------|----------------------|-------------------------------------------------------------|
+| ``amass_smplh``| ``*_poses.npz``     | ``poses`` (N,156): left ``66:111``, right ``111:156``; fps ``mocap_framerate`` |
+| ``amass_smplx``| ``*_stageii.npz``   | ``pose_hand`` (N,90), else ``poses`` (N,165) ``75:120`` / ``120:165``; fps ``mocap_frame_rate`` |
+| ``grab``      | ``*.npz`` (pickled)  | ``lhand``/``rhand`` -> ``params`` -> ``fullpose`` (T,45); fps ``framerate`` |
+| ``array``     | ``.npy`` / ``.npz``  | (N,90), or ``left_hand_pose`` + ``right_hand_pose`` (N,45); optional ``fps`` key |
+
+Security: ``np.load(allow_pickle=True)`` can execute arbitrary code from the file, so it is used
+only when the caller passes ``trust_pickle=True`` (the CLI's ``--trust_pickle``). Without it a file
+that needs unpickling (GRAB, any object array) raises :class:`SourceError` saying so.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hand_vae.rotations import HAND_DIM, POSE_DIM
+
+FORMATS = ("amass_smplh", "amass_smplx", "grab", "array")
+EXTENSIONS = (".npz", ".npy")
+
+# Column slices of the left / right hand inside the full-body pose vectors (DESIGN §2).
+SMPLH_POSE_DIM, SMPLH_LEFT, SMPLH_RIGHT = 156, slice(66, 111), slice(111, 156)
+SMPLX_POSE_DIM, SMPLX_LEFT, SMPLX_RIGHT = 165, slice(75, 120), slice(120, 165)
+
+# AMASS ships body-shape side files next to the motions; they hold no poses and are not errors.
+_SIDE_FILES = ("shape.npz",)
+_SIDE_SUFFIXES = ("_stagei.npz",)
+
+# Exceptions numpy / zipfile raise for truncated or corrupt files. Anything else is a bug and
+# propagates (CONVENTIONS: never catch-all-and-continue).
+_READ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
+_PICKLE_HINT = (
+    "unpickling can execute arbitrary code, so it is refused by default; "
+    "re-run with --trust_pickle only if you trust where this file came from"
+)
+
+
+class SourceError(ValueError):
+    """A raw file cannot be imported; the message is the one-line reason shown to the user."""
+
+
+@dataclass(frozen=True)
+class RawSequence:
+    """One imported clip.
+
+    Attributes:
+        poses: (T, 90) float32 axis-angle, ``[left 45 | right 45]``, radians.
+        fps: source frame rate, or None when the file does not say.
+        format: the reader that produced it (one of :data:`FORMATS`).
+    """
+
+    poses: np.ndarray
+    fps: float | None
+    format: str
+
+
+def is_side_file(path: Path) -> bool:
+    """True for AMASS files that carry body shape only (``shape.npz``, ``*_stagei.npz``)."""
+    return path.name in _SIDE_FILES or path.name.endswith(_SIDE_SUFFIXES)
+
+
+def _shape(a: np.ndarray) -> str:
+    return "(" + ", ".join(str(d) for d in a.shape) + ")"
+
+
+def _two_d(a: np.ndarray, what: str) -> np.ndarray:
+    if a.dtype == object:
+        raise SourceError(f"{what} is an object array, expected numbers")
+    if a.ndim != 2:
+        raise SourceError(f"{what} has shape {_shape(a)}, expected 2-D (frames, dims)")
+    if not np.issubdtype(a.dtype, np.number):
+        raise SourceError(f"{what} has dtype {a.dtype}, expected numbers")
+    return a
+
+
+def _fps(value: object, key: str) -> float:
+    fps = float(np.asarray(value).reshape(-1)[0]) if np.asarray(value).size else float("nan")
+    if not np.isfinite(fps) or fps <= 0:
+        raise SourceError(f"{key} = {value!r} is not a positive frame rate")
+    return fps
+
+
+def _join(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """(T,45) + (T,45) -> (T,90) float32."""
+    if left.shape[0] != right.shape[0]:
+        raise SourceError(f"left hand has {left.shape[0]} frames but right hand has {right.shape[0]}")
+    return np.concatenate([left, right], axis=1).astype(np.float32)  # (T, 90)
+
+
+def _open(path: Path, trust_pickle: bool) -> dict[str, np.ndarray]:
+    """Load every array of a .npy / .npz into memory (members that need pickle -> SourceError)."""
+    try:
+        loaded = np.load(path, allow_pickle=trust_pickle)
+        if isinstance(loaded, np.ndarray):
+            return {"": loaded}
+        with loaded:
+            return {key: loaded[key] for key in loaded.files}
+    except ValueError as err:
+        if "allow_pickle" in str(err):
+            raise SourceError(f"holds pickled Python objects; {_PICKLE_HINT}") from None
+        raise SourceError(f"cannot read: {err}") from None
+    except (pickle.UnpicklingError, *_READ_ERRORS) as err:
+        raise SourceError(f"unreadable (truncated or corrupt?): {type(err).__name__}: {err}") from None
+
+
+def _keys(path: Path) -> set[str]:
+    """Member names of a .npz without loading any data ({""} for a .npy)."""
+    if path.suffix == ".npy":
+        return {""}
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return {n[: -len(".npy")] if n.endswith(".npy") else n for n in zf.namelist()}
+    except (OSError, zipfile.BadZipFile, EOFError) as err:
+        raise SourceError(f"unreadable (truncated or corrupt?): {type(err).__name__}: {err}") from None
+
+
+def detect_format(path: Path) -> str:
+    """Guess a file's format from its member names (and name, for AMASS SMPL-X).
+
+    Raises:
+        SourceError: when the keys fit no known format.
+    """
+    keys = _keys(path)
+    if "lhand" in keys and "rhand" in keys:
+        return "grab"
+    if "pose_hand" in keys or "mocap_frame_rate" in keys or path.name.endswith("_stageii.npz"):
+        return "amass_smplx"
+    if "mocap_framerate" in keys or path.name.endswith("_poses.npz"):
+        return "amass_smplh"
+    if keys & {"", "hand_pose", "poses"} or {"left_hand_pose", "right_hand_pose"} <= keys:
+        return "array"
+    if len(keys) == 1:
+        return "array"
+    shown = ", ".join(sorted(keys)[:8])
+    raise SourceError(f"not a known hand-pose format (keys: {shown}); choose one with --format")
+
+
+def read_amass_smplh(data: dict[str, np.ndarray]) -> RawSequence:
+    """AMASS SMPL+H ``*_poses.npz``: ``poses`` (N,156), fps ``mocap_framerate``."""
+    if "poses" not in data:
+        raise SourceError("AMASS SMPL+H file has no 'poses' array")
+    poses = _two_d(data["poses"], "poses")
+    if poses.shape[1] != SMPLH_POSE_DIM:
+        raise SourceError(f"poses has shape {_shape(poses)}, expected (N, {SMPLH_POSE_DIM}) for SMPL+H")
+    fps = _fps(data["mocap_framerate"], "mocap_framerate") if "mocap_framerate" in data else None
+    return RawSequence(_join(poses[:, SMPLH_LEFT], poses[:, SMPLH_RIGHT]), fps, "amass_smplh")
+
+
+def read_amass_smplx(data: dict[str, np.ndarray]) -> RawSequence:
+    """AMASS SMPL-X ``*_stageii.npz``: ``pose_hand`` (N,90), else ``poses`` (N,165)."""
+    fps = _fps(data["mocap_frame_rate"], "mocap_frame_rate") if "mocap_frame_rate" in data else None
+    if "pose_hand" in data:
+        hands = _two_d(data["pose_hand"], "pose_hand")
+        if hands.shape[1] != POSE_DIM:
+            raise SourceError(f"pose_hand has shape {_shape(hands)}, expected (N, {POSE_DIM})")
+        return RawSequence(hands.astype(np.float32), fps, "amass_smplx")
+    if "poses" not in data:
+        raise SourceError("AMASS SMPL-X file has neither 'pose_hand' nor 'poses'")
+    poses = _two_d(data["poses"], "poses")
+    if poses.shape[1] != SMPLX_POSE_DIM:
+        raise SourceError(f"poses has shape {_shape(poses)}, expected (N, {SMPLX_POSE_DIM}) for SMPL-X")
+    return RawSequence(_join(poses[:, SMPLX_LEFT], poses[:, SMPLX_RIGHT]), fps, "amass_smplx")
+
+
+def _grab_hand(data: dict[str, np.ndarray], key: str) -> np.ndarray:
+    try:
+        params = data[key].item()["params"]
+        pose = np.asarray(params["fullpose"])
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise SourceError(f"GRAB '{key}' has no params['fullpose'] ({type(err).__name__}: {err})") from None
+    pose = _two_d(pose, f"{key}.params.fullpose")
+    if pose.shape[1] != HAND_DIM:
+        raise SourceError(f"{key}.params.fullpose has shape {_shape(pose)}, expected (T, {HAND_DIM})")
+    return pose
+
+
+def read_grab(data: dict[str, np.ndarray]) -> RawSequence:
+    """GRAB sequence: ``lhand`` / ``rhand`` dicts -> ``params['fullpose']`` (T,45), fps ``framerate``."""
+    fps = _fps(data["framerate"], "framerate") if "framerate" in data else None
+    return RawSequence(_join(_grab_hand(data, "lhand"), _grab_hand(data, "rhand")), fps, "grab")
+
+
+def read_array(data: dict[str, np.ndarray]) -> RawSequence:
+    """Plain arrays: one (N,90) array, or ``left_hand_pose`` + ``right_hand_pose`` (N,45) each."""
+    fps = _fps(data["fps"], "fps") if "fps" in data else None
+    if "left_hand_pose" in data and "right_hand_pose" in data:
+        left = _two_d(data["left_hand_pose"], "left_hand_pose")
+        right = _two_d(data["right_hand_pose"], "right_hand_pose")
+        for name, hand in (("left_hand_pose", left), ("right_hand_pose", right)):
+            if hand.shape[1] != HAND_DIM:
+                raise SourceError(f"{name} has shape {_shape(hand)}, expected (N, {HAND_DIM})")
+        return RawSequence(_join(left, right), fps, "array")
+    candidates = [k for k in ("hand_pose", "poses", "") if k in data]
+    arrays = [k for k in data if k != "fps"]
+    key = candidates[0] if candidates else (arrays[0] if len(arrays) == 1 else None)
+    if key is None:
+        raise SourceError(
+            f"no (N, {POSE_DIM}) array found (keys: {', '.join(sorted(data))}); "
+            "expected 'hand_pose', a single array, or 'left_hand_pose' + 'right_hand_pose'"
+        )
+    label = key or "array"
+    poses = _two_d(np.asarray(data[key]), label)
+    if poses.shape[1] != POSE_DIM:
+        hint = {
+            HAND_DIM: " (one hand? give left_hand_pose + right_hand_pose)",
+            SMPLH_POSE_DIM: " (AMASS SMPL+H? use --format amass_smplh)",
+            SMPLX_POSE_DIM: " (AMASS SMPL-X? use --format amass_smplx)",
+        }.get(poses.shape[1], "")
+        raise SourceError(
+            f"{label} has shape {_shape(poses)}, expected (N, {POSE_DIM}) = [left 45 | right 45]{hint}"
+        )
+    return RawSequence(poses.astype(np.float32), fps, "array")
+
+
+_READERS = {
+    "amass_smplh": read_amass_smplh,
+    "amass_smplx": read_amass_smplx,
+    "grab": read_grab,
+    "array": read_array,
+}
+
+
+def read_file(path: str | Path, fmt: str = "auto", trust_pickle: bool = False) -> RawSequence:
+    """Import one raw file. The file is only read, never modified.
+
+    Args:
+        path: a ``.npz`` or ``.npy`` file.
+        fmt: ``"auto"`` (detect from keys) or one of :data:`FORMATS`.
+        trust_pickle: allow unpickling (needed for GRAB). Only for files from a trusted source.
+
+    Returns:
+        The clip, poses (T, 90) float32.
+
+    Raises:
+        SourceError: unreadable, unrecognised, pickled without trust, or wrong shape.
+    """
+    path = Path(path)
+    if fmt != "auto" and fmt not in _READERS:
+        raise ValueError(f"unknown format {fmt!r}; choose auto or one of {', '.join(FORMATS)}")
+    if path.suffix not in EXTENSIONS:
+        raise SourceError(f"not a .npz or .npy file ({path.suffix or 'no extension'})")
+    fmt = detect_format(path) if fmt == "auto" else fmt
+    if fmt == "grab" and not trust_pickle:
+        raise SourceError(f"GRAB files store pickled Python objects; {_PICKLE_HINT}")
+    return _READERS[fmt](_open(path, trust_pickle))

@@ -1,0 +1,152 @@
+"""Sequence-level train / val / test splits (DESIGN §2). Never split by frame: neighbouring frames
+are near-identical, so a frame split leaks the test set into training.
+
+Three schemes, all deterministic (inputs are sorted by name first, randomness comes only from
+``np.random.default_rng(seed)``):
+
+* ``ratio``: a seeded permutation of the sequences cut at the given ratios (default 0.8/0.1/0.1).
+* ``amass``: AMASS's usual split by sub-dataset, the first path component under the input dir.
+* ``dirs``: the input's top-level ``train/``, ``val/`` and ``test/`` folders are the split.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+SCHEMES = ("ratio", "amass", "dirs")
+DEFAULT_RATIOS = (0.8, 0.1, 0.1)
+
+# AMASS sub-datasets held out by the usual protocol (VPoser, HuMoR, ...). Newer AMASS releases
+# renamed some folders (MPI_HDM05 -> HDM05, MPI_mosh -> MoSh, Transitions_mocap -> Transitions,
+# SSM_synced -> SSM); both spellings are accepted, case-insensitively.
+AMASS_VAL = frozenset({"humaneva", "mpi_hdm05", "hdm05", "sfu", "mpi_mosh", "mosh"})
+AMASS_TEST = frozenset({"transitions_mocap", "transitions", "ssm_synced", "ssm"})
+# Folder names accepted by the ``dirs`` scheme.
+DIR_ALIASES = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "vald": "val",
+    "validation": "val",
+    "test": "test",
+}
+
+
+class SplitError(ValueError):
+    """Bad split settings (a user mistake); the message is one actionable line."""
+
+
+def check_ratios(ratios: tuple[float, ...] | list[float]) -> tuple[float, float, float]:
+    """Validate ``--split_ratios``: three non-negative numbers summing to 1 with a non-empty train.
+
+    Raises:
+        SplitError: otherwise.
+    """
+    if len(ratios) != 3:
+        raise SplitError(f"--split_ratios needs 3 numbers (train val test), got {len(ratios)}")
+    r = tuple(float(x) for x in ratios)
+    if any(not math.isfinite(x) or x < 0 for x in r) or r[0] <= 0:
+        raise SplitError(f"--split_ratios must be non-negative with train > 0, got {' '.join(map(str, r))}")
+    if abs(sum(r) - 1.0) > 1e-6:
+        raise SplitError(f"--split_ratios must sum to 1, got {' '.join(map(str, r))} (sum {sum(r):g})")
+    return r  # type: ignore[return-value]
+
+
+def _split_sizes(n: int, ratios: tuple[float, float, float]) -> list[int]:
+    """Largest-remainder rounding of ``n * ratios``; each split with a positive ratio gets at least one
+    sequence when there are enough (taken from the largest split)."""
+    exact = [n * r for r in ratios]
+    sizes = [math.floor(x) for x in exact]
+    order = sorted(range(3), key=lambda i: (-(exact[i] - sizes[i]), i))
+    for i in order[: n - sum(sizes)]:
+        sizes[i] += 1
+    if n >= sum(r > 0 for r in ratios):
+        for i in range(3):
+            if ratios[i] > 0 and sizes[i] == 0:
+                sizes[max(range(3), key=lambda j: sizes[j])] -= 1
+                sizes[i] = 1
+    return sizes
+
+
+def split_by_ratio(names: list[str], ratios: tuple[float, float, float], seed: int) -> dict[str, list[str]]:
+    """Seeded random split of sequence names.
+
+    Args:
+        names: unique sequence names (order does not matter; they are sorted first).
+        ratios: (train, val, test), see :func:`check_ratios`.
+        seed: the permutation's seed; the same names and seed give the same split.
+
+    Returns:
+        split -> sorted names.
+    """
+    ordered = sorted(names)
+    perm = np.random.default_rng(seed).permutation(len(ordered))
+    sizes = _split_sizes(len(ordered), ratios)
+    out: dict[str, list[str]] = {}
+    start = 0
+    for split, size in zip(SPLITS, sizes, strict=True):
+        out[split] = sorted(ordered[i] for i in perm[start : start + size])
+        start += size
+    return out
+
+
+def amass_split_of(rel_path: str) -> str:
+    """AMASS split of a file from its path relative to the input dir (first component = sub-dataset)."""
+    subset = rel_path.split("/", 1)[0].lower()
+    return "val" if subset in AMASS_VAL else "test" if subset in AMASS_TEST else "train"
+
+
+def dirs_split_of(rel_path: str) -> str | None:
+    """Split named by the top-level folder (``train/``, ``val/``, ``test/``), or None if none."""
+    parts = rel_path.split("/", 1)
+    return DIR_ALIASES.get(parts[0].lower()) if len(parts) == 2 else None
+
+
+def assign_splits(
+    names_to_paths: dict[str, str],
+    scheme: str,
+    ratios: tuple[float, float, float] = DEFAULT_RATIOS,
+    seed: int = 0,
+) -> dict[str, list[str]]:
+    """Assign every sequence to exactly one split.
+
+    Args:
+        names_to_paths: sequence name -> source path relative to the input dir (POSIX separators).
+            For ``dirs`` every path must start with a split folder (see :func:`dirs_split_of`).
+        scheme: one of :data:`SCHEMES`.
+        ratios: used by ``ratio`` only.
+        seed: used by ``ratio`` only.
+
+    Returns:
+        ``{"train": [...], "val": [...], "test": [...]}``, each sorted by name, disjoint.
+
+    Raises:
+        SplitError: unknown scheme, or a ``dirs`` path outside the split folders.
+    """
+    if scheme == "ratio":
+        out = split_by_ratio(list(names_to_paths), ratios, seed)
+    elif scheme in ("amass", "dirs"):
+        out = {s: [] for s in SPLITS}
+        for name in sorted(names_to_paths):
+            path = names_to_paths[name]
+            split = amass_split_of(path) if scheme == "amass" else dirs_split_of(path)
+            if split is None:
+                raise SplitError(f"{path} is not under train/, val/ or test/ (--split_scheme dirs)")
+            out[split].append(name)
+        if scheme == "amass" and names_to_paths and not (out["val"] or out["test"]):
+            logger.warning(
+                "--split_scheme amass: no file is under a val/test sub-dataset (HumanEva, MPI_HDM05, SFU, "
+                "MPI_mosh, Transitions_mocap, SSM_synced); is --input_dir the AMASS root?"
+            )
+    else:
+        raise SplitError(f"unknown --split_scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
+    for split in SPLITS:
+        if names_to_paths and not out[split]:
+            logger.warning("split %r is empty", split)
+    return out
