@@ -96,7 +96,14 @@ def _write_json_atomic(path: Path, obj: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _check_output_dir(out: Path, overwrite: bool) -> None:
+def check_output_dir(out_dir: str | Path, overwrite: bool) -> None:
+    """Refuse an output path that is a file, or a non-empty dir without ``overwrite``, or a non-empty
+    dir this tool did not write (no ``meta.json``) even with ``overwrite``.
+
+    Raises:
+        DatasetError: with the fix in the message.
+    """
+    out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise DatasetError(f"--output_dir {out} exists and is not a directory")
     if out.is_dir() and any(out.iterdir()):
@@ -115,7 +122,7 @@ def _check_output_dir(out: Path, overwrite: bool) -> None:
 def _staging_dir(out_dir: str | Path, overwrite: bool) -> Iterator[Path]:
     """Yield a temporary sibling dir; on success swap it into ``out_dir``, on failure delete it."""
     out = Path(out_dir).resolve()
-    _check_output_dir(out, overwrite)
+    check_output_dir(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:

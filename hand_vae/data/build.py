@@ -1,0 +1,292 @@
+"""The shared build pipeline behind ``create_consolidated_npz.py`` and ``create_datamodule.py``:
+scan -> import -> clean -> split -> write (DESIGN §2-§3).
+
+Bad input never disappears silently. Every file under the input dir ends up in exactly one of:
+
+* ``sources`` (imported and kept, with its split),
+* ``dropped`` (imported but removed by cleaning: constant hand, no frames left),
+* ``skipped`` (could not be used: unreadable, unknown format, pickled without trust, wrong shape,
+  duplicate sequence name, outside ``train/ val/ test/`` for ``--split_scheme dirs``),
+* ``ignored`` (not ``.npz``/``.npy``, hidden, or an AMASS body-shape side file).
+
+All four lists go to ``meta.json``; a non-empty ``skipped`` makes the CLI exit non-zero, and
+``strict`` stops at the first skipped file before anything is written. Input files are only read.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hand_vae.data import synthetic
+from hand_vae.data.cleaning import DropCounts, clean_sequence
+from hand_vae.data.layouts import (
+    DEFAULT_SHARD_SIZE,
+    LAYOUTS,
+    check_output_dir,
+    write_consolidated,
+    write_splits_dir,
+)
+from hand_vae.data.sources import EXTENSIONS, FORMATS, SourceError, is_side_file, read_file
+from hand_vae.data.splits import DEFAULT_RATIOS, SPLITS, assign_splits, check_ratios, dirs_split_of
+
+logger = logging.getLogger(__name__)
+
+
+class BuildError(ValueError):
+    """A user mistake that stops the build before anything is written; one actionable line."""
+
+
+@dataclass
+class BuildConfig:
+    """Settings of one build (one field per CLI flag, same names and defaults).
+
+    Attributes:
+        output_dir: destination dir.
+        layout: ``"consolidated"`` or ``"splits"``.
+        input_dir: raw data root, or None for the embedded synthetic dataset.
+        format: ``"auto"`` or one of ``sources.FORMATS``.
+        trust_pickle: allow unpickling (GRAB); only for trusted files.
+        target_fps: subsample faster clips to this rate; None or 0 keeps every frame.
+        source_fps: frame rate of files that store none (plain arrays); None = no subsampling.
+        split_scheme: ``"ratio"``, ``"amass"`` or ``"dirs"``.
+        split_ratios: (train, val, test) for ``ratio``.
+        seed: split seed (and the synthetic dataset's seed).
+        shard_size: rows per consolidated shard.
+        overwrite: replace an output dir previously written by this tool.
+        strict: stop at the first file that would be skipped.
+    """
+
+    output_dir: str
+    layout: str
+    input_dir: str | None = None
+    format: str = "auto"
+    trust_pickle: bool = False
+    target_fps: float | None = 30.0
+    source_fps: float | None = None
+    split_scheme: str = "ratio"
+    split_ratios: tuple[float, float, float] = DEFAULT_RATIOS
+    seed: int = 0
+    shard_size: int = DEFAULT_SHARD_SIZE
+    overwrite: bool = False
+    strict: bool = False
+
+
+@dataclass
+class BuildSummary:
+    """What a build did (also stored in ``meta.json``)."""
+
+    output_dir: Path
+    layout: str
+    synthetic: bool
+    meta: dict[str, Any]
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    dropped: list[dict[str, str]] = field(default_factory=list)
+    ignored: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def files_written(self) -> list[str]:
+        """Data files relative to ``output_dir`` (meta.json last)."""
+        files = []
+        for split in SPLITS:
+            info = self.meta["splits"][split]
+            files += [e["file"] for e in info.get("shards", info.get("sequences", []))]
+        return files + ["meta.json"]
+
+
+@dataclass
+class _Candidate:
+    rel: str  # path relative to the input dir, POSIX separators
+    name: str  # sequence name = rel without extension (and without the split folder for "dirs")
+
+
+def _validate(cfg: BuildConfig) -> None:
+    if cfg.layout not in LAYOUTS:
+        raise BuildError(f"unknown layout {cfg.layout!r}")
+    if cfg.format != "auto" and cfg.format not in FORMATS:
+        raise BuildError(f"--format must be auto or one of {', '.join(FORMATS)}, got {cfg.format!r}")
+    if cfg.target_fps is not None and not cfg.target_fps >= 0:
+        raise BuildError(
+            f"--target_fps must be a positive frame rate (0 = keep every frame), got {cfg.target_fps}"
+        )
+    if cfg.source_fps is not None and not cfg.source_fps > 0:
+        raise BuildError(f"--source_fps must be a positive frame rate, got {cfg.source_fps}")
+    if cfg.shard_size < 1:
+        raise BuildError(f"--shard_size must be >= 1, got {cfg.shard_size}")
+    cfg.split_ratios = check_ratios(cfg.split_ratios)
+    check_output_dir(cfg.output_dir, cfg.overwrite)  # fail before a long import, not after
+    if cfg.input_dir is None:
+        return
+    src, out = Path(cfg.input_dir).resolve(), Path(cfg.output_dir).resolve()
+    if not src.is_dir():
+        raise BuildError(f"--input_dir {cfg.input_dir} is not a directory")
+    if out == src or src in out.parents or out in src.parents:
+        raise BuildError(f"--output_dir {cfg.output_dir} must not contain or be inside --input_dir")
+
+
+def _scan(cfg: BuildConfig) -> tuple[list[_Candidate], list[dict[str, str]], list[dict[str, str]]]:
+    """Sorted candidate files, plus skipped (before reading) and ignored entries."""
+    root = Path(cfg.input_dir)  # type: ignore[arg-type]
+    candidates, skipped, ignored = [], [], []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root).as_posix()
+        if any(part.startswith(".") for part in rel.split("/")):
+            ignored.append({"path": rel, "reason": "hidden file"})
+        elif path.suffix not in EXTENSIONS:
+            ignored.append({"path": rel, "reason": f"not .npz/.npy ({path.suffix or 'no extension'})"})
+        elif is_side_file(path):
+            ignored.append({"path": rel, "reason": "AMASS body-shape file, no poses"})
+        elif cfg.split_scheme == "dirs" and dirs_split_of(rel) is None:
+            skipped.append({"path": rel, "reason": "not under train/, val/ or test/ (--split_scheme dirs)"})
+        else:
+            stem = rel[: -len(path.suffix)]
+            name = stem.split("/", 1)[1] if cfg.split_scheme == "dirs" else stem
+            candidates.append(_Candidate(rel, name))
+    if not candidates and not skipped:
+        raise BuildError(
+            f"--input_dir {cfg.input_dir} holds no .npz/.npy files"
+            + (f" ({len(ignored)} other files ignored, e.g. {ignored[0]['path']})" if ignored else "")
+        )
+    if ignored:
+        logger.warning(
+            "ignored %d files (not .npz/.npy, hidden or shape-only), e.g. %s",
+            len(ignored),
+            ignored[0]["path"],
+        )
+    taken: dict[str, str] = {}
+    unique = []
+    for c in candidates:
+        if c.name in taken:
+            skipped.append(
+                {"path": c.rel, "reason": f"duplicate sequence name {c.name!r} (also {taken[c.name]})"}
+            )
+        else:
+            taken[c.name] = c.rel
+            unique.append(c)
+    return unique, skipped, ignored
+
+
+def _progress(items: list[_Candidate]):
+    """A tqdm bar over files on stderr when tqdm is installed (it ships with Lightning)."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a Lightning dependency
+        return items
+    return tqdm(items, desc="reading", unit="file", disable=None, leave=False)
+
+
+def _skip(cfg: BuildConfig, skipped: list[dict[str, str]], rel: str, reason: str) -> None:
+    logger.warning("skipping %s: %s", rel, reason)
+    skipped.append({"path": rel, "reason": reason})
+    if cfg.strict:
+        raise BuildError(f"{rel}: {reason} (--strict: stopped, nothing written)")
+
+
+def _import_all(cfg: BuildConfig) -> tuple[dict[str, list[Any]], dict[str, Any]]:
+    candidates, skipped, ignored = _scan(cfg)
+    if cfg.strict and skipped:
+        raise BuildError(f"{skipped[0]['path']}: {skipped[0]['reason']} (--strict: stopped, nothing written)")
+    for s in skipped:
+        logger.warning("skipping %s: %s", s["path"], s["reason"])
+    target = cfg.target_fps or None
+    counts = DropCounts()
+    kept: dict[str, synthetic.PoseSequence] = {}
+    sources, dropped, paths = [], [], {}
+    for c in _progress(candidates):
+        try:
+            raw = read_file(Path(cfg.input_dir) / c.rel, cfg.format, cfg.trust_pickle)  # type: ignore[arg-type]
+        except SourceError as err:
+            _skip(cfg, skipped, c.rel, str(err))
+            continue
+        fps = raw.fps if raw.fps is not None else cfg.source_fps
+        res = clean_sequence(raw.poses, fps, target, counts)
+        if res.poses is None:
+            logger.debug("dropping %s: %s", c.rel, res.detail)
+            dropped.append({"path": c.rel, "name": c.name, "reason": res.drop_reason, "detail": res.detail})
+            continue
+        subject = c.name.rsplit("/", 1)[0] if "/" in c.name else ""
+        kept[c.name] = synthetic.PoseSequence(c.name, subject, res.poses, res.fps)
+        paths[c.name] = c.rel
+        sources.append(
+            {"path": c.rel, "name": c.name, "format": raw.format, "source_fps": fps, "fps": res.fps,
+             "frames_read": len(raw.poses), "frames_kept": len(res.poses)}
+        )  # fmt: skip
+    names = assign_splits(paths, cfg.split_scheme, cfg.split_ratios, cfg.seed)
+    split_of = {n: s for s, ns in names.items() for n in ns}
+    for entry in sources:
+        entry["split"] = split_of[entry["name"]]
+    splits = {s: [kept[n] for n in ns] for s, ns in names.items()}
+    extra = {"source": "files", "sources": sources, "skipped": skipped, "dropped": dropped,
+             "ignored": ignored, "drops": counts.as_dict()}  # fmt: skip
+    return splits, extra
+
+
+def _args(cfg: BuildConfig) -> dict[str, Any]:
+    """Settings recorded in meta.json; the output location and --overwrite are left out so two runs
+    on the same input give byte-identical meta.json wherever they write."""
+    args = asdict(cfg)
+    for key in ("output_dir", "overwrite", "layout") + (
+        () if cfg.layout == "consolidated" else ("shard_size",)
+    ):
+        args.pop(key)
+    args["split_ratios"] = list(cfg.split_ratios)
+    return args
+
+
+def build_dataset(cfg: BuildConfig, created_by: str = "hand_vae.data.build") -> BuildSummary:
+    """Run the whole pipeline and write ``cfg.output_dir`` in ``cfg.layout``.
+
+    Args:
+        cfg: settings; with ``input_dir=None`` the embedded synthetic dataset is written.
+        created_by: recorded in meta.json (the script name).
+
+    Returns:
+        The summary. ``summary.skipped`` non-empty means some input could not be used.
+
+    Raises:
+        BuildError: bad settings, no usable input, or a skipped file under ``strict``.
+        DatasetError: the output dir cannot be written (exists without ``overwrite``, ...).
+    """
+    _validate(cfg)
+    if cfg.input_dir is None:
+        logger.warning(
+            "no --input_dir: writing the embedded SYNTHETIC two-hand dataset (seed %d, split by subject) "
+            "to %s; it is for trying the tool and for tests, not captured data",
+            cfg.seed,
+            cfg.output_dir,
+        )
+        splits = synthetic.default_splits(cfg.seed)
+        extra: dict[str, Any] = {
+            "source": "synthetic",
+            "sources": [],
+            "skipped": [],
+            "dropped": [],
+            "ignored": [],
+        }
+        extra["drops"] = DropCounts().as_dict()
+        fps = splits["train"][0].fps
+    else:
+        logger.info("scanning %s", cfg.input_dir)
+        splits, extra = _import_all(cfg)
+        fps = cfg.target_fps or None
+        if not any(splits.values()):
+            raise BuildError(
+                f"no usable sequence under {cfg.input_dir}: {len(extra['skipped'])} files skipped, "
+                f"{len(extra['dropped'])} dropped by cleaning (see the warnings above); nothing written"
+            )
+    extra = {"created_by": created_by, "fps": fps, **extra, "args": _args(cfg)}
+    if cfg.layout == "consolidated":
+        meta = write_consolidated(cfg.output_dir, splits, extra, cfg.shard_size, cfg.overwrite)
+    else:
+        meta = write_splits_dir(cfg.output_dir, splits, extra, cfg.overwrite)
+    return BuildSummary(
+        Path(cfg.output_dir),
+        cfg.layout,
+        cfg.input_dir is None,
+        meta,
+        extra["skipped"],
+        extra["dropped"],
+        extra["ignored"],
+    )
