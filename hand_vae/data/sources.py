@@ -21,6 +21,8 @@ from __future__ import annotations
 import pickle
 import zipfile
 import zlib
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,20 +102,61 @@ def _join(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     return np.concatenate([left, right], axis=1).astype(np.float32)  # (T, 90)
 
 
-def _open(path: Path, trust_pickle: bool) -> dict[str, np.ndarray]:
-    """Load every array of a .npy / .npz into memory (members that need pickle -> SourceError)."""
+def _unreadable(err: BaseException) -> SourceError:
+    return SourceError(f"unreadable (truncated or corrupt?): {type(err).__name__}: {err}")
+
+
+class _Members(Mapping):
+    """Read-only, lazy view of a ``.npz``'s arrays (or a ``.npy`` as key ``""``).
+
+    Members are loaded only when a reader asks for them, so an unneeded pickled member (e.g. marker
+    metadata) does not stop a file from importing without ``--trust_pickle``.
+    """
+
+    def __init__(self, npz: np.lib.npyio.NpzFile | None, single: np.ndarray | None = None) -> None:
+        self._npz, self._single = npz, single
+        self._keys = list(npz.files) if npz is not None else [""]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        if key not in self._keys:
+            raise KeyError(key)
+        if self._npz is None:
+            return self._single  # type: ignore[return-value]
+        try:
+            return self._npz[key]
+        except ValueError as err:
+            if "allow_pickle" in str(err):
+                raise SourceError(f"'{key}' holds pickled Python objects; {_PICKLE_HINT}") from None
+            raise _unreadable(err) from None
+        except (pickle.UnpicklingError, *_READ_ERRORS) as err:
+            raise _unreadable(err) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+@contextmanager
+def _open(path: Path, trust_pickle: bool) -> Iterator[_Members]:
+    """Open a .npy / .npz for reading; errors become :class:`SourceError`."""
     try:
         loaded = np.load(path, allow_pickle=trust_pickle)
-        if isinstance(loaded, np.ndarray):
-            return {"": loaded}
-        with loaded:
-            return {key: loaded[key] for key in loaded.files}
     except ValueError as err:
         if "allow_pickle" in str(err):
             raise SourceError(f"holds pickled Python objects; {_PICKLE_HINT}") from None
-        raise SourceError(f"cannot read: {err}") from None
+        raise _unreadable(err) from None
     except (pickle.UnpicklingError, *_READ_ERRORS) as err:
-        raise SourceError(f"unreadable (truncated or corrupt?): {type(err).__name__}: {err}") from None
+        raise _unreadable(err) from None
+    if isinstance(loaded, np.ndarray):
+        yield _Members(None, loaded)
+        return
+    with loaded:
+        yield _Members(loaded)
 
 
 def _keys(path: Path) -> set[str]:
@@ -124,7 +167,7 @@ def _keys(path: Path) -> set[str]:
         with zipfile.ZipFile(path) as zf:
             return {n[: -len(".npy")] if n.endswith(".npy") else n for n in zf.namelist()}
     except (OSError, zipfile.BadZipFile, EOFError) as err:
-        raise SourceError(f"unreadable (truncated or corrupt?): {type(err).__name__}: {err}") from None
+        raise _unreadable(err) from None
 
 
 def detect_format(path: Path) -> str:
@@ -148,7 +191,7 @@ def detect_format(path: Path) -> str:
     raise SourceError(f"not a known hand-pose format (keys: {shown}); choose one with --format")
 
 
-def read_amass_smplh(data: dict[str, np.ndarray]) -> RawSequence:
+def read_amass_smplh(data: Mapping[str, np.ndarray]) -> RawSequence:
     """AMASS SMPL+H ``*_poses.npz``: ``poses`` (N,156), fps ``mocap_framerate``."""
     if "poses" not in data:
         raise SourceError("AMASS SMPL+H file has no 'poses' array")
@@ -159,7 +202,7 @@ def read_amass_smplh(data: dict[str, np.ndarray]) -> RawSequence:
     return RawSequence(_join(poses[:, SMPLH_LEFT], poses[:, SMPLH_RIGHT]), fps, "amass_smplh")
 
 
-def read_amass_smplx(data: dict[str, np.ndarray]) -> RawSequence:
+def read_amass_smplx(data: Mapping[str, np.ndarray]) -> RawSequence:
     """AMASS SMPL-X ``*_stageii.npz``: ``pose_hand`` (N,90), else ``poses`` (N,165)."""
     fps = _fps(data["mocap_frame_rate"], "mocap_frame_rate") if "mocap_frame_rate" in data else None
     if "pose_hand" in data:
@@ -175,7 +218,7 @@ def read_amass_smplx(data: dict[str, np.ndarray]) -> RawSequence:
     return RawSequence(_join(poses[:, SMPLX_LEFT], poses[:, SMPLX_RIGHT]), fps, "amass_smplx")
 
 
-def _grab_hand(data: dict[str, np.ndarray], key: str) -> np.ndarray:
+def _grab_hand(data: Mapping[str, np.ndarray], key: str) -> np.ndarray:
     try:
         params = data[key].item()["params"]
         pose = np.asarray(params["fullpose"])
@@ -187,13 +230,13 @@ def _grab_hand(data: dict[str, np.ndarray], key: str) -> np.ndarray:
     return pose
 
 
-def read_grab(data: dict[str, np.ndarray]) -> RawSequence:
+def read_grab(data: Mapping[str, np.ndarray]) -> RawSequence:
     """GRAB sequence: ``lhand`` / ``rhand`` dicts -> ``params['fullpose']`` (T,45), fps ``framerate``."""
     fps = _fps(data["framerate"], "framerate") if "framerate" in data else None
     return RawSequence(_join(_grab_hand(data, "lhand"), _grab_hand(data, "rhand")), fps, "grab")
 
 
-def read_array(data: dict[str, np.ndarray]) -> RawSequence:
+def read_array(data: Mapping[str, np.ndarray]) -> RawSequence:
     """Plain arrays: one (N,90) array, or ``left_hand_pose`` + ``right_hand_pose`` (N,45) each."""
     fps = _fps(data["fps"], "fps") if "fps" in data else None
     if "left_hand_pose" in data and "right_hand_pose" in data:
@@ -255,4 +298,5 @@ def read_file(path: str | Path, fmt: str = "auto", trust_pickle: bool = False) -
     fmt = detect_format(path) if fmt == "auto" else fmt
     if fmt == "grab" and not trust_pickle:
         raise SourceError(f"GRAB files store pickled Python objects; {_PICKLE_HINT}")
-    return _READERS[fmt](_open(path, trust_pickle))
+    with _open(path, trust_pickle) as members:
+        return _READERS[fmt](members)
