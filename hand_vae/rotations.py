@@ -16,8 +16,8 @@ wrappers over ``roma`` so the numerics are roma's (tested against scipy in ``tes
 
 from __future__ import annotations
 
-import torch
 import roma
+import torch
 
 NUM_HANDS = 2
 JOINTS_PER_HAND = 15

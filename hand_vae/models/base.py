@@ -1,0 +1,215 @@
+"""Shared VAE machinery: configuration, MLPs, reparameterisation, energy and the IWAE bound.
+
+Subclasses define what the encoder sees and what the decoder's likelihood is; everything a
+user calls (``encode``, ``decode``, ``forward``, ``reconstruct``, ``sample``, ``energy``,
+``log_prob``) lives here so both models behave the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from hand_vae.losses import kl_per_dim
+from hand_vae.rotations import NUM_JOINTS, geodesic_angle_axis_angle, to_joints
+
+
+@dataclass
+class VAEConfig:
+    """Model hyperparameters; plain types only so they can live in a checkpoint.
+
+    Attributes:
+        model_type: "standard" (Gaussian on axis-angle) or "so3" (geodesic on rotations).
+        z_dim: latent dimension (seed default 24).
+        hidden: hidden width of the encoder and decoder MLPs (seed default 256).
+        num_layers: hidden layers per MLP.
+        dropout: dropout probability after each hidden activation (regularises a learned σ).
+        min_sigma: floor of the learned likelihood scale, radians. Without it σ collapses on
+            narrow training data and the validation NLL rises (DESIGN §4, "Overfitting").
+    """
+
+    model_type: str = "standard"
+    z_dim: int = 24
+    hidden: int = 256
+    num_layers: int = 2
+    dropout: float = 0.0
+    min_sigma: float = 0.02
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def mlp(d_in: int, hidden: int, d_out: int, num_layers: int, dropout: float) -> nn.Sequential:
+    """``num_layers`` × (Linear → SiLU → Dropout), then a Linear head."""
+    layers: list[nn.Module] = []
+    d = d_in
+    for _ in range(num_layers):
+        layers += [nn.Linear(d, hidden), nn.SiLU()]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        d = hidden
+    layers.append(nn.Linear(d, d_out))
+    return nn.Sequential(*layers)
+
+
+def floored_log_sigma(raw: torch.Tensor, min_sigma: float) -> torch.Tensor:
+    """Smooth floor on a learned scale: ``σ = min_sigma + exp(raw)``, returned as log σ.
+
+    A hard ``clamp`` would zero the gradient below the floor and could trap σ there; this keeps
+    σ > min_sigma with a gradient everywhere.
+    """
+    return torch.logaddexp(raw, raw.new_tensor(math.log(min_sigma)))
+
+
+class BaseHandVAE(nn.Module):
+    """Encoder, reparameterisation and the scoring API shared by both models.
+
+    Subclasses implement ``encoder_input``, ``decode_params``, ``recon_nll``, ``params_to_pose``
+    and ``joint_errors``.
+    """
+
+    def __init__(self, cfg: VAEConfig, encoder_in: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = mlp(encoder_in, cfg.hidden, 2 * cfg.z_dim, cfg.num_layers, cfg.dropout)
+
+    @property
+    def model_type(self) -> str:
+        return self.cfg.model_type
+
+    @property
+    def z_dim(self) -> int:
+        return self.cfg.z_dim
+
+    # ---------------------------------------------------------------- subclass hooks
+    def encoder_input(self, joints: torch.Tensor) -> torch.Tensor:  # (B, 30, 3) -> (B, D_in)
+        raise NotImplementedError
+
+    def decode_params(self, z: torch.Tensor) -> torch.Tensor:  # (B, Z) -> decoder output
+        raise NotImplementedError
+
+    def recon_nll(self, joints: torch.Tensor, params: torch.Tensor) -> torch.Tensor:  # -> (B,)
+        raise NotImplementedError
+
+    def params_to_pose(self, params: torch.Tensor) -> torch.Tensor:  # -> (B, 90)
+        raise NotImplementedError
+
+    def joint_errors(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+        """Per-joint geodesic angle between two poses, (B, 30) radians (same metric for both models)."""
+        return geodesic_angle_axis_angle(to_joints(x), to_joints(x_hat))
+
+    # ---------------------------------------------------------------- public API
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior q(z|x).
+
+        Args:
+            x: (B, 90) or (B, 30, 3) axis-angle poses.
+
+        Returns:
+            mu (B, Z) and logvar (B, Z) = log σ² of the diagonal Gaussian posterior.
+        """
+        h = self.encoder(self.encoder_input(to_joints(x)))  # (B, 2Z)
+        mu, logvar = h.float().chunk(2, dim=-1)
+        # Bound log σ² so exp() cannot overflow in fp16/bf16 or from an outlier input.
+        return mu, logvar.clamp(-30.0, 20.0)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Mean pose of p(x|z): z (B, Z) -> (B, 90) axis-angle."""
+        return self.params_to_pose(self.decode_params(z))
+
+    def reparameterize(
+        self, mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """z = mu + exp(½ logvar) · ε, ε ~ N(0, I); (B, Z)."""
+        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        return mu + torch.exp(0.5 * logvar) * eps
+
+    def forward(self, x: torch.Tensor, sample: bool = True) -> dict[str, torch.Tensor]:
+        """Everything a loss needs for one batch.
+
+        Args:
+            x: (B, 90) or (B, 30, 3).
+            sample: draw z from q(z|x) (training); False decodes z = mu.
+
+        Returns:
+            dict with ``recon_nll`` (B,) nats, ``kl`` (B, Z) per-dimension nats, ``mu`` and
+            ``logvar`` (B, Z), ``params`` (raw decoder output) and ``x_hat`` (B, 90) mean pose.
+        """
+        joints = to_joints(x)
+        mu, logvar = self.encode(joints)
+        z = self.reparameterize(mu, logvar) if sample else mu
+        params = self.decode_params(z)
+        return {
+            "recon_nll": self.recon_nll(joints, params),
+            "kl": kl_per_dim(mu, logvar),
+            "mu": mu,
+            "logvar": logvar,
+            "params": params,
+            "x_hat": self.params_to_pose(params),
+        }
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Decode the posterior mean: (B, 90)/(B, 30, 3) -> (B, 90)."""
+        mu, _ = self.encode(x)
+        return self.decode(mu)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draw n poses from the prior: z ~ N(0, I), decoded to their mean pose, (n, 90)."""
+        p = next(self.parameters())
+        z = torch.randn((n, self.z_dim), generator=generator, device=p.device, dtype=p.dtype)
+        return self.decode(z)
+
+    def energy(self, x: torch.Tensor) -> torch.Tensor:
+        """Plausibility score: the negative ELBO evaluated at z = mu(x), in nats (lower = better).
+
+        ``energy = recon_nll(x | decode(mu)) + KL(q(z|x) ‖ p(z))``. Deterministic (no sampling;
+        call ``.eval()`` so dropout is off), differentiable in x, one value per pose.
+
+        Args:
+            x: (B, 90) or (B, 30, 3).
+
+        Returns:
+            (B,) nats.
+        """
+        joints = to_joints(x)
+        mu, logvar = self.encode(joints)
+        return self.recon_nll(joints, self.decode_params(mu)) + kl_per_dim(mu, logvar).sum(-1)
+
+    @torch.no_grad()
+    def log_prob(self, x: torch.Tensor, num_samples: int = 100, chunk_size: int = 128) -> torch.Tensor:
+        """Importance-weighted lower bound on log p(x) (Burda et al., "Importance Weighted
+        Autoencoders", ICLR 2016): ``log 1/K Σ_k p(x|z_k) p(z_k) / q(z_k|x)``, z_k ~ q(z|x).
+
+        Tightens towards log p(x) as K grows; K = 1 is the ELBO in expectation. Samples are
+        processed ``chunk_size`` at a time with a running logsumexp, so memory is O(B · chunk).
+
+        Args:
+            x: (B, 90) or (B, 30, 3).
+            num_samples: K.
+            chunk_size: importance samples per chunk.
+
+        Returns:
+            (B,) nats (a log-density, higher = more plausible).
+        """
+        joints = to_joints(x)
+        B, Z = joints.shape[0], self.z_dim
+        mu, logvar = self.encode(joints)
+        std = torch.exp(0.5 * logvar)
+        total = torch.full((B,), -math.inf, device=mu.device)
+        done = 0
+        while done < num_samples:
+            k = min(chunk_size, num_samples - done)
+            eps = torch.randn((k, B, Z), device=mu.device, dtype=mu.dtype)
+            z = mu + std * eps  # (k, B, Z)
+            params = self.decode_params(z.reshape(k * B, Z))
+            rep = joints.unsqueeze(0).expand(k, *joints.shape).reshape(k * B, NUM_JOINTS, 3)
+            log_px_z = -self.recon_nll(rep, params).reshape(k, B)
+            # log p(z) − log q(z|x); the ½ log 2π terms cancel.
+            log_pz = -0.5 * z.square().sum(-1)
+            log_qz = -0.5 * (eps.square() + logvar).sum(-1)
+            total = torch.logaddexp(total, torch.logsumexp(log_px_z + log_pz - log_qz, dim=0))
+            done += k
+        return total - math.log(num_samples)

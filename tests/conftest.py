@@ -1,0 +1,42 @@
+"""Shared fixtures: the synthetic data and tiny models trained on it once per session."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hand_vae.data.synthetic import default_splits, stack_poses
+from hand_vae.losses import free_bits_kl
+from hand_vae.models import BaseHandVAE, build_model
+
+
+@pytest.fixture(scope="session")
+def synthetic_poses() -> dict[str, torch.Tensor]:
+    """The embedded default dataset, split by subject: split -> (N, 90) float32."""
+    return {k: torch.from_numpy(stack_poses(v)[0]) for k, v in default_splits(seed=0).items()}
+
+
+def train_tiny(model_type: str, train: torch.Tensor, epochs: int = 4, seed: int = 0) -> BaseHandVAE:
+    """A bare training loop (no Lightning): a small model, Adam, linear β warm-up."""
+    torch.manual_seed(seed)
+    model = build_model(model_type, z_dim=16, hidden=128)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    g = torch.Generator().manual_seed(seed)
+    steps = 0
+    for _ in range(epochs):
+        for idx in torch.randperm(len(train), generator=g).split(512):
+            out = model(train[idx])
+            beta = min(1.0, steps / 100)
+            loss = out["recon_nll"].mean() + beta * free_bits_kl(out["kl"], 0.0)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            steps += 1
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def trained_models(synthetic_poses) -> dict[str, BaseHandVAE]:
+    """One tiny trained model per type (a few seconds each on 2 cores)."""
+    train = synthetic_poses["train"][::3]
+    return {t: train_tiny(t, train) for t in ("standard", "so3")}
