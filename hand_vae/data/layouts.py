@@ -23,7 +23,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import struct
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -289,8 +291,10 @@ def _check_file(root: Path, entry: dict[str, Any], verify: bool) -> Path:
 def _read_into(path: Path, dest: dict[str, np.ndarray], root: Path) -> None:
     try:
         read_npz_into(path, dest)
-    except (OSError, ValueError) as err:
-        raise DatasetError(f"{path} is unreadable ({err}); {_FIX.format(path=root)}") from None
+    except (OSError, ValueError, EOFError, struct.error, zipfile.BadZipFile) as err:
+        raise DatasetError(
+            f"{path} is unreadable ({type(err).__name__}: {err}); {_FIX.format(path=root)}"
+        ) from None
 
 
 def _expect_layout(meta: dict[str, Any], path: Path, layout: str) -> None:

@@ -185,7 +185,7 @@ def detect_format(path: Path) -> str:
         return "amass_smplh"
     if keys & {"", "hand_pose", "poses"} or {"left_hand_pose", "right_hand_pose"} <= keys:
         return "array"
-    if len(keys) == 1:
+    if keys == {"arr_0"}:  # np.savez(path, array) without a name
         return "array"
     shown = ", ".join(sorted(keys)[:8])
     raise SourceError(f"not a known hand-pose format (keys: {shown}); choose one with --format")
