@@ -329,7 +329,7 @@ def test_empty_split_and_interrupted_write(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(layouts, "_write_json_atomic", boom)
+    monkeypatch.setattr(layouts, "write_json_atomic", boom)
     with pytest.raises(KeyboardInterrupt):
         layouts.write_splits_dir(tmp_path / "s", splits, {})
     assert not (tmp_path / "s").exists() and not list(tmp_path.glob(".s.tmp-*"))

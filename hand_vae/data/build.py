@@ -22,15 +22,10 @@ from typing import Any
 
 from hand_vae.data import synthetic
 from hand_vae.data.cleaning import DropCounts, clean_sequence
-from hand_vae.data.layouts import (
-    DEFAULT_SHARD_SIZE,
-    LAYOUTS,
-    check_output_dir,
-    write_consolidated,
-    write_splits_dir,
-)
+from hand_vae.data.layouts import DEFAULT_SHARD_SIZE, LAYOUTS, write_consolidated, write_splits_dir
 from hand_vae.data.sources import EXTENSIONS, FORMATS, SourceError, is_side_file, read_file
 from hand_vae.data.splits import DEFAULT_RATIOS, SPLITS, assign_splits, check_ratios, dirs_split_of
+from hand_vae.data.staging import check_output_dir
 
 logger = logging.getLogger(__name__)
 

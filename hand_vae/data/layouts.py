@@ -21,23 +21,18 @@ a directory that the readers accept.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import struct
-import tempfile
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from hand_vae.data.npz_io import read_npz_into, sha256_file, write_npz
+from hand_vae.data.staging import META_NAME, DatasetError, staging_dir, write_json_atomic
 from hand_vae.rotations import POSE_DIM
 
 FORMAT_VERSION = 1
-META_NAME = "meta.json"
 LAYOUTS = ("consolidated", "splits")
 SPLITS = ("train", "val", "test")
 DEFAULT_SHARD_SIZE = 1_000_000
@@ -45,10 +40,6 @@ POSE_LAYOUT = "axis-angle radians, [left 45 | right 45], MANO joint order, full 
 _FIX = "re-create it with create_consolidated_npz.py / create_datamodule.py --output_dir {path} --overwrite"
 
 Arrays = dict[str, tuple[np.ndarray, np.ndarray]]
-
-
-class DatasetError(ValueError):
-    """A dataset directory cannot be written or read; the message is one actionable line."""
 
 
 class Sequence(Protocol):
@@ -86,64 +77,6 @@ def _check_splits(splits: dict[str, list[Sequence]]) -> dict[str, list[Sequence]
 
 def _file_entry(path: Path, rel: str, rows: int) -> dict[str, Any]:
     return {"file": rel, "rows": rows, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
-
-
-def _write_json_atomic(path: Path, obj: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def check_output_dir(out_dir: str | Path, overwrite: bool) -> None:
-    """Refuse an output path that is a file, or a non-empty dir without ``overwrite``, or a non-empty
-    dir this tool did not write (no ``meta.json``) even with ``overwrite``.
-
-    Raises:
-        DatasetError: with the fix in the message.
-    """
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise DatasetError(f"--output_dir {out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise DatasetError(
-                f"--output_dir {out} already holds data; pass --overwrite to replace it or pick another dir"
-            )
-        if not (out / META_NAME).is_file():
-            raise DatasetError(
-                f"--output_dir {out} is not empty and has no {META_NAME}, so it was not written by this tool; "
-                "refusing to delete it with --overwrite: remove it yourself or pick another dir"
-            )
-
-
-@contextmanager
-def _staging_dir(out_dir: str | Path, overwrite: bool) -> Iterator[Path]:
-    """Yield a temporary sibling dir; on success swap it into ``out_dir``, on failure delete it."""
-    out = Path(out_dir).resolve()
-    check_output_dir(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)
-        if out.is_dir() and any(out.iterdir()):  # overwrite: move the old dir away, then swap
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / "data")
-            os.replace(tmp, out)
-            shutil.rmtree(old)
-        else:
-            if out.is_dir():
-                out.rmdir()
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _meta(layout: str, splits: dict[str, list[Sequence]], per_split: dict, extra: dict) -> dict[str, Any]:
@@ -189,7 +122,7 @@ def write_consolidated(
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     splits = _check_splits(splits)
-    with _staging_dir(out_dir, overwrite) as tmp:
+    with staging_dir(out_dir, overwrite) as tmp:
         per_split = {}
         for split, seqs in splits.items():
             lengths = [len(s.poses) for s in seqs]
@@ -207,7 +140,7 @@ def write_consolidated(
                 "sequences": [{"name": s.name, "frames": len(s.poses), "fps": s.fps} for s in seqs],
             }
         meta = _meta("consolidated", splits, per_split, meta_extra)
-        _write_json_atomic(tmp / META_NAME, meta)  # last: its presence marks the dir complete
+        write_json_atomic(tmp / META_NAME, meta)  # last: its presence marks the dir complete
     return meta
 
 
@@ -222,7 +155,7 @@ def write_splits_dir(
     Args and Returns: as :func:`write_consolidated` (no sharding).
     """
     splits = _check_splits(splits)
-    with _staging_dir(out_dir, overwrite) as tmp:
+    with staging_dir(out_dir, overwrite) as tmp:
         per_split = {}
         for split, seqs in splits.items():
             (tmp / split).mkdir()
@@ -234,7 +167,7 @@ def write_splits_dir(
                 entries.append({"name": s.name, "fps": s.fps, **_file_entry(tmp / rel, rel, len(s.poses))})
             per_split[split] = {"sequences": entries}
         meta = _meta("splits", splits, per_split, meta_extra)
-        _write_json_atomic(tmp / META_NAME, meta)  # last: its presence marks the dir complete
+        write_json_atomic(tmp / META_NAME, meta)  # last: its presence marks the dir complete
     return meta
 
 

@@ -1,0 +1,88 @@
+"""Crash-safe creation of a dataset directory (DESIGN §3).
+
+The directory is built under a hidden temporary sibling name (``.NAME.tmp-XXXX``) and renamed into
+place only when complete, with ``meta.json`` written last inside it (temp file + ``os.replace``).
+A run that is killed midway therefore leaves at most a hidden temp dir, never a directory that the
+readers accept. ``--overwrite`` replaces only a directory this tool wrote (one with ``meta.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+META_NAME = "meta.json"
+
+
+class DatasetError(ValueError):
+    """A dataset directory cannot be written or read; the message is one actionable line."""
+
+
+def write_json_atomic(path: Path, obj: dict[str, Any]) -> None:
+    """Write JSON to a temp name, fsync, then ``os.replace``: readers see the old file or the new one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=False)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def check_output_dir(out_dir: str | Path, overwrite: bool) -> None:
+    """Refuse an output path that is a file, or a non-empty dir without ``overwrite``, or a non-empty
+    dir this tool did not write (no ``meta.json``) even with ``overwrite``.
+
+    Raises:
+        DatasetError: with the fix in the message.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise DatasetError(f"--output_dir {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise DatasetError(
+                f"--output_dir {out} already holds data; pass --overwrite to replace it or pick another dir"
+            )
+        if not (out / META_NAME).is_file():
+            raise DatasetError(
+                f"--output_dir {out} is not empty and has no {META_NAME}, so it was not written by this tool; "
+                "refusing to delete it with --overwrite: remove it yourself or pick another dir"
+            )
+
+
+@contextmanager
+def staging_dir(out_dir: str | Path, overwrite: bool) -> Iterator[Path]:
+    """Yield a temporary sibling dir; on success swap it into ``out_dir``, on failure delete it.
+
+    Args:
+        out_dir: final location; see :func:`check_output_dir` for what is refused.
+        overwrite: replace an existing dir written by this tool.
+    """
+    out = Path(out_dir).resolve()
+    check_output_dir(out, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)
+        if out.is_dir() and any(out.iterdir()):  # overwrite: move the old dir away, then swap
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, old / "data")
+            os.replace(tmp, out)
+            shutil.rmtree(old)
+        else:
+            if out.is_dir():
+                out.rmdir()
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
