@@ -1,0 +1,202 @@
+"""``PlotCallback``: the seed's validation plots every few epochs and the test plots, rank zero only.
+
+What it writes (figures from ``hand_vae.viz.report.make_figures``):
+  * every ``every_n_epochs`` validation epochs (``(epoch + 1) % every_n_epochs == 0``, never during
+    the sanity check): ``plots/{name}_epoch{epoch:03d}.png`` and TensorBoard images
+    ``val_plots/{name}`` at step = epoch;
+  * after ``trainer.test``: ``plots/test_{name}.png`` and TensorBoard images ``test_plots/{name}``.
+``plots/`` is ``out_dir`` when given, else ``<logger.log_dir>/plots`` (else
+``<default_root_dir>/plots`` without a logger).
+
+Timing: validation runs inside the training epoch, before that epoch's ``train/*`` metrics
+(``train/beta``) exist, so the callback records the epoch's metrics and draws the plots in
+``on_train_epoch_end``, once the row is complete. Plot time and epoch time are logged at INFO and,
+with a TensorBoard logger, as the scalars ``time/plot_seconds`` and ``time/train_epoch_seconds``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from matplotlib.figure import Figure
+from pytorch_lightning.utilities import rank_zero_only
+from typing_extensions import override
+
+from hand_vae.viz.report import make_figures, subsample
+
+log = logging.getLogger(__name__)
+
+# Metrics copied from ``trainer.callback_metrics`` into the per-epoch history (loss breakdown).
+HISTORY_KEYS = (
+    "val/loss",
+    "val/recon_nll",
+    "val/kl",
+    "train/loss",
+    "train/recon_nll",
+    "train/kl",
+    "train/beta",
+)
+PNG_DPI = 110
+
+
+class PlotCallback(pl.Callback):
+    """Validation and test figures into TensorBoard and PNG files (rank zero only).
+
+    Expects ``pl_module.model`` to be a hand VAE (see ``hand_vae.viz.report``) and
+    ``trainer.datamodule.split_tensor(stage)`` to return the split as (N, 90) float32.
+
+    Args:
+        every_n_epochs: plot on validation epochs with ``(epoch + 1) % every_n_epochs == 0``.
+        out_dir: PNG folder; default ``<logger.log_dir>/plots``.
+        num_plot_samples: at most this many poses (a fixed seeded subset) are evaluated; the
+            plots cost about 1 s per 2k poses plus ~4 s of drawing on a CPU core.
+        seed: seed of the subset, the noise and the prior samples (same every epoch).
+    """
+
+    def __init__(
+        self,
+        every_n_epochs: int = 5,
+        out_dir: str | Path | None = None,
+        num_plot_samples: int = 2048,
+        seed: int = 0,
+    ) -> None:
+        if every_n_epochs < 1:
+            raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
+        if num_plot_samples < 1:
+            raise ValueError(f"num_plot_samples must be >= 1, got {num_plot_samples}")
+        self.every_n_epochs = every_n_epochs
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.num_plot_samples = num_plot_samples
+        self.seed = seed
+        self.history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
+        self.epochs: list[int] = []
+        self._val_row: dict[str, float] | None = None
+        self._epoch_start: float | None = None
+        self.plot_seconds: dict[str, float] = {}  # "epoch004" / "test" -> seconds, for the note
+
+    # ------------------------------------------------------------------ state (resume keeps history)
+    @override
+    def state_dict(self) -> dict:
+        return {"history": self.history, "epochs": self.epochs}
+
+    @override
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.history = {k: list(state_dict["history"].get(k, [])) for k in HISTORY_KEYS}
+        self.epochs = list(state_dict["epochs"])
+
+    # ------------------------------------------------------------------ hooks
+    @override
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._epoch_start = time.perf_counter()
+
+    @override
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        self._val_row = _metrics(trainer, "val/")
+
+    @override
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epoch_seconds = (
+            time.perf_counter() - self._epoch_start if self._epoch_start is not None else float("nan")
+        )
+        if self._val_row is None:  # no validation this epoch
+            return
+        row = {**self._val_row, **_metrics(trainer, "train/")}
+        self._val_row = None
+        epoch = trainer.current_epoch
+        self.epochs.append(epoch)
+        for key in HISTORY_KEYS:
+            self.history[key].append(row.get(key, float("nan")))
+        if (epoch + 1) % self.every_n_epochs == 0:
+            self._plot(trainer, pl_module, "val", epoch, epoch_seconds)
+
+    @override
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._plot(trainer, pl_module, "test", trainer.current_epoch, None)
+
+    # ------------------------------------------------------------------ work
+    @rank_zero_only
+    def _plot(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        stage: str,
+        epoch: int,
+        epoch_seconds: float | None,
+    ) -> None:
+        datamodule = getattr(trainer, "datamodule", None)
+        if datamodule is None or not hasattr(datamodule, "split_tensor"):
+            log.warning("PlotCallback: trainer has no datamodule with split_tensor(); no %s plots", stage)
+            return
+        start = time.perf_counter()
+        poses = subsample(datamodule.split_tensor(stage), self.num_plot_samples, self.seed)
+        model = pl_module.model
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                history = {k: v for k, v in self.history.items() if v and not np.all(np.isnan(v))}
+                figs = make_figures(model, poses, history, self.epochs, seed=self.seed, split=stage)
+        finally:
+            model.train(was_training)
+        names = {name: (f"test_{name}" if stage == "test" else f"{name}_epoch{epoch:03d}") for name in figs}
+        out_dir = self._out_dir(trainer)
+        for name, fig in figs.items():
+            _write(fig, out_dir / f"{names[name]}.png", trainer, f"{stage}_plots/{name}", epoch)
+        seconds = time.perf_counter() - start
+        self.plot_seconds["test" if stage == "test" else f"epoch{epoch:03d}"] = seconds
+        if epoch_seconds is None:
+            log.info(
+                "test plots: %d figures for %d poses in %.2f s -> %s", len(figs), len(poses), seconds, out_dir
+            )
+        else:
+            log.info(
+                "epoch %d plots: %d figures for %d poses in %.2f s (training epoch incl. validation took %.2f s)",
+                epoch,
+                len(figs),
+                len(poses),
+                seconds,
+                epoch_seconds,
+            )
+        experiment = getattr(trainer.logger, "experiment", None)
+        if stage == "val" and hasattr(experiment, "add_scalar"):
+            experiment.add_scalar("time/plot_seconds", seconds, epoch)
+            experiment.add_scalar("time/train_epoch_seconds", epoch_seconds, epoch)
+
+    def _out_dir(self, trainer: pl.Trainer) -> Path:
+        if self.out_dir is not None:
+            return self.out_dir
+        log_dir = getattr(trainer.logger, "log_dir", None) if trainer.logger is not None else None
+        return Path(log_dir if log_dir is not None else trainer.default_root_dir) / "plots"
+
+
+def _metrics(trainer: pl.Trainer, prefix: str) -> dict[str, float]:
+    """The history keys with ``prefix`` that are currently in ``trainer.callback_metrics``."""
+    out = {}
+    for key, value in trainer.callback_metrics.items():
+        if key in HISTORY_KEYS and key.startswith(prefix):
+            out[key] = float(value.detach().cpu()) if torch.is_tensor(value) else float(value)
+    return out
+
+
+def _write(fig: Figure, path: Path, trainer: pl.Trainer, tag: str, step: int) -> None:
+    """Render ``fig`` once, save it as a PNG, add it to TensorBoard (if any) and close it."""
+    import matplotlib.pyplot as plt
+    from matplotlib.image import imsave
+
+    fig.set_dpi(PNG_DPI)
+    fig.canvas.draw()
+    rgba = np.asarray(fig.canvas.buffer_rgba())  # (H, W, 4) uint8
+    path.parent.mkdir(parents=True, exist_ok=True)
+    imsave(path, rgba, format="png")
+    experiment = getattr(trainer.logger, "experiment", None) if trainer.logger is not None else None
+    if hasattr(experiment, "add_image"):
+        # Same pixels as TensorBoard's add_figure, without drawing the figure a second time.
+        experiment.add_image(tag, rgba[..., :3], step, dataformats="HWC")
+    plt.close(fig)
