@@ -103,11 +103,12 @@ def energy_histogram(energies: Mapping[str, np.ndarray], bins: int = 60) -> Figu
                 np.clip(v, edges[0], edges[-1]),
                 bins=edges,
                 weights=weights,
-                histtype="stepfilled",
-                alpha=0.35,
+                # Reference filled, noise levels as outlines: readable even where they overlap.
+                histtype="stepfilled" if name == ref_name else "step",
+                alpha=0.35 if name == ref_name else 1.0,
                 color=c,
                 edgecolor=c,
-                linewidth=1.5,
+                linewidth=1.8,
                 label=label,
             )
         ax.axvline(p95, color="k", linestyle="--", linewidth=1.2, label=f"{ref_name} 95th percentile")

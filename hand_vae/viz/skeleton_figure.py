@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from mpl_toolkits.mplot3d.art3d import Line3DCollection
 
 from hand_vae import anatomy
 from hand_vae.viz.kinematics import BONES, POINTS_PER_FINGER, hand_joint_positions
@@ -30,16 +31,20 @@ def _bone_finger(bone: tuple[int, int]) -> str:
 
 
 def _draw(ax, points: np.ndarray, colors: dict[str, tuple], dashed: bool) -> None:
-    """Draw one two-hand skeleton, points (2, 21, 3) in plot coordinates, metres."""
-    for hand in points:
-        for bone in BONES:
-            seg = hand[list(bone)]  # (2, 3)
-            if dashed:
-                ax.plot(*seg.T, color="0.15", linestyle=(0, (2.5, 1.5)), linewidth=1.1, zorder=3)
-            else:
-                ax.plot(*seg.T, color=colors[_bone_finger(bone)], linewidth=2.2, solid_capstyle="round")
-        if not dashed:
-            ax.scatter(*hand.T, s=4, color="0.25", depthshade=False)
+    """Draw one two-hand skeleton, points (2, 21, 3) in plot coordinates, metres.
+
+    One ``Line3DCollection`` per skeleton (not one line per bone) keeps a grid of 8 fast to draw.
+    """
+    bones = np.array(BONES)  # (20, 2) keypoint pairs
+    segments = points[:, bones].reshape(-1, 2, 3)  # (2 hands * 20 bones, 2, 3)
+    if dashed:
+        lines = Line3DCollection(segments, colors="0.15", linestyles=(0, (2.5, 1.5)), linewidths=1.1)
+    else:
+        seg_colors = [colors[_bone_finger(b)] for b in BONES] * points.shape[0]
+        lines = Line3DCollection(segments, colors=seg_colors, linewidths=2.2, capstyle="round")
+    ax.add_collection3d(lines)
+    if not dashed:
+        ax.scatter(*points.reshape(-1, 3).T, s=4, color="0.25", depthshade=False)
 
 
 def hand_skeletons(
