@@ -1,0 +1,163 @@
+"""``HandVAELightningModule``: training, validation and test around a plain hand VAE.
+
+Metric names (seed README + DESIGN §4), all per epoch:
+  * ``train/loss`` = mean(recon_nll + β · KL_freebits), the optimised objective;
+  * ``train/recon_nll``, ``train/kl`` (raw KL, no free bits), ``train/beta``, ``train/recon_sigma``;
+  * ``val/loss`` = the true negative ELBO (β = 1, no free bits), comparable across epochs; best
+    checkpoints monitor it. ``val/recon_nll``, ``val/kl``, ``val/energy_mean``,
+    ``val/geodesic_deg`` (mean per-joint angle between input and reconstruction at z = mu) and
+    ``val/active_units`` (latent dims with mean KL > 0.01 nats); the same under ``test/``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytorch_lightning as pl
+import torch
+from typing_extensions import override
+
+from hand_vae.losses import beta_schedule, free_bits_kl
+from hand_vae.models import build_model
+
+ACTIVE_UNIT_NATS = 0.01
+
+
+class HandVAELightningModule(pl.LightningModule):
+    """Wraps ``hand_vae.models.build_model(...)`` as ``self.model``.
+
+    All constructor arguments are plain ``str``/``int``/``float``/``bool``/``dict`` and are saved
+    as hyperparameters, so ``load_from_checkpoint(path)`` rebuilds the model with torch's default
+    ``weights_only=True``.
+
+    Args:
+        model_type: "standard" or "so3".
+        z_dim, hidden, num_layers, dropout, min_sigma: model size and regularisation (VAEConfig).
+        learning_rate: AdamW learning rate.
+        weight_decay: AdamW decoupled weight decay.
+        kl_warmup_epochs: epochs of linear β warm-up (per step).
+        beta_max: final β.
+        free_bits: per-dimension KL floor, nats (0 = off).
+        run: the training run's settings (data source, experiment name, ...) for resuming; not
+            used by the module itself.
+    """
+
+    def __init__(
+        self,
+        model_type: str = "standard",
+        z_dim: int = 24,
+        hidden: int = 256,
+        num_layers: int = 2,
+        dropout: float = 0.0,
+        min_sigma: float = 0.02,
+        learning_rate: float = 3e-4,
+        weight_decay: float = 0.0,
+        kl_warmup_epochs: float = 10,
+        beta_max: float = 1.0,
+        free_bits: float = 0.0,
+        run: dict | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = build_model(
+            model_type,
+            z_dim=z_dim,
+            hidden=hidden,
+            num_layers=num_layers,
+            dropout=dropout,
+            min_sigma=min_sigma,
+        )
+        self._kl_sum: torch.Tensor | None = None
+        self._kl_count = 0
+
+    @override
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Energy of poses (B, 90) or (B, 30, 3) -> (B,) nats."""
+        return self.model.energy(x)
+
+    def current_beta(self) -> float:
+        """β for the current optimiser step (linear warm-up, DESIGN §4)."""
+        hp = self.hparams
+        steps_per_epoch = int(self.trainer.num_training_batches) if self._trainer is not None else 1
+        if not math.isfinite(steps_per_epoch) or steps_per_epoch <= 0:
+            steps_per_epoch = 1
+        return beta_schedule(self.global_step, hp.beta_max, hp.kl_warmup_epochs, steps_per_epoch)
+
+    def _shared_step(self, batch: torch.Tensor, stage: str) -> torch.Tensor:
+        out = self.model(batch, sample=True)
+        recon, kl = out["recon_nll"], out["kl"]  # (B,), (B, Z)
+        kl_raw = kl.sum(-1).mean()
+        B = batch.shape[0]
+        log = dict(on_step=False, on_epoch=True, batch_size=B, sync_dist=stage != "train")
+        if stage == "train":
+            beta = self.current_beta()
+            loss = recon.mean() + beta * free_bits_kl(kl, self.hparams.free_bits)
+            self.log("train/beta", beta, **log)
+            self.log("train/recon_sigma", self.model.log_sigma.detach().exp().mean(), **log)
+        else:
+            loss = recon.mean() + kl_raw  # true −ELBO: β = 1, no free bits
+            self._eval_extras(batch, out, stage, log)
+        self.log(f"{stage}/loss", loss, prog_bar=True, **log)
+        self.log(f"{stage}/recon_nll", recon.mean(), **log)
+        self.log(f"{stage}/kl", kl_raw, **log)
+        return loss
+
+    def _eval_extras(self, batch: torch.Tensor, out: dict, stage: str, log: dict) -> None:
+        params_at_mean = self.model.decode_params(out["mu"])
+        energy = self.model.recon_nll(batch.reshape(batch.shape[0], -1, 3), params_at_mean) + out["kl"].sum(
+            -1
+        )
+        x_hat = self.model.params_to_pose(params_at_mean)
+        geodesic = self.model.joint_errors(batch, x_hat).mean()
+        self.log(f"{stage}/energy_mean", energy.mean(), **log)
+        self.log(f"{stage}/geodesic_deg", torch.rad2deg(geodesic), **log)
+        kl_sum = out["kl"].detach().sum(0)  # (Z,)
+        self._kl_sum = kl_sum if self._kl_sum is None else self._kl_sum + kl_sum
+        self._kl_count += batch.shape[0]
+
+    def _log_active_units(self, stage: str) -> None:
+        if self._kl_sum is None:
+            return
+        total = self.trainer.strategy.reduce(self._kl_sum, reduce_op="sum")
+        count = self.trainer.strategy.reduce(
+            torch.tensor(float(self._kl_count), device=self._kl_sum.device), reduce_op="sum"
+        )
+        self.kl_per_dim = (total / count.clamp_min(1)).cpu()  # (Z,), for plots
+        active = (self.kl_per_dim > ACTIVE_UNIT_NATS).sum().float()
+        self.log(f"{stage}/active_units", active)
+        self._kl_sum, self._kl_count = None, 0
+
+    @override
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "train")
+
+    @override
+    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    @override
+    def test_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        self._shared_step(batch, "test")
+
+    @override
+    def on_validation_epoch_end(self) -> None:
+        self._log_active_units("val")
+
+    @override
+    def on_test_epoch_end(self) -> None:
+        self._log_active_units("test")
+
+    @override
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        hp = self.hparams
+        # The fused kernel updates all parameters in one launch (CUDA and, since torch 2.4, CPU).
+        # Lightning's mixed-precision plugin refuses to clip gradients for an optimizer that
+        # "handles unscaling" (fused ones do), so mixed precision uses the foreach kernel.
+        mixed = self._trainer is not None and "mixed" in str(self.trainer.precision)
+        return torch.optim.AdamW(
+            self.parameters(),
+            lr=hp.learning_rate,
+            weight_decay=hp.weight_decay,
+            fused=not mixed,
+            foreach=True if mixed else None,
+        )

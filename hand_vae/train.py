@@ -1,0 +1,281 @@
+"""The training run behind ``train_hand_vae_lightning.py``: settings -> Trainer -> fit -> test.
+
+Outputs (DESIGN §5):
+  * ``{checkpoint_dir}/{experiment_name}/hand_vae_epoch_XX_val_loss_Y.YYY.ckpt`` (top-k on val/loss;
+    val/loss is a negative ELBO in nats and may be negative, e.g. ``..._val_loss_-93.512.ckpt``),
+    ``last.ckpt`` and ``best_model.ckpt`` (a copy of the best, written when fit ends);
+  * ``{log_dir}/hand-vae-prior/{experiment_name}/``: TensorBoard events, hparams, ``plots/*.png``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.utilities.exceptions import MisconfigurationException
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.loggers import TensorBoardLogger
+
+from hand_vae.config import (
+    HARDWARE_KEYS,
+    MODEL_KEYS,
+    MODULE_KEYS,
+    SETTINGS,
+    SETTINGS_BY_NAME,
+    build_parser,
+    parse_number,
+)
+from hand_vae.data.datamodule import HandPoseDataModule
+from hand_vae.data.layouts import DatasetError
+from hand_vae.lightning_module import HandVAELightningModule
+
+log = logging.getLogger("hand_vae")
+
+LOGGER_NAME = "hand-vae-prior"
+CKPT_PATTERN = "hand_vae_epoch_{epoch:02d}_val_loss_{val/loss:.3f}"
+DEFAULT_BATCH = {"standard": 8192, "so3": 4096}
+
+
+class UserError(Exception):
+    """A mistake in what the user asked for; reported as one line, exit code 2."""
+
+
+class SamplesPerSecondBar(TQDMProgressBar):
+    """Lightning's tqdm bar, plus training throughput in samples/s (all processes together)."""
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)
+        bar = getattr(self, "_train_progress_bar", None)
+        dm = trainer.datamodule
+        # Lightning's bar uses no smoothing, so tqdm's own rate is n / elapsed for this epoch.
+        fd = bar.format_dict if bar is not None else {}
+        rate = fd.get("n", 0) / fd["elapsed"] if fd.get("elapsed") else 0.0
+        if rate and dm is not None:
+            items["samples/s"] = f"{rate * dm.hparams.batch_size * trainer.world_size:,.0f}"
+        return items
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def _read_checkpoint(path: str) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"--resume_from_checkpoint: no such file: {path}")
+    try:
+        # weights_only=True: a checkpoint is data, never code (a malicious pickle is refused).
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated, not a zip/pickle, or carrying arbitrary objects
+        raise UserError(
+            f"--resume_from_checkpoint: {path} is not a readable checkpoint ({type(err).__name__})"
+        ) from err
+    if not isinstance(ckpt, dict) or "hyper_parameters" not in ckpt or "state_dict" not in ckpt:
+        raise UserError(
+            f"--resume_from_checkpoint: {path} is not a hand VAE checkpoint (no hyper_parameters)"
+        )
+    return ckpt
+
+
+def resolve_settings(argv: list[str] | None) -> dict[str, Any]:
+    """Parse the command line; on resume, fill every unset flag from the checkpoint.
+
+    Returns:
+        Every setting in ``config.SETTINGS`` plus ``resume_from_checkpoint``.
+
+    Raises:
+        UserError: a model-shape flag contradicts the checkpoint, or the checkpoint is unusable.
+    """
+    settings = vars(build_parser().parse_args(argv))
+    explicit = vars(build_parser(suppress_defaults=True).parse_args(argv))
+    resume = settings["resume_from_checkpoint"]
+    if resume:
+        hp = _read_checkpoint(resume)["hyper_parameters"]
+        saved = {**(hp.get("run") or {}), **{k: hp[k] for k in MODULE_KEYS if k in hp}}
+        conflicts = [k for k in MODEL_KEYS if k in explicit and k in saved and explicit[k] != saved[k]]
+        if conflicts:
+            detail = ", ".join(f"--{k} {explicit[k]} (checkpoint: {saved[k]})" for k in conflicts)
+            raise UserError(f"{resume} was trained with a different model shape: {detail}; drop the flag(s)")
+        for key, value in saved.items():
+            setting = SETTINGS_BY_NAME.get(key)
+            if setting is None or key not in explicit:
+                settings[key] = value
+            elif explicit[key] != value and setting.group in ("optim", "data") and key not in HARDWARE_KEYS:
+                log.warning(
+                    "--%s %s ignored: the resumed run keeps its checkpoint value %s",
+                    key,
+                    explicit[key],
+                    value,
+                )
+                settings[key] = value
+    if settings["batch_size"] is None:
+        settings["batch_size"] = DEFAULT_BATCH[settings["model_type"]]
+    _validate(settings)
+    return settings
+
+
+def _validate(s: dict[str, Any]) -> None:
+    name = s["experiment_name"]
+    if not name or "/" in name or "\\" in name or name in (".", "..") or name.startswith("."):
+        raise UserError(f"--experiment_name {name!r} must be a plain name (no '/', '\\' or leading '.')")
+    if s["consolidated_dir"] and s["splits_dir"]:
+        raise UserError("give --consolidated_dir or --splits_dir, not both")
+    for key in ("z_dim", "hidden", "num_layers", "batch_size", "max_epochs"):
+        if s[key] < 1:
+            raise UserError(f"--{key} must be >= 1, got {s[key]}")
+    if s["min_sigma"] <= 0:
+        raise UserError(f"--min_sigma must be > 0 radians, got {s['min_sigma']}")
+    if not 0.0 <= s["dropout"] < 1.0:
+        raise UserError(f"--dropout must be in [0, 1), got {s['dropout']}")
+
+
+def _devices(value: str) -> int | str | list[int]:
+    if value.isdigit():
+        return int(value)
+    if "," in value:
+        return [int(v) for v in value.split(",") if v.strip()]
+    return value
+
+
+# --------------------------------------------------------------------------- run
+
+
+def build_run(
+    s: dict[str, Any],
+) -> tuple[pl.Trainer, HandVAELightningModule, HandPoseDataModule, ModelCheckpoint]:
+    """Construct the module, data module and Trainer for resolved settings ``s``."""
+    run = {x.name: s[x.name] for x in SETTINGS if x.name not in MODULE_KEYS}
+    module = HandVAELightningModule(**{k: s[k] for k in MODULE_KEYS}, run=run)
+    datamodule = HandPoseDataModule(
+        consolidated_dir=s["consolidated_dir"],
+        splits_dir=s["splits_dir"],
+        batch_size=s["batch_size"],
+        model_type=s["model_type"],
+        num_workers=s["num_workers"],
+        seed=s["seed"],
+        mirror_augment=s["mirror_augment"],
+        data_on_device=s["data_on_device"],
+        verify=s["verify_data"],
+    )
+    ckpt_dir = Path(s["checkpoint_dir"]) / s["experiment_name"]
+    checkpoint = ModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename=CKPT_PATTERN,
+        auto_insert_metric_name=False,
+        monitor="val/loss",
+        mode="min",
+        save_top_k=s["save_top_k"],
+        save_last=True,
+    )
+    callbacks: list[pl.Callback] = [checkpoint, SamplesPerSecondBar()]
+    if s["early_stopping_patience"] > 0:
+        callbacks.append(EarlyStopping(monitor="val/loss", mode="min", patience=s["early_stopping_patience"]))
+    if not s["no_plots"]:
+        from hand_vae.viz.callback import PlotCallback
+
+        callbacks.append(PlotCallback(every_n_epochs=s["plot_every_n_epochs"]))
+    logger = TensorBoardLogger(
+        save_dir=s["log_dir"], name=LOGGER_NAME, version=s["experiment_name"], default_hp_metric=False
+    )
+    trainer = pl.Trainer(
+        accelerator=s["accelerator"],
+        devices=_devices(str(s["devices"])),
+        num_nodes=s["num_nodes"],
+        strategy=s["strategy"],
+        precision=s["precision"],
+        max_epochs=s["max_epochs"],
+        callbacks=callbacks,
+        logger=logger,
+        gradient_clip_val=s["gradient_clip_val"] or None,
+        log_every_n_steps=s["log_every_n_steps"],
+        limit_train_batches=parse_number(s["limit_train_batches"]),
+        limit_val_batches=parse_number(s["limit_val_batches"]),
+        use_distributed_sampler=False,  # our IndexBatchSampler shards by rank itself
+    )
+    return trainer, module, datamodule, checkpoint
+
+
+def _copy_atomic(src: str, dst: Path) -> None:
+    tmp = dst.with_suffix(".ckpt.tmp")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def run_training(s: dict[str, Any]) -> dict[str, Any]:
+    """Fit (or resume), copy the best checkpoint to best_model.ckpt, test it.
+
+    Returns:
+        A summary dict: paths written and final metrics.
+    """
+    pl.seed_everything(s["seed"], workers=True, verbose=False)
+    trainer, module, datamodule, checkpoint = build_run(s)
+    log.info("Training a %s hand VAE on the %s", s["model_type"], datamodule.source)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=s["resume_from_checkpoint"])
+    summary: dict[str, Any] = {
+        "checkpoint_dir": str(checkpoint.dirpath),
+        "log_dir": str(trainer.logger.log_dir),
+        "interrupted": trainer.interrupted,
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+    }
+    best = checkpoint.best_model_path
+    if best:
+        best_copy = Path(checkpoint.dirpath) / "best_model.ckpt"
+        if trainer.is_global_zero:
+            _copy_atomic(best, best_copy)
+        summary.update(best=best, best_model=str(best_copy), best_val_loss=float(checkpoint.best_model_score))
+    last = Path(checkpoint.dirpath) / "last.ckpt"
+    if last.exists():
+        summary["last"] = str(last)
+    if best and not trainer.interrupted:
+        trainer.strategy.barrier()
+        results = trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+        summary["test"] = {k: float(v) for k, v in (results[0] if results else {}).items()}
+    summary["is_global_zero"] = trainer.is_global_zero
+    return summary
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The CLI's closing lines: what was written where, and the final numbers."""
+    lines = ["", "Run summary"]
+    if summary.get("interrupted"):
+        lines.append(f"  INTERRUPTED at epoch {summary['epochs']}; resume with:")
+        if "last" in summary:
+            lines.append(f"    python train_hand_vae_lightning.py --resume_from_checkpoint {summary['last']}")
+    lines.append(f"  checkpoints:     {summary['checkpoint_dir']}/")
+    for key, label in (("best", "best (top-k)"), ("best_model", "best_model"), ("last", "last")):
+        if key in summary:
+            lines.append(f"  {label + ':':<17}{summary[key]}")
+    lines.append(
+        f"  TensorBoard:     {summary['log_dir']}/   (tensorboard --logdir {Path(summary['log_dir']).parent.parent})"
+    )
+    plots = Path(summary["log_dir"]) / "plots"
+    if plots.is_dir():
+        lines.append(f"  plots:           {plots}/ ({len(list(plots.glob('*.png')))} PNG files)")
+    if "best_val_loss" in summary:
+        lines.append(f"  best val/loss:   {summary['best_val_loss']:.3f} nats (negative ELBO)")
+    test = summary.get("test") or {}
+    if test:
+        lines.append("  test:            " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(test.items())))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``train_hand_vae_lightning.py``; returns the process exit code."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    log.setLevel(logging.INFO)
+    try:
+        settings = resolve_settings(argv)
+        summary = run_training(settings)
+    except (UserError, DatasetError, MisconfigurationException) as err:
+        log.error("%s", err)
+        return 2
+    if summary["is_global_zero"]:
+        print(format_summary(summary))  # noqa: T201 - the CLI's final summary
+    return 130 if summary["interrupted"] else 0

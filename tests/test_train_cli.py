@@ -1,0 +1,233 @@
+"""The training CLI end to end: outputs, TensorBoard tags, resume, loading, errors."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from hand_vae.config import build_parser
+from hand_vae.train import main
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = [
+    "--z_dim",
+    "8",
+    "--hidden",
+    "64",
+    "--batch_size",
+    "1024",
+    "--limit_train_batches",
+    "6",
+    "--kl_warmup_epochs",
+    "1",
+    "--learning_rate",
+    "3e-3",
+    "--no_plots",
+    "--accelerator",
+    "cpu",
+]
+SEED_SCALARS = {"train/loss", "val/loss", "train/recon_nll", "train/kl", "val/energy_mean"}
+ALL_SCALARS = SEED_SCALARS | {
+    "train/beta",
+    "train/recon_sigma",
+    "val/recon_nll",
+    "val/kl",
+    "val/geodesic_deg",
+    "val/active_units",
+    "test/loss",
+    "test/energy_mean",
+    "test/geodesic_deg",
+}
+
+
+def scalars(log_dir: Path) -> dict[str, list]:
+    """Every scalar event under a TensorBoard run dir (all event files merged)."""
+    out: dict[str, list] = {}
+    for f in sorted(log_dir.glob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(f), size_guidance={"scalars": 0})
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            out.setdefault(tag, []).extend(acc.Scalars(tag))
+    return out
+
+
+def test_parser_has_every_seed_flag_with_seed_defaults():
+    args = vars(build_parser().parse_args([]))
+    seed_defaults = {
+        "z_dim": 24,
+        "hidden": 256,
+        "learning_rate": 3e-4,
+        "kl_warmup_epochs": 10,
+        "max_epochs": 100,
+    }
+    for k, v in seed_defaults.items():
+        assert args[k] == v, k
+    for flag in (
+        "model_type",
+        "batch_size",
+        "consolidated_dir",
+        "splits_dir",
+        "experiment_name",
+        "accelerator",
+        "devices",
+        "strategy",
+        "beta_max",
+        "free_bits",
+        "precision",
+        "num_workers",
+        "resume_from_checkpoint",
+    ):
+        assert flag in args, flag
+    assert build_parser().parse_args(["--model_type", "so3"]).model_type == "so3"
+
+
+def test_batch_size_default_depends_on_model_type():
+    from hand_vae.train import resolve_settings
+
+    assert resolve_settings([])["batch_size"] == 8192
+    assert resolve_settings(["--model_type", "so3"])["batch_size"] == 4096
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_type", ["standard", "so3"])
+def test_end_to_end_outputs(model_type, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc = main(["--model_type", model_type, "--max_epochs", "2", "--experiment_name", "e2e", *TINY])
+    assert rc == 0
+    ckpt_dir = tmp_path / "checkpoints" / "e2e"
+    names = sorted(p.name for p in ckpt_dir.glob("*.ckpt"))
+    assert "last.ckpt" in names and "best_model.ckpt" in names
+    top = [n for n in names if n.startswith("hand_vae_epoch_")]
+    assert top and all(re.fullmatch(r"hand_vae_epoch_\d{2}_val_loss_-?\d+\.\d{3}\.ckpt", n) for n in top), (
+        names
+    )
+    tags = scalars(tmp_path / "logs" / "hand-vae-prior" / "e2e")
+    assert ALL_SCALARS <= set(tags), sorted(ALL_SCALARS - set(tags))
+    assert len(tags["val/loss"]) == 2
+    # Checkpoints are plain data: they load with weights_only=True.
+    ckpt = torch.load(ckpt_dir / "best_model.ckpt", weights_only=True)
+    assert ckpt["hyper_parameters"]["model_type"] == model_type
+
+
+@pytest.mark.slow
+def test_resume_continues_the_same_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["--max_epochs", "2", "--experiment_name", "res", *TINY]) == 0
+    last = tmp_path / "checkpoints" / "res" / "last.ckpt"
+    step_before = torch.load(last, weights_only=True)["global_step"]
+    assert main(["--resume_from_checkpoint", str(last), "--max_epochs", "4"]) == 0
+    ckpt = torch.load(last, weights_only=True)
+    assert ckpt["epoch"] == 3 and ckpt["global_step"] == 2 * step_before
+    log_dir = tmp_path / "logs" / "hand-vae-prior" / "res"
+    assert len(list(log_dir.glob("events.out.tfevents.*"))) >= 2  # same dir, a new event file
+    steps = [e.step for e in scalars(log_dir)["val/loss"]]
+    assert len(steps) == 4 and steps == sorted(steps)
+    # Tiny settings (hidden 64, z 8) came from the checkpoint, not the defaults.
+    assert ckpt["hyper_parameters"]["hidden"] == 64
+
+
+@pytest.mark.slow
+def test_trained_model_loads_in_fresh_process_and_scores(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["--max_epochs", "3", "--experiment_name", "load", *TINY]) == 0
+    code = f"""
+import sys, torch
+sys.path.insert(0, {str(REPO)!r})
+from train_hand_vae_lightning import HandVAELightningModule
+from hand_vae.data.synthetic import default_splits, stack_poses
+model = HandVAELightningModule.load_from_checkpoint('checkpoints/load/best_model.ckpt')
+model.eval()
+x = torch.from_numpy(stack_poses(default_splits()['test'])[0][::20])
+g = torch.Generator().manual_seed(0)
+with torch.no_grad():
+    e = model.model.energy(x)
+    noisy = model.model.energy(x + 0.1 * torch.randn(x.shape, generator=g))
+assert e.shape == (x.shape[0],) and torch.isfinite(e).all(), e
+assert e.mean() < noisy.mean(), (e.mean(), noisy.mean())
+print('OK', e.mean().item(), noisy.mean().item())
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 0 and "OK" in res.stdout, res.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--experiment_name", "../escape"], "plain name"),
+        (["--experiment_name", "a/b"], "plain name"),
+        (["--resume_from_checkpoint", "nope/last.ckpt"], "no such file"),
+        (["--consolidated_dir", "x", "--splits_dir", "y"], "not both"),
+        (["--z_dim", "0"], "--z_dim must be >= 1"),
+        (["--consolidated_dir", "does_not_exist"], "does_not_exist"),
+    ],
+)
+def test_user_mistakes_exit_2_with_one_line(argv, message, tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv + ["--max_epochs", "1", "--no_plots"]) == 2
+    assert message in caplog.text
+    assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").rglob("*.ckpt"))
+
+
+def test_resume_with_conflicting_model_shape_is_an_error(tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    from hand_vae.lightning_module import HandVAELightningModule
+
+    module = HandVAELightningModule(z_dim=8, hidden=32, run={"experiment_name": "x"})
+    ckpt = tmp_path / "fake.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, ckpt)
+    assert main(["--resume_from_checkpoint", str(ckpt), "--model_type", "so3"]) == 2
+    assert "different model shape" in caplog.text and "--model_type so3" in caplog.text
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    assert main(["--resume_from_checkpoint", str(bad)]) == 2
+    assert "not a readable checkpoint" in caplog.text
+
+
+def test_unknown_precision_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(["--precision", "8-bit"])
+    assert exc.value.code == 2 and "invalid choice: '8-bit'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+def test_mixed_precision_trains_on_cpu(precision, tmp_path, monkeypatch):
+    """Autocast on CPU; fp16 also exercises GradScaler + gradient clipping (needs a non-fused AdamW)."""
+    monkeypatch.chdir(tmp_path)
+    argv = ["--precision", precision, "--max_epochs", "1", "--experiment_name", "amp", *TINY]
+    assert main(argv + ["--limit_val_batches", "2"]) == 0
+    ckpt = torch.load(tmp_path / "checkpoints" / "amp" / "last.ckpt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(tmp_path):
+    """2-process gloo DDP through the real script: one set of checkpoints, a full run."""
+    cmd = [
+        sys.executable,
+        str(REPO / "train_hand_vae_lightning.py"),
+        "--max_epochs",
+        "2",
+        "--experiment_name",
+        "ddp",
+        "--devices",
+        "2",
+        "--strategy",
+        "ddp",
+        *TINY,
+    ]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    ckpts = sorted(p.name for p in (tmp_path / "checkpoints" / "ddp").glob("*.ckpt"))
+    assert "last.ckpt" in ckpts and "best_model.ckpt" in ckpts
+    assert res.stdout.count("Run summary") == 1
+    ckpt = torch.load(tmp_path / "checkpoints" / "ddp" / "last.ckpt", weights_only=True)
+    # 6 batches of 1024 per rank per epoch: each rank did its own share, so 6 steps per epoch.
+    assert ckpt["global_step"] == 12
