@@ -19,6 +19,7 @@ from typing_extensions import override
 
 from hand_vae.losses import beta_schedule, free_bits_kl
 from hand_vae.models import build_model
+from hand_vae.reliability import NonFiniteError
 
 ACTIVE_UNIT_NATS = 0.01
 
@@ -69,6 +70,9 @@ class HandVAELightningModule(pl.LightningModule):
         )
         self._kl_sum: torch.Tensor | None = None
         self._kl_count = 0
+        # First global step whose training loss was NaN/inf (−1: none). Kept on the device and
+        # checked once per epoch, so the training step never waits for the host.
+        self._first_bad_step: torch.Tensor | None = None
 
     @override
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -92,6 +96,7 @@ class HandVAELightningModule(pl.LightningModule):
         if stage == "train":
             beta = self.current_beta()
             loss = recon.mean() + beta * free_bits_kl(kl, self.hparams.free_bits)
+            self._track_nonfinite(loss)
             self.log("train/beta", beta, **log)
             self.log("train/recon_sigma", self.model.log_sigma.detach().exp().mean(), **log)
         else:
@@ -126,6 +131,41 @@ class HandVAELightningModule(pl.LightningModule):
         active = (self.kl_per_dim > ACTIVE_UNIT_NATS).sum().float()
         self.log(f"{stage}/active_units", active)
         self._kl_sum, self._kl_count = None, 0
+
+    def _track_nonfinite(self, loss: torch.Tensor) -> None:
+        if self._first_bad_step is None:
+            self._first_bad_step = torch.full((), -1, dtype=torch.long, device=loss.device)
+        first = self._first_bad_step
+        hit = ~torch.isfinite(loss.detach()) & (first < 0)
+        self._first_bad_step = torch.where(hit, torch.full_like(first, self.global_step), first)
+
+    def check_finite(self) -> None:
+        """Raise ``NonFiniteError`` (on every rank) if a training loss or a weight went non-finite.
+
+        Called before validation, i.e. before ModelCheckpoint can write the poisoned state.
+        """
+        if self._first_bad_step is None:
+            return
+        bad_weights = torch.stack([~torch.isfinite(p).all() for p in self.parameters()]).any()
+        flag = torch.maximum(self._first_bad_step, torch.where(bad_weights, 0, -1))
+        flag = self.trainer.strategy.reduce(flag.float(), reduce_op="max")
+        if flag.item() >= 0:
+            step = int(self._first_bad_step.item())
+            where = f"step {step}" if step >= 0 else "a weight update"
+            raise NonFiniteError(
+                f"non-finite training loss at epoch {self.current_epoch}, {where}: stopped before saving, so "
+                "last.ckpt still holds the previous good state. Try a lower --learning_rate or "
+                "--gradient_clip_val, or resume from last.ckpt."
+            )
+
+    @override
+    def on_validation_epoch_start(self) -> None:
+        if not self.trainer.sanity_checking and self.trainer.state.fn == "fit":
+            self.check_finite()
+
+    @override
+    def on_train_epoch_end(self) -> None:
+        self.check_finite()
 
     @override
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:

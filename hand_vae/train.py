@@ -9,6 +9,7 @@ Outputs (DESIGN §5):
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -20,6 +21,7 @@ import torch
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from hand_vae.config import (
     HARDWARE_KEYS,
@@ -31,8 +33,14 @@ from hand_vae.config import (
     parse_number,
 )
 from hand_vae.data.datamodule import HandPoseDataModule
-from hand_vae.data.layouts import DatasetError
+from hand_vae.data.layouts import DatasetError, read_meta
 from hand_vae.lightning_module import HandVAELightningModule
+from hand_vae.reliability import (
+    AtomicCheckpointIO,
+    InterruptCheckpoint,
+    NonFiniteError,
+    cleanup_stale_temp_files,
+)
 
 log = logging.getLogger("hand_vae")
 
@@ -116,7 +124,31 @@ def resolve_settings(argv: list[str] | None) -> dict[str, Any]:
     if settings["batch_size"] is None:
         settings["batch_size"] = DEFAULT_BATCH[settings["model_type"]]
     _validate(settings)
+    previous = (settings.get("data_meta_sha256"), settings.get("data_counts"))
+    settings["data_meta_sha256"], settings["data_counts"] = data_fingerprint(settings)
+    if resume and previous[0] and previous[0] != settings["data_meta_sha256"]:
+        log.warning(
+            "the dataset changed since %s was saved (meta.json sha256 %s… -> %s…; rows per split %s -> %s); "
+            "the resumed run trains on the data as it is now",
+            resume,
+            previous[0][:12],
+            str(settings["data_meta_sha256"])[:12],
+            previous[1],
+            settings["data_counts"],
+        )
     return settings
+
+
+def data_fingerprint(s: dict[str, Any]) -> tuple[str | None, dict | None]:
+    """(sha256 of the dataset dir's meta.json, rows per split), or (None, None) for synthetic data."""
+    path = s["consolidated_dir"] or s["splits_dir"]
+    if not path:
+        return None, None
+    meta_file = Path(path) / "meta.json"
+    if not meta_file.is_file():
+        return None, None  # the DataModule reports the missing meta.json with the fix
+    digest = hashlib.sha256(meta_file.read_bytes()).hexdigest()
+    return digest, dict(read_meta(path).get("counts", {}))
 
 
 def _validate(s: dict[str, Any]) -> None:
@@ -150,6 +182,7 @@ def build_run(
 ) -> tuple[pl.Trainer, HandVAELightningModule, HandPoseDataModule, ModelCheckpoint]:
     """Construct the module, data module and Trainer for resolved settings ``s``."""
     run = {x.name: s[x.name] for x in SETTINGS if x.name not in MODULE_KEYS}
+    run.update(data_meta_sha256=s.get("data_meta_sha256"), data_counts=s.get("data_counts"))
     module = HandVAELightningModule(**{k: s[k] for k in MODULE_KEYS}, run=run)
     datamodule = HandPoseDataModule(
         consolidated_dir=s["consolidated_dir"],
@@ -172,7 +205,11 @@ def build_run(
         save_top_k=s["save_top_k"],
         save_last=True,
     )
-    callbacks: list[pl.Callback] = [checkpoint, SamplesPerSecondBar()]
+    callbacks: list[pl.Callback] = [
+        checkpoint,
+        SamplesPerSecondBar(),
+        InterruptCheckpoint(ckpt_dir / "last.ckpt"),
+    ]
     if s["early_stopping_patience"] > 0:
         callbacks.append(EarlyStopping(monitor="val/loss", mode="min", patience=s["early_stopping_patience"]))
     if not s["no_plots"]:
@@ -196,6 +233,7 @@ def build_run(
         limit_train_batches=parse_number(s["limit_train_batches"]),
         limit_val_batches=parse_number(s["limit_val_batches"]),
         use_distributed_sampler=False,  # our IndexBatchSampler shards by rank itself
+        plugins=[AtomicCheckpointIO()],
     )
     return trainer, module, datamodule, checkpoint
 
@@ -215,11 +253,21 @@ def run_training(s: dict[str, Any]) -> dict[str, Any]:
     pl.seed_everything(s["seed"], workers=True, verbose=False)
     trainer, module, datamodule, checkpoint = build_run(s)
     log.info("Training a %s hand VAE on the %s", s["model_type"], datamodule.source)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=s["resume_from_checkpoint"])
+    if trainer.is_global_zero and Path(checkpoint.dirpath).is_dir():
+        cleanup_stale_temp_files(checkpoint.dirpath)
+    interrupted = False
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=s["resume_from_checkpoint"], weights_only=True)
+    except (KeyboardInterrupt, SIGTERMException, SystemExit) as err:
+        # Lightning turns Ctrl+C into SystemExit(1) after its graceful shutdown; InterruptCheckpoint
+        # has saved last.ckpt by then.
+        if isinstance(err, SystemExit) and not trainer.interrupted:
+            raise
+        interrupted = "SIGTERM" if isinstance(err, SIGTERMException) else "SIGINT"
     summary: dict[str, Any] = {
         "checkpoint_dir": str(checkpoint.dirpath),
         "log_dir": str(trainer.logger.log_dir),
-        "interrupted": trainer.interrupted,
+        "interrupted": interrupted or trainer.interrupted,
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
     }
@@ -232,7 +280,7 @@ def run_training(s: dict[str, Any]) -> dict[str, Any]:
     last = Path(checkpoint.dirpath) / "last.ckpt"
     if last.exists():
         summary["last"] = str(last)
-    if best and not trainer.interrupted:
+    if best and not summary["interrupted"]:
         trainer.strategy.barrier()
         results = trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
         summary["test"] = {k: float(v) for k, v in (results[0] if results else {}).items()}
@@ -276,6 +324,10 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, DatasetError, MisconfigurationException) as err:
         log.error("%s", err)
         return 2
+    except NonFiniteError as err:
+        log.error("%s", err)
+        return 3
     if summary["is_global_zero"]:
         print(format_summary(summary))  # noqa: T201 - the CLI's final summary
-    return 130 if summary["interrupted"] else 0
+    # Shell convention: 128 + signal number.
+    return {"SIGINT": 130, "SIGTERM": 143}.get(summary["interrupted"], 1 if summary["interrupted"] else 0)

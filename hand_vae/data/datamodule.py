@@ -18,7 +18,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from hand_vae.data.layouts import load_dataset_dir
+from hand_vae.data.layouts import DatasetError, load_dataset_dir
 from hand_vae.data.synthetic import default_splits, stack_poses
 from hand_vae.rotations import NUM_JOINTS, POSE_DIM, swap_and_mirror_hands
 
@@ -132,6 +132,13 @@ class HandPoseDataModule(pl.LightningDataModule):
             data = {k: torch.from_numpy(arrays[k][0]) for k in SPLITS}
         else:
             data = {k: torch.from_numpy(stack_poses(v)[0]) for k, v in default_splits(seed=hp.seed).items()}
+        for k, v in data.items():
+            bad = int((~torch.isfinite(v).all(1)).sum())
+            if bad:
+                raise DatasetError(
+                    f"the {k} split of the {self.source} has {bad} rows with NaN/inf; rebuild it with "
+                    "create_consolidated_npz.py / create_datamodule.py, which drop such frames"
+                )
         for k in ("train", "val"):
             if len(data[k]) == 0:
                 raise ValueError(
