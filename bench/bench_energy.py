@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes for the test suite")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.batch_size, args.repeats = 1024, 2
+        args.batch_size, args.repeats, args.threads = 1024, 2, 1
     torch.set_num_threads(args.threads)
     x = synthetic_poses(args.batch_size)
     models, inputs, flops = {}, {}, {}

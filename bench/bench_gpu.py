@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.rows, args.batch_size, args.naive_batches = 4096, 512, 4
         args.accelerator, args.data_on_device = "cpu", "always"
-        torch.set_num_threads(2)
+        torch.set_num_threads(1)
     quiet_lightning()
     if args.accelerator == "gpu" and not torch.cuda.is_available():
         print("no CUDA device: run with --smoke (or --accelerator cpu) on this machine")

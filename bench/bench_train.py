@@ -47,6 +47,7 @@ def quiet_lightning() -> None:
     for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*LightningModule.configure_optimizers.*")
     warnings.filterwarnings("ignore", category=UserWarning, module="pytorch_lightning")
     warnings.filterwarnings("ignore", category=UserWarning, module="lightning_fabric")
@@ -220,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes for the test suite")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.rows, args.batch_size, args.rounds = 4096, 512, 1
+        args.rows, args.batch_size, args.rounds, args.threads = 4096, 512, 1, 1
     torch.set_num_threads(args.threads)
     quiet_lightning()
     train = synthetic_poses(args.rows)

@@ -1,0 +1,72 @@
+"""The benchmarks run end to end in smoke mode, so they cannot rot (their real numbers go in notes)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+NUMBER = r"-?[\d.]+"
+
+CASES = {
+    "bench_train.py": ["--smoke"],
+    "bench_energy.py": ["--smoke"],
+    "bench_gpu.py": ["--smoke", "--precisions", "32-true", "bf16-mixed"],
+    "bench_ddp.py": ["--cpu", "--smoke"],
+}
+KEY_LINES = {
+    "bench_train.py": [r"project/bare", r"project/naive", r"percent_of_matmul_peak"],
+    "bench_energy.py": [
+        r"energy_standard_poses_per_s",
+        r"energy_standard_percent_of_matmul_peak",
+        r"energy_so3_poses_per_s",
+        r"energy_so3_percent_of_matmul_peak",
+    ],
+    "bench_gpu.py": [
+        rf"gpu_{m}_{p}_{k}"
+        for m in ("standard", "so3")
+        for p in ("32_true", "bf16_mixed")
+        for k in ("epoch_s", "samples_per_s", "project/naive", "projected_100_epochs_min")
+    ],
+    "bench_ddp.py": [r"ddp_speedup", r"ddp_scaling_efficiency"],
+}
+
+
+def run_bench(script: str, args: list[str]) -> str:
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / script), *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", list(CASES))
+def test_bench_smoke_prints_key_lines(script):
+    out = run_bench(script, CASES[script])
+    for key in KEY_LINES[script]:
+        assert re.search(rf"^{key} = {NUMBER}$", out, re.M), f"{script}: no '{key} = N' line in:\n{out}"
+    if script == "bench_train.py":  # scripts read these three lines, in this order, at the very end
+        last = [line.split(" = ")[0] for line in out.strip().splitlines()[-3:]]
+        assert last == KEY_LINES[script]
+
+
+def test_bench_ddp_skips_cleanly_without_gpus():
+    import torch
+
+    if torch.cuda.device_count() >= 2:
+        pytest.skip("several GPUs: the skip path does not apply")
+    out = run_bench("bench_ddp.py", [])
+    assert out.startswith("SKIP:")
