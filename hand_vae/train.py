@@ -148,7 +148,8 @@ def data_fingerprint(s: dict[str, Any]) -> tuple[str | None, dict | None]:
     if not meta_file.is_file():
         return None, None  # the DataModule reports the missing meta.json with the fix
     digest = hashlib.sha256(meta_file.read_bytes()).hexdigest()
-    return digest, dict(read_meta(path).get("counts", {}))
+    counts = read_meta(path).get("counts", {})
+    return digest, {k: v.get("frames") if isinstance(v, dict) else v for k, v in counts.items()}
 
 
 def _validate(s: dict[str, Any]) -> None:
