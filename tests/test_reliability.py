@@ -78,10 +78,10 @@ def test_atomic_save_leaves_old_file_when_killed_mid_write(tmp_path):
     target = tmp_path / "last.ckpt"
     AtomicCheckpointIO().save_checkpoint({"v": torch.ones(3)}, target)
     code = (
-        "import torch, sys; sys.path.insert(0, %r)\n"
+        f"import torch, sys; sys.path.insert(0, {str(REPO)!r})\n"
         "from hand_vae.reliability import AtomicCheckpointIO\n"
-        "AtomicCheckpointIO().save_checkpoint({'v': torch.zeros(200000)}, %r)\n"
-    ) % (str(REPO), str(target))
+        f"AtomicCheckpointIO().save_checkpoint({{'v': torch.zeros(200000)}}, {str(target)!r})\n"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, WRITE_DELAY_ENV: "30"})
     assert _wait_for(lambda: list(tmp_path.glob(".last.ckpt.tmp-*")), 60, proc), "never started writing"
     proc.kill()
