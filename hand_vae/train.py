@@ -161,6 +161,11 @@ def _validate(s: dict[str, Any]) -> None:
     for key in ("z_dim", "hidden", "num_layers", "batch_size", "max_epochs"):
         if s[key] < 1:
             raise UserError(f"--{key} must be >= 1, got {s[key]}")
+    if str(s["accelerator"]).lower() in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise UserError(
+            f"--accelerator {s['accelerator']}: no CUDA GPU is available on this machine; "
+            "drop the flag (auto uses the CPU) or run on a GPU machine"
+        )
     if s["min_sigma"] <= 0:
         raise UserError(f"--min_sigma must be > 0 radians, got {s['min_sigma']}")
     if not 0.0 <= s["dropout"] < 1.0:

@@ -1,0 +1,297 @@
+"""The bad-input table: one list drives both README's Troubleshooting table and the tests.
+
+    python tests/bad_input_cases.py          # print the table
+    python tests/bad_input_cases.py --write  # rewrite it in README.md between the markers
+
+``tests/test_bad_inputs.py`` runs every case and checks that README.md holds exactly this table.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
+START, END = "<!-- bad-inputs:start -->", "<!-- bad-inputs:end -->"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One user mistake: run ``script argv`` in a directory prepared by ``setup``."""
+
+    what: str
+    script: str
+    argv: tuple[str, ...]
+    message: str  # what the user sees (a substring of stderr / the log)
+    fix: str
+    exit_code: int = 2
+    setup: Callable[[Path], None] | None = None
+
+
+# --------------------------------------------------------------------------- setups
+
+
+def _tiny_checkpoint(root: Path) -> None:
+    from hand_vae.lightning_module import HandVAELightningModule
+
+    module = HandVAELightningModule(z_dim=4, hidden=16, run={"experiment_name": "old"})
+    torch.save(
+        {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, root / "std.ckpt"
+    )
+
+
+def _truncated_checkpoint(root: Path) -> None:
+    _tiny_checkpoint(root)
+    data = (root / "std.ckpt").read_bytes()
+    (root / "cut.ckpt").write_bytes(data[: len(data) // 2])
+
+
+def _text_file(root: Path) -> None:
+    (root / "notes.ckpt").write_text("these are my notes\n")
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+def _evil_checkpoint(root: Path) -> None:
+    torch.save({"state_dict": {}, "hyper_parameters": {"x": _Evil()}}, root / "evil.ckpt")
+
+
+def _dir_without_meta(root: Path) -> None:
+    (root / "half").mkdir()
+    np.savez(root / "half" / "train_000.npz", hand_pose=np.zeros((3, 90), np.float32))
+
+
+def _raw(root: Path, name: str, writer: Callable[[Path], None]) -> None:
+    (root / "raw").mkdir(exist_ok=True)
+    writer(root / "raw" / name)
+
+
+def _wrong_dims(root: Path) -> None:
+    _raw(root, "a.npy", lambda p: np.save(p, np.zeros((50, 63), np.float32)))
+
+
+def _truncated_npz(root: Path) -> None:
+    good = np.random.default_rng(0).normal(0.0, 0.3, size=(60, 90)).astype(np.float32)
+    _raw(root, "good.npy", lambda p: np.save(p, good))
+    buf = root / "full.npz"
+    np.savez(buf, poses=good)
+    _raw(root, "t.npz", lambda p: p.write_bytes(buf.read_bytes()[:100]))
+
+
+def _grab_like(root: Path) -> None:
+    params = {"params": {"fullpose": np.zeros((20, 45))}}
+    obj = np.empty((), dtype=object)
+    obj[()] = params
+    _raw(root, "s1_grab.npz", lambda p: np.savez(p, lhand=obj, rhand=obj, framerate=np.array(120.0)))
+
+
+def _nan_only(root: Path) -> None:
+    _raw(root, "n.npy", lambda p: np.save(p, np.full((30, 90), np.nan, np.float32)))
+
+
+def _empty_dir(root: Path) -> None:
+    (root / "raw").mkdir()
+
+
+def _occupied_output(root: Path) -> None:
+    (root / "out").mkdir()
+    (root / "out" / "mine.txt").write_text("keep me")
+
+
+TRAIN = "train_hand_vae_lightning.py"
+CONS = "create_consolidated_npz.py"
+SPLITS = "create_datamodule.py"
+
+CASES: tuple[Case, ...] = (
+    Case(
+        "experiment name with a path",
+        TRAIN,
+        ("--experiment_name", "../runs/x"),
+        "must be a plain name",
+        "use a plain name such as `my_run`; outputs go under checkpoints/ and logs/",
+    ),
+    Case(
+        "resume from a missing file",
+        TRAIN,
+        ("--resume_from_checkpoint", "gone/last.ckpt"),
+        "no such file",
+        "check the path; checkpoints live in checkpoints/NAME/",
+    ),
+    Case(
+        "resume from a truncated checkpoint",
+        TRAIN,
+        ("--resume_from_checkpoint", "cut.ckpt"),
+        "is not a readable checkpoint",
+        "resume from another file in the same dir (last.ckpt or a top-k file)",
+        setup=_truncated_checkpoint,
+    ),
+    Case(
+        "resume from a file that is not a checkpoint",
+        TRAIN,
+        ("--resume_from_checkpoint", "notes.ckpt"),
+        "is not a readable checkpoint",
+        "pass a .ckpt written by this tool",
+        setup=_text_file,
+    ),
+    Case(
+        "checkpoint carrying a pickle payload",
+        TRAIN,
+        ("--resume_from_checkpoint", "evil.ckpt"),
+        "is not a readable checkpoint",
+        "checkpoints load with weights_only=True; never trust such a file",
+        setup=_evil_checkpoint,
+    ),
+    Case(
+        "resume with a conflicting model type",
+        TRAIN,
+        ("--resume_from_checkpoint", "std.ckpt", "--model_type", "so3"),
+        "different model shape",
+        "drop --model_type/--z_dim/--hidden when resuming, or start a new --experiment_name",
+        setup=_tiny_checkpoint,
+    ),
+    Case(
+        "both data flags",
+        TRAIN,
+        ("--consolidated_dir", "a", "--splits_dir", "b"),
+        "not both",
+        "pick one data source",
+    ),
+    Case(
+        "data dir that does not exist",
+        TRAIN,
+        ("--consolidated_dir", "nowhere"),
+        "nowhere",
+        "create it with `python create_consolidated_npz.py --output_dir nowhere`",
+    ),
+    Case(
+        "data dir without meta.json (interrupted build)",
+        TRAIN,
+        ("--consolidated_dir", "half"),
+        "meta.json",
+        "re-run the create_*.py script with --overwrite",
+        setup=_dir_without_meta,
+    ),
+    Case(
+        "unknown precision",
+        TRAIN,
+        ("--precision", "8-bit"),
+        "invalid choice: '8-bit'",
+        "use 32-true, 16-mixed (GPU), bf16-mixed or 64-true",
+    ),
+    Case(
+        "GPU asked for on a machine without one",
+        TRAIN,
+        ("--accelerator", "gpu"),
+        "no CUDA GPU is available",
+        "drop --accelerator gpu (auto picks the CPU) or run on a GPU machine",
+    ),
+    Case(
+        "zero latent size",
+        TRAIN,
+        ("--z_dim", "0"),
+        "--z_dim must be >= 1",
+        "use a positive size (default 24)",
+    ),
+    Case(
+        "non-positive sigma floor",
+        TRAIN,
+        ("--min_sigma", "0"),
+        "--min_sigma must be > 0",
+        "use a small positive floor in radians (default 0.02)",
+    ),
+    Case(
+        "input dir that does not exist",
+        CONS,
+        ("--input_dir", "nope", "--output_dir", "out"),
+        "is not a directory",
+        "point --input_dir at your raw data folder",
+    ),
+    Case(
+        "empty input dir",
+        CONS,
+        ("--input_dir", "raw", "--output_dir", "out"),
+        "holds no .npz/.npy files",
+        "check --input_dir; omit it to write the synthetic dataset",
+        setup=_empty_dir,
+    ),
+    Case(
+        "output dir already holds data",
+        CONS,
+        ("--output_dir", "out"),
+        "already holds data",
+        "pass --overwrite or pick another --output_dir",
+        setup=_occupied_output,
+    ),
+    Case(
+        "array with the wrong shape (N, 63)",
+        SPLITS,
+        ("--input_dir", "raw", "--output_dir", "out"),
+        "expected (N, 90)",
+        "export both hands as (N, 90) [left 45 | right 45], or left/right (N, 45) keys",
+        setup=_wrong_dims,
+    ),
+    Case(
+        "truncated .npz",
+        SPLITS,
+        ("--input_dir", "raw", "--output_dir", "out"),
+        "truncated or corrupt",
+        "re-download or re-export the file; the rest is still converted",
+        exit_code=1,
+        setup=_truncated_npz,
+    ),
+    Case(
+        "GRAB file without the trust flag",
+        CONS,
+        ("--input_dir", "raw", "--output_dir", "out"),
+        "--trust_pickle",
+        "pass --trust_pickle only for files from a source you trust",
+        setup=_grab_like,
+    ),
+    Case(
+        "only NaN frames",
+        CONS,
+        ("--input_dir", "raw", "--output_dir", "out"),
+        "nothing written",
+        "fix the export; NaN/inf frames are dropped and counted",
+        setup=_nan_only,
+    ),
+)
+
+
+def render_table(cases: tuple[Case, ...] = CASES) -> str:
+    """The markdown table README.md carries between the markers."""
+    rows = ["| mistake | script | what you see | what to do |", "|---|---|---|---|"]
+    for c in cases:
+        rows.append(f"| {c.what} | `{c.script}` | `{c.message}` (exit {c.exit_code}) | {c.fix} |")
+    return "\n".join(rows)
+
+
+def readme_section() -> str | None:
+    text = README.read_text()
+    if START not in text or END not in text:
+        return None
+    return text.split(START, 1)[1].split(END, 1)[0].strip()
+
+
+def write_readme() -> None:
+    text = README.read_text()
+    head, rest = text.split(START, 1)
+    tail = rest.split(END, 1)[1]
+    README.write_text(f"{head}{START}\n{render_table()}\n{END}{tail}")
+
+
+if __name__ == "__main__":
+    if "--write" in sys.argv:
+        write_readme()
+    else:
+        print(render_table())
