@@ -117,6 +117,13 @@ SETTINGS: tuple[Setting, ...] = (
         str,
         ("32-true", "32", "16-mixed", "bf16-mixed", "64-true", "64"),
     ),
+    Setting(
+        "compile",
+        False,
+        "torch.compile the model's training forward (off: no measured gain on CPU)",
+        "run",
+        action="store_true",
+    ),
     Setting("gradient_clip_val", 5.0, "clip the gradient norm to this value; 0 = off", "run", float),
     Setting("save_top_k", 3, "best checkpoints to keep (by val/loss)", "run", int),
     Setting("plot_every_n_epochs", 5, "validation plots every N epochs", "run", int),

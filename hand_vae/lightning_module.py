@@ -87,8 +87,15 @@ class HandVAELightningModule(pl.LightningModule):
             steps_per_epoch = 1
         return beta_schedule(self.global_step, hp.beta_max, hp.kl_warmup_epochs, steps_per_epoch)
 
+    @override
+    def setup(self, stage: str) -> None:
+        if (self.hparams.run or {}).get("compile") and "_compiled" not in self.__dict__:
+            # Kept out of the module tree (plain __dict__ entry) so the state_dict keys stay "model.*".
+            self.__dict__["_compiled"] = torch.compile(self.model)
+
     def _shared_step(self, batch: torch.Tensor, stage: str) -> torch.Tensor:
-        out = self.model(batch, sample=True)
+        forward = self.__dict__.get("_compiled", self.model) if stage == "train" else self.model
+        out = forward(batch, sample=True)
         recon, kl = out["recon_nll"], out["kl"]  # (B,), (B, Z)
         kl_raw = kl.sum(-1).mean()
         B = batch.shape[0]

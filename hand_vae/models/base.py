@@ -124,7 +124,10 @@ class BaseHandVAE(nn.Module):
         self, mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """z = mu + exp(½ logvar) · ε, ε ~ N(0, I); (B, Z)."""
-        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        if generator is None:
+            eps = torch.randn_like(mu)  # traceable by torch.compile with dynamic batch sizes
+        else:
+            eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         return mu + torch.exp(0.5 * logvar) * eps
 
     def forward(self, x: torch.Tensor, sample: bool = True) -> dict[str, torch.Tensor]:
