@@ -1,0 +1,120 @@
+"""``python -m hand_vae.evaluate``: metrics against hand-computed cases, the CLI on tiny data, the goal's sign."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+from scipy.stats import multivariate_normal
+
+from hand_vae.baselines import REG_COVAR, NearestNeighbourPrior
+from hand_vae.data.layouts import write_consolidated
+from hand_vae.data.synthetic import generate_sequences, split_by_subject
+from hand_vae.eval_metrics import COLUMNS, auc, backbend, evaluate, swap_hands, top1
+from hand_vae.evaluate import main
+from hand_vae.lightning_module import HandVAELightningModule
+
+
+def test_auc_and_top1_hand_computed() -> None:
+    assert auc(np.array([0.0, 1.0]), np.array([2.0, 3.0])) == 1.0
+    assert auc(np.array([2.0, 3.0]), np.array([0.0, 1.0])) == 0.0
+    assert auc(np.array([1.0, 1.0]), np.array([1.0, 1.0])) == 0.5
+    assert auc(np.array([0.0, 2.0]), np.array([1.0, 3.0])) == 0.75
+    assert auc(np.array([0.0]), np.array([np.nan])) == 1.0  # a non-finite energy is implausible
+    real = np.array([0.0, 5.0, 1.0])
+    decoys = np.array([[1.0, 2.0], [1.0, 9.0], [1.0, 1.0]])  # win, lose, three-way tie
+    assert top1(real, decoys) == pytest.approx((1.0 + 0.0 + 1.0 / 3.0) / 3.0)
+
+
+def test_corruptions() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(64, 90, generator=g) + 0.1  # no zeros, so every negation shows
+    bent = backbend(x, g)
+    changed = (bent != x).reshape(64, 30, 3).all(-1)  # (64, 30) joints that flipped
+    assert (changed.sum(1) == 3).all()
+    first = changed.float().argmax(1)  # first flipped joint: a finger's base, within one hand
+    assert (first % 3 == 0).all()
+    assert torch.equal(changed.nonzero()[:, 1].reshape(64, 3), first[:, None] + torch.arange(3))
+    torch.testing.assert_close(bent.reshape(64, 30, 3)[changed], -x.reshape(64, 30, 3)[changed])
+    sw = swap_hands(x)
+    assert torch.equal(sw[:, :45], x[:, 45:]) and torch.equal(swap_hands(sw), x)
+
+
+def _tiny_checkpoint(path, run: dict) -> None:
+    pl.seed_everything(0, verbose=False)
+    module = HandVAELightningModule(z_dim=4, hidden=16, num_layers=1, run=run)
+    torch.save(
+        {
+            "state_dict": module.state_dict(),
+            "hyper_parameters": dict(module.hparams),
+            "pytorch-lightning_version": pl.__version__,
+        },
+        path,
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """A consolidated dir of 3 synthetic subjects (train 400 poses) and a checkpoint."""
+    root = tmp_path_factory.mktemp("eval")
+    seqs = generate_sequences(num_subjects=3, sequences_per_subject=4, frames_per_sequence=100, seed=1)
+    write_consolidated(root / "cons", split_by_subject(seqs), {})
+    _tiny_checkpoint(root / "tiny.ckpt", {"seed": 1})
+    return root
+
+
+def test_cli_json_figures_and_gaussian_matches_scipy(tiny_data, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    argv = ["--checkpoint", str(tiny_data / "tiny.ckpt"), "--consolidated_dir", str(tiny_data / "cons")]
+    argv += ["--baselines", "--num_samples", "8", "--max_poses", "60", "--output_dir", str(out)]
+    assert main(argv) == 0
+    assert "| gaussian |" in capsys.readouterr().out
+    report = json.loads((out / "evaluation.json").read_text())
+    assert {"checkpoint", "data", "num_poses", "settings", "results", "figures"} <= report.keys()
+    results = report["results"]
+    assert set(results) == {"vae", "gaussian", "gmm4", "gmm8", "nearest_neighbour"}
+    for name, row in results.items():
+        assert set(row) == set(COLUMNS)
+        for col in COLUMNS:
+            if col.startswith(("auc", "top1")):
+                assert 0.0 <= row[col] <= 1.0, (name, col)
+    assert results["nearest_neighbour"]["nll"] is None and results["gmm4"]["nll"] is not None
+    assert all(np.isfinite(results["vae"][c]) for c in ("neg_elbo", "nll", "geodesic_deg"))
+    assert len(report["figures"]) == 3 and all((out / p.split("/")[-1]).is_file() for p in report["figures"])
+    # The Gaussian's NLL is scipy's on the same poses, with the training split's mean and covariance.
+    from hand_vae.data.layouts import load_dataset_dir
+    from hand_vae.evaluate import subsample
+
+    arrays = load_dataset_dir(tiny_data / "cons")
+    train = arrays["train"][0].astype(np.float64)
+    test = subsample(torch.from_numpy(arrays["test"][0]), 60, 0).double().numpy()
+    cov = np.cov(train, rowvar=False, bias=True) + REG_COVAR * np.eye(90)
+    ref = -multivariate_normal.logpdf(test, mean=train.mean(0), cov=cov).mean()
+    assert results["gaussian"]["nll"] == pytest.approx(ref, rel=1e-9)
+    # Same command, same numbers.
+    assert main(argv[:-1] + [str(tmp_path / "again"), "--no_figures"]) == 0
+    assert json.loads((tmp_path / "again" / "evaluation.json").read_text())["results"] == results
+
+
+def test_cli_errors(tiny_data, tmp_path, caplog) -> None:
+    ckpt = str(tiny_data / "tiny.ckpt")
+    assert main(["--checkpoint", str(tmp_path / "missing.ckpt")]) == 2
+    assert "no such file" in caplog.text
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.zeros((5, 7), np.float32))
+    assert main(["--checkpoint", ckpt, "--poses", str(bad), "--output_dir", str(tmp_path)]) == 2
+    assert "(N, 90)" in caplog.text
+    (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
+    assert main(["--checkpoint", str(tmp_path / "junk.ckpt")]) == 2
+    assert main(["--checkpoint", ckpt, "--splits_dir", str(tmp_path / "nowhere")]) == 2
+
+
+def test_trained_vae_beats_nearest_neighbour_on_backbend(trained_models, synthetic_poses) -> None:
+    train = synthetic_poses["train"][::3]
+    test = synthetic_poses["test"][::20]  # 300 poses of the unseen subject
+    nn = NearestNeighbourPrior().fit(train)
+    results, _ = evaluate(trained_models["standard"], test, {"nearest_neighbour": nn}, num_samples=4)
+    assert results["vae"]["auc_backbend"] > results["nearest_neighbour"]["auc_backbend"]
