@@ -338,8 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         if path and not Path(path).is_file():
             say(f"error: no such file: {path}", file=sys.stderr)
             return 2
-    ctx = Context(args)
-    ctx.out.mkdir(parents=True, exist_ok=True)
+    ctx = Context(args)  # output dirs are created only when something is written
     try:
         if args.all:
             run_examples(ctx, list(EXAMPLES))

@@ -60,7 +60,8 @@ def test_no_tty_prints_the_menu_and_runs_nothing(tmp_path):
     assert not (tmp_path / "example_output" / "checkpoints").exists()  # nothing was trained
 
 
-def test_user_mistakes_exit_2(tmp_path, capsys):
+def test_user_mistakes_exit_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     assert example_usage.main(["--example", "1", "--checkpoint", str(tmp_path / "nope.ckpt")]) == 2
     assert "no such file" in capsys.readouterr().err
     (tmp_path / "junk.ckpt").write_text("junk")
@@ -69,6 +70,7 @@ def test_user_mistakes_exit_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:  # argparse: an unknown example number
         example_usage.main(["--example", "9"])
     assert exit_info.value.code == 2
+    assert list(tmp_path.iterdir()) == [tmp_path / "junk.ckpt"]  # nothing written on a mistake
 
 
 class _Terminal:
