@@ -14,9 +14,13 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from hand_vae.models import BaseHandVAE
 
 GUIDE = """\
 Workflow: data -> training -> loading -> scoring. Every command runs from the repository root.
@@ -89,7 +93,7 @@ class Context:
         return Path(self.args.checkpoint)
 
     @property
-    def prior(self):
+    def prior(self) -> BaseHandVAE:
         if self._prior is None:
             from hand_vae.prior import load_prior
 
