@@ -138,7 +138,18 @@ def train_tiny_model(out: Path) -> Path:
     from hand_vae.train import main as train_main
 
     t0 = time.perf_counter()
-    argv = ["--max_epochs", "3", "--hidden", "64", "--z_dim", "8", "--batch_size", "1024", "--no_plots"]
+    argv = [
+        "--max_epochs",
+        "3",
+        "--hidden",
+        "64",
+        "--z_dim",
+        "8",
+        "--batch_size",
+        "1024",
+        "--no_plots",
+        "--no_progress_bar",
+    ]
     argv += [
         "--limit_val_batches",
         "2",

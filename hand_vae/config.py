@@ -128,6 +128,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("save_top_k", 3, "best checkpoints to keep (by val/loss)", "run", int),
     Setting("plot_every_n_epochs", 5, "validation plots every N epochs", "run", int),
     Setting("no_plots", False, "turn off validation and test plots", "run", action="store_true"),
+    Setting(
+        "no_progress_bar",
+        False,
+        "turn off the progress bar (e.g. for batch-job logs)",
+        "run",
+        action="store_true",
+    ),
     Setting("log_every_n_steps", 50, "how often Lightning flushes step-level logs", "run", int),
     # --- length ----------------------------------------------------------------------------------
     Setting("max_epochs", 100, "training epochs (may be raised when resuming)", "length", int),

@@ -211,11 +211,9 @@ def build_run(
         save_top_k=s["save_top_k"],
         save_last=True,
     )
-    callbacks: list[pl.Callback] = [
-        checkpoint,
-        SamplesPerSecondBar(),
-        InterruptCheckpoint(ckpt_dir / "last.ckpt"),
-    ]
+    callbacks: list[pl.Callback] = [checkpoint, InterruptCheckpoint(ckpt_dir / "last.ckpt")]
+    if not s["no_progress_bar"]:
+        callbacks.append(SamplesPerSecondBar())
     if s["early_stopping_patience"] > 0:
         callbacks.append(EarlyStopping(monitor="val/loss", mode="min", patience=s["early_stopping_patience"]))
     if not s["no_plots"]:
@@ -240,6 +238,7 @@ def build_run(
         limit_val_batches=parse_number(s["limit_val_batches"]),
         use_distributed_sampler=False,  # our IndexBatchSampler shards by rank itself
         plugins=[AtomicCheckpointIO()],
+        enable_progress_bar=not s["no_progress_bar"],
     )
     return trainer, module, datamodule, checkpoint
 
