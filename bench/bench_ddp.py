@@ -27,13 +27,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_train import EpochTimer, bench_trainer, project_run, quiet_lightning, synthetic_poses  # noqa: E402
-
 RESULT = re.compile(r"^RESULT devices=(\d+) seconds=([\d.e+-]+) samples_per_s=([\d.e+-]+)$", re.M)
 
 
 def worker(args: argparse.Namespace) -> int:
     """One training run on ``args.devices`` devices; rank zero prints a RESULT line."""
+    # Imported here so that the driver (and its SKIP path) does not pay for Lightning's import.
+    from bench_train import EpochTimer, bench_trainer, project_run, quiet_lightning, synthetic_poses
+
     quiet_lightning()
     if args.cpu:
         torch.set_num_threads(max(1, args.threads // args.devices))
