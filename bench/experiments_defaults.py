@@ -13,6 +13,7 @@ Each finished run appends one JSON line {name, flags, split, metrics...}; the ta
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import tempfile
@@ -21,11 +22,13 @@ from pathlib import Path
 
 import torch
 
+from hand_vae import lightning_module
 from hand_vae.baselines import GaussianPrior
 from hand_vae.data.synthetic import default_splits, stack_poses
 from hand_vae.eval_metrics import evaluate
 from hand_vae.evaluate import subsample
 from hand_vae.lightning_module import HandVAELightningModule
+from hand_vae.models import build_model
 from hand_vae.train import main as train_main
 
 FAST = ["--batch_size", "1024", "--learning_rate", "1e-3"]
@@ -44,11 +47,25 @@ EXPERIMENTS: dict[str, list[str]] = {
     "sigma0.005_mirror_fb0.1": FAST
     + ["--max_epochs", "40", "--min_sigma", "0.005", "--mirror_augment", "--free_bits", "0.1"],
     "sigma0.005_mirror_80ep": FAST + ["--max_epochs", "80", "--min_sigma", "0.005", "--mirror_augment"],
+    "sigma0.005_mirror_rank32": FAST
+    + ["--max_epochs", "40", "--min_sigma", "0.005", "--mirror_augment", "--cov_rank", "32"],
+    "sigma0.005_rank32": FAST + ["--max_epochs", "40", "--min_sigma", "0.005", "--cov_rank", "32"],
 }
+
+
+def _with_cov_rank(flags: list[str]) -> tuple[list[str], int]:
+    """Split ``--cov_rank R`` off the flags: until HandVAELightningModule passes ``cov_rank`` to
+    ``build_model`` (reported to the lead), this script injects it into ``build_model`` itself."""
+    if "--cov_rank" not in flags:
+        return flags, 0
+    i = flags.index("--cov_rank")
+    return flags[:i] + flags[i + 2 :], int(flags[i + 1])
 
 
 def run_one(name: str, flags: list[str], work: Path) -> Path:
     """Train through the CLI; returns best_model.ckpt."""
+    flags, rank = _with_cov_rank(flags)
+    lightning_module.build_model = functools.partial(build_model, cov_rank=rank)
     argv = flags + ["--no_plots", "--experiment_name", name]
     argv += ["--checkpoint_dir", str(work / "ckpt"), "--log_dir", str(work / "logs")]
     rc = train_main(argv)

@@ -29,6 +29,9 @@ class VAEConfig:
         dropout: dropout probability after each hidden activation (regularises a learned σ).
         min_sigma: floor of the learned likelihood scale, radians. Without it σ collapses on
             narrow training data and the validation NLL rises (DESIGN §4, "Overfitting").
+        cov_rank: standard model only: rank r of a learned low-rank term of the decoder
+            covariance, Σ = diag(σ²) + W Wᵀ with W (90, r); 0 = diagonal σ only (DESIGN §4,
+            "structured decoder covariance").
     """
 
     model_type: str = "standard"
@@ -37,6 +40,7 @@ class VAEConfig:
     num_layers: int = 2
     dropout: float = 0.0
     min_sigma: float = 0.02
+    cov_rank: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,4 +1,10 @@
-"""Standard VAE: a diagonal Gaussian likelihood on the flat (B, 90) axis-angle vector."""
+"""Standard VAE: a Gaussian likelihood on the flat (B, 90) axis-angle vector.
+
+The covariance is diagonal (``cov_rank = 0``) or low rank plus diagonal, Σ = diag(σ²) + W Wᵀ
+(``cov_rank = r > 0``). Real hand poses lie close to a thin manifold; a diagonal σ wide enough to
+cover an unseen subject's reconstruction error blurs it, so small off-manifold noise goes
+unnoticed (DESIGN §4). W carries the correlated part of the residual and lets σ stay small.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +13,46 @@ import math
 import torch
 from torch import nn
 
-from hand_vae.losses import gaussian_nll
+from hand_vae.losses import LOG_2PI, gaussian_nll
 from hand_vae.models.base import BaseHandVAE, VAEConfig, floored_log_sigma, mlp
 from hand_vae.rotations import POSE_DIM
 
 
-class StandardHandVAE(BaseHandVAE):
-    """p(x|z) = N(decoder(z), diag σ²) on the 90 axis-angle numbers, σ learned per dimension.
+def low_rank_gaussian_nll(
+    x: torch.Tensor, mean: torch.Tensor, log_sigma: torch.Tensor, factor: torch.Tensor
+) -> torch.Tensor:
+    """−log N(x | mean, diag(σ²) + W Wᵀ), summed over the D dimensions, via Woodbury.
 
-    σ has a smooth floor ``cfg.min_sigma`` (radians): σ = min_sigma + exp(raw).
+    With u = (x − μ)/σ, V = W/σ (row-scaled) and the capacitance C = I_r + VᵀV = L Lᵀ:
+    ``Mahalanobis = |u|² − |L⁻¹ Vᵀ u|²`` and ``log det Σ = 2 Σ_d log σ_d + 2 Σ_i log L_ii``
+    (the matrix determinant lemma). Cost O(B·D·r), no D×D matrix.
+
+    Args:
+        x: (B, D) observations.
+        mean: (B, D) means.
+        log_sigma: (D,) log σ of the diagonal part.
+        factor: (D, r) low-rank factor W.
+
+    Returns:
+        (B,) nats.
+    """
+    D, r = factor.shape
+    inv_sigma = torch.exp(-log_sigma)  # (D,)
+    u = (x - mean) * inv_sigma  # (B, D)
+    v = factor * inv_sigma[:, None]  # (D, r)
+    cap = torch.eye(r, dtype=v.dtype, device=v.device) + v.T @ v  # (r, r)
+    chol = torch.linalg.cholesky(cap)
+    proj = torch.linalg.solve_triangular(chol, (u @ v).T, upper=False)  # (r, B)
+    maha = u.square().sum(-1) - proj.square().sum(0)  # (B,)
+    log_det = 2.0 * log_sigma.sum() + 2.0 * torch.diagonal(chol).log().sum()
+    return 0.5 * (maha + log_det + D * LOG_2PI)
+
+
+class StandardHandVAE(BaseHandVAE):
+    """p(x|z) = N(decoder(z), diag σ² [+ W Wᵀ]) on the 90 axis-angle numbers.
+
+    σ is learned per dimension with a smooth floor ``cfg.min_sigma`` (radians):
+    σ = min_sigma + exp(raw). W (90, ``cfg.cov_rank``) is a learned global factor, radians.
     """
 
     def __init__(self, cfg: VAEConfig) -> None:
@@ -23,10 +60,16 @@ class StandardHandVAE(BaseHandVAE):
         self.decoder = mlp(cfg.z_dim, cfg.hidden, POSE_DIM, cfg.num_layers, cfg.dropout)
         # Start at σ ≈ 0.1 rad, the scale of pose noise we care about.
         self.raw_log_sigma = nn.Parameter(torch.full((POSE_DIM,), math.log(0.1)))
+        if cfg.cov_rank < 0:
+            raise ValueError(f"cov_rank must be >= 0, got {cfg.cov_rank}")
+        if cfg.cov_rank > 0:
+            # Small random start: at W = 0 the gradient w.r.t. W vanishes (the NLL is quadratic in W).
+            g = torch.Generator().manual_seed(0)
+            self.cov_factor = nn.Parameter(0.01 * torch.randn(POSE_DIM, cfg.cov_rank, generator=g))
 
     @property
     def log_sigma(self) -> torch.Tensor:
-        """(90,) log σ of the likelihood, floor included."""
+        """(90,) log σ of the diagonal part of the likelihood, floor included."""
         return floored_log_sigma(self.raw_log_sigma, self.cfg.min_sigma)
 
     def encoder_input(self, joints: torch.Tensor) -> torch.Tensor:
@@ -38,7 +81,10 @@ class StandardHandVAE(BaseHandVAE):
 
     def recon_nll(self, joints: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         B = joints.shape[0]
-        return gaussian_nll(joints.reshape(B, POSE_DIM).float(), params, self.log_sigma)
+        x = joints.reshape(B, POSE_DIM).float()
+        if self.cfg.cov_rank > 0:
+            return low_rank_gaussian_nll(x, params, self.log_sigma, self.cov_factor.float())
+        return gaussian_nll(x, params, self.log_sigma)
 
     def params_to_pose(self, params: torch.Tensor) -> torch.Tensor:
         return params
