@@ -45,6 +45,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("z_dim", 24, "latent dimension", "model", int),
     Setting("hidden", 256, "hidden layer width of encoder and decoder", "model", int),
     Setting("num_layers", 2, "hidden layers per MLP", "model", int),
+    Setting(
+        "cov_rank",
+        0,
+        "standard model: rank of the low-rank part of the decoder covariance (0 = diagonal)",
+        "model",
+        int,
+    ),
     # --- optim (module hparams) ---------------------------------------------------------------
     Setting("learning_rate", 3e-4, "AdamW learning rate", "optim", float),
     Setting("weight_decay", 0.0, "AdamW decoupled weight decay", "optim", float),

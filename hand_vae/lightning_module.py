@@ -33,7 +33,8 @@ class HandVAELightningModule(pl.LightningModule):
 
     Args:
         model_type: "standard" or "so3".
-        z_dim, hidden, num_layers, dropout, min_sigma: model size and regularisation (VAEConfig).
+        z_dim, hidden, num_layers, dropout, min_sigma, cov_rank: model size, likelihood and
+            regularisation (see ``VAEConfig``).
         learning_rate: AdamW learning rate.
         weight_decay: AdamW decoupled weight decay.
         kl_warmup_epochs: epochs of linear β warm-up (per step).
@@ -51,6 +52,7 @@ class HandVAELightningModule(pl.LightningModule):
         num_layers: int = 2,
         dropout: float = 0.0,
         min_sigma: float = 0.02,
+        cov_rank: int = 0,
         learning_rate: float = 3e-4,
         weight_decay: float = 0.0,
         kl_warmup_epochs: float = 10,
@@ -67,6 +69,7 @@ class HandVAELightningModule(pl.LightningModule):
             num_layers=num_layers,
             dropout=dropout,
             min_sigma=min_sigma,
+            cov_rank=cov_rank,
         )
         self._kl_sum: torch.Tensor | None = None
         self._kl_count = 0
