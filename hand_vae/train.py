@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -320,6 +321,10 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``train_hand_vae_lightning.py``; returns the process exit code."""
+    # Lightning's advice on per-step logging does not apply (we log epoch means), and a
+    # deprecation inside Lightning itself is not actionable for our users.
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.INFO)
