@@ -34,7 +34,7 @@ class HandVAELightningModule(pl.LightningModule):
 
     Args:
         model_type: "standard" or "so3".
-        z_dim, hidden, num_layers, dropout, min_sigma, cov_rank: model size, likelihood and
+        z_dim, hidden, num_layers, dropout, min_sigma, cov_rank, whiten: model size, likelihood and
             regularisation (see ``VAEConfig``).
         learning_rate: AdamW learning rate.
         weight_decay: AdamW decoupled weight decay.
@@ -54,6 +54,7 @@ class HandVAELightningModule(pl.LightningModule):
         dropout: float = 0.0,
         min_sigma: float = 0.02,
         cov_rank: int = 0,
+        whiten: bool = False,
         learning_rate: float = 3e-4,
         weight_decay: float = 0.0,
         kl_warmup_epochs: float = 10,
@@ -71,6 +72,7 @@ class HandVAELightningModule(pl.LightningModule):
             dropout=dropout,
             min_sigma=min_sigma,
             cov_rank=cov_rank,
+            whiten=whiten,
         )
         self._kl_sum: torch.Tensor | None = None
         self._kl_count = 0
@@ -95,6 +97,10 @@ class HandVAELightningModule(pl.LightningModule):
 
     @override
     def setup(self, stage: str) -> None:
+        whiten = getattr(self.model, "fit_whitening", None)
+        if stage == "fit" and self.hparams.whiten and whiten is not None and not bool(self.model.white_fitted):
+            # From the training split only; on resume the checkpoint's buffers replace these.
+            whiten(self.trainer.datamodule.split_tensor("train").to(self.device))
         if (self.hparams.run or {}).get("compile") and "_compiled" not in self.__dict__:
             # Kept out of the module tree (plain __dict__ entry) so the state_dict keys stay "model.*".
             self.__dict__["_compiled"] = torch.compile(self.model)

@@ -34,6 +34,11 @@ class VAEConfig:
         cov_rank: standard model only: rank r of a learned low-rank term of the decoder
             covariance, Σ = diag(σ²) + W Wᵀ with W (90, r); 0 = diagonal σ only (DESIGN §4,
             "structured decoder covariance").
+        whiten: standard model only: model the poses after full-covariance whitening with the
+            training set's mean and covariance (``fit_whitening``); the likelihood includes the
+            Jacobian, so NLLs stay in nats of the original poses and a decoder that outputs 0 with
+            σ = 1 is exactly the full-covariance Gaussian prior. ``min_sigma`` is then in
+            whitened units (a fraction of the data's spread in each principal direction).
     """
 
     model_type: str = "standard"
@@ -43,6 +48,7 @@ class VAEConfig:
     dropout: float = 0.0
     min_sigma: float = 0.02
     cov_rank: int = 0
+    whiten: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -60,12 +60,38 @@ class StandardHandVAE(BaseHandVAE):
         self.decoder = mlp(cfg.z_dim, cfg.hidden, POSE_DIM, cfg.num_layers, cfg.dropout)
         # Start at σ ≈ 0.1 rad, the scale of pose noise we care about.
         self.raw_log_sigma = nn.Parameter(torch.full((POSE_DIM,), math.log(0.1)))
+        if cfg.whiten:
+            # Filled by fit_whitening() before training, then saved in the state_dict.
+            self.register_buffer("white_mean", torch.zeros(POSE_DIM))
+            self.register_buffer("white_chol", torch.eye(POSE_DIM))  # L, Σ_data = L Lᵀ
+            self.register_buffer("white_chol_inv", torch.eye(POSE_DIM))  # L⁻¹
+            self.register_buffer("white_fitted", torch.zeros((), dtype=torch.bool))
         if cfg.cov_rank < 0:
             raise ValueError(f"cov_rank must be >= 0, got {cfg.cov_rank}")
         if cfg.cov_rank > 0:
             # Small random start: at W = 0 the gradient w.r.t. W vanishes (the NLL is quadratic in W).
             g = torch.Generator().manual_seed(0)
             self.cov_factor = nn.Parameter(0.01 * torch.randn(POSE_DIM, cfg.cov_rank, generator=g))
+
+    @torch.no_grad()
+    def fit_whitening(self, x: torch.Tensor, eps: float = 1e-6) -> None:
+        """Set the whitening from training poses x (N, 90): mean and Cholesky factor of the
+        covariance (in float64, plus ``eps`` rad² on the diagonal so a constant dimension stays
+        invertible)."""
+        if not self.cfg.whiten:
+            return
+        x = x.double()
+        mean = x.mean(0)
+        cov = torch.cov((x - mean).T) + eps * torch.eye(POSE_DIM, dtype=torch.float64)
+        chol = torch.linalg.cholesky(cov)
+        self.white_mean.copy_(mean)
+        self.white_chol.copy_(chol)
+        self.white_chol_inv.copy_(torch.linalg.inv(chol))
+        self.white_fitted.fill_(True)
+
+    def _whiten(self, flat: torch.Tensor) -> torch.Tensor:
+        """(B, 90) poses -> (B, 90) whitened coordinates L⁻¹ (x − m)."""
+        return (flat - self.white_mean) @ self.white_chol_inv.T
 
     @property
     def log_sigma(self) -> torch.Tensor:
@@ -74,7 +100,8 @@ class StandardHandVAE(BaseHandVAE):
 
     def encoder_input(self, joints: torch.Tensor) -> torch.Tensor:
         B = joints.shape[0]
-        return joints.reshape(B, POSE_DIM)  # (B, 90)
+        flat = joints.reshape(B, POSE_DIM)  # (B, 90)
+        return self._whiten(flat) if self.cfg.whiten else flat
 
     def decode_params(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z).float()  # (B, 90) mean; losses in fp32 under autocast
@@ -82,9 +109,17 @@ class StandardHandVAE(BaseHandVAE):
     def recon_nll(self, joints: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         B = joints.shape[0]
         x = joints.reshape(B, POSE_DIM).float()
+        # Change of variables: log p(x) = log p(L⁻¹(x − m)) − log det L.
+        log_det = 0.0
+        if self.cfg.whiten:
+            x = self._whiten(x)
+            log_det = torch.diagonal(self.white_chol).log().sum()
         if self.cfg.cov_rank > 0:
-            return low_rank_gaussian_nll(x, params, self.log_sigma, self.cov_factor.float())
-        return gaussian_nll(x, params, self.log_sigma)
+            return low_rank_gaussian_nll(x, params, self.log_sigma, self.cov_factor.float()) + log_det
+        return gaussian_nll(x, params, self.log_sigma) + log_det
 
     def params_to_pose(self, params: torch.Tensor) -> torch.Tensor:
+        """Decoder mean -> (B, 90) pose (un-whitened when whitening is on)."""
+        if self.cfg.whiten:
+            return self.white_mean + params @ self.white_chol.T
         return params
