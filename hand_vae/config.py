@@ -52,6 +52,13 @@ SETTINGS: tuple[Setting, ...] = (
         "model",
         int,
     ),
+    Setting(
+        "whiten",
+        False,
+        "standard model: model poses after full-covariance whitening of the training set",
+        "model",
+        action="store_true",
+    ),
     # --- optim (module hparams) ---------------------------------------------------------------
     Setting("learning_rate", 3e-4, "AdamW learning rate", "optim", float),
     Setting("weight_decay", 0.0, "AdamW decoupled weight decay", "optim", float),
