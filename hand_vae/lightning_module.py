@@ -52,7 +52,7 @@ class HandVAELightningModule(pl.LightningModule):
         hidden: int = 256,
         num_layers: int = 2,
         dropout: float = 0.0,
-        min_sigma: float = 0.02,
+        min_sigma: float = 0.005,
         cov_rank: int = 0,
         whiten: bool = False,
         learning_rate: float = 3e-4,

@@ -25,6 +25,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from hand_vae.config import (
+    DEFAULT_MIN_SIGMA,
     HARDWARE_KEYS,
     MODEL_KEYS,
     MODULE_KEYS,
@@ -124,6 +125,10 @@ def resolve_settings(argv: list[str] | None) -> dict[str, Any]:
                 settings[key] = value
     if settings["batch_size"] is None:
         settings["batch_size"] = DEFAULT_BATCH[settings["model_type"]]
+    if settings["model_type"] != "standard":
+        settings["whiten"] = False  # the SO(3) likelihood lives on rotations, not axis-angle vectors
+    if settings["min_sigma"] is None:
+        settings["min_sigma"] = DEFAULT_MIN_SIGMA[bool(settings["whiten"])]
     _validate(settings)
     previous = (settings.get("data_meta_sha256"), settings.get("data_counts"))
     settings["data_meta_sha256"], settings["data_counts"] = data_fingerprint(settings)
@@ -168,7 +173,7 @@ def _validate(s: dict[str, Any]) -> None:
             "drop the flag (auto uses the CPU) or run on a GPU machine"
         )
     if s["min_sigma"] <= 0:
-        raise UserError(f"--min_sigma must be > 0 radians, got {s['min_sigma']}")
+        raise UserError(f"--min_sigma must be > 0, got {s['min_sigma']}")
     if not 0.0 <= s["dropout"] < 1.0:
         raise UserError(f"--dropout must be in [0, 1), got {s['dropout']}")
 

@@ -58,8 +58,13 @@ class StandardHandVAE(BaseHandVAE):
     def __init__(self, cfg: VAEConfig) -> None:
         super().__init__(cfg, encoder_in=POSE_DIM)
         self.decoder = mlp(cfg.z_dim, cfg.hidden, POSE_DIM, cfg.num_layers, cfg.dropout)
-        # Start at σ ≈ 0.1 rad, the scale of pose noise we care about.
-        self.raw_log_sigma = nn.Parameter(torch.full((POSE_DIM,), math.log(0.1)))
+        # Start at σ ≈ 0.1 rad, the scale of pose noise we care about; whitened coordinates
+        # have unit spread, so there start at σ = 1 with a zero decoder output, i.e. exactly at the
+        # full-covariance Gaussian, and let training improve on it.
+        self.raw_log_sigma = nn.Parameter(torch.full((POSE_DIM,), 0.0 if cfg.whiten else math.log(0.1)))
+        if cfg.whiten:
+            nn.init.zeros_(self.decoder[-1].weight)
+            nn.init.zeros_(self.decoder[-1].bias)
         if cfg.whiten:
             # Filled by fit_whitening() before training, then saved in the state_dict.
             self.register_buffer("white_mean", torch.zeros(POSE_DIM))
