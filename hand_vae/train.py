@@ -126,7 +126,8 @@ def resolve_settings(argv: list[str] | None) -> dict[str, Any]:
     if settings["batch_size"] is None:
         settings["batch_size"] = DEFAULT_BATCH[settings["model_type"]]
     if settings["model_type"] != "standard":
-        settings["whiten"] = False  # the SO(3) likelihood lives on rotations, not axis-angle vectors
+        # The SO(3) likelihood lives on rotations: axis-angle whitening and W do not apply.
+        settings["whiten"], settings["cov_rank"] = False, 0
     if settings["min_sigma"] is None:
         settings["min_sigma"] = DEFAULT_MIN_SIGMA[bool(settings["whiten"])]
     _validate(settings)
