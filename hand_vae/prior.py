@@ -240,7 +240,7 @@ class EnergyFunction(nn.Module):
         self.vae = vae
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.vae.energy(x)
+        return self.vae.energy(x, chunk_size=None)  # no data-dependent branch in the graph
 
 
 def export_energy(prior: nn.Module, path: str | Path) -> Path:

@@ -13,7 +13,9 @@ from __future__ import annotations
 import io
 import logging
 import os
+import signal
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -75,11 +77,37 @@ def cleanup_stale_temp_files(directory: str | Path) -> int:
 
 
 class InterruptCheckpoint(pl.Callback):
-    """On SIGINT/SIGTERM save ``last.ckpt`` (mid-epoch state) and log the resume command."""
+    """On SIGINT/SIGTERM save ``last.ckpt`` (mid-epoch state) and log the resume command.
 
-    def __init__(self, last_path: str | Path) -> None:
+    Under DDP, Lightning's own SIGTERM handler runs a broadcast inside the signal handler, which
+    deadlocks when the other rank is inside a gradient all-reduce. We replace it with a handler
+    that only sets a flag; every ``check_every`` steps all ranks agree on the flag with one
+    all-reduce at the same point of the loop and stop together.
+    """
+
+    def __init__(self, last_path: str | Path, check_every: int = 10) -> None:
         self.last_path = Path(last_path)
         self.saved = False
+        self.check_every = check_every
+        self._sigterm = False
+
+    @override
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.world_size > 1 and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        self._sigterm = True
+
+    @override
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx
+    ) -> None:
+        if trainer.world_size <= 1 or (trainer.global_step % self.check_every):
+            return
+        flag = torch.tensor(float(self._sigterm), device=pl_module.device)
+        if trainer.strategy.reduce(flag, reduce_op="max").item() > 0:
+            raise SIGTERMException()
 
     @override
     def on_exception(

@@ -97,7 +97,7 @@ def test_hard_kills_lose_at_most_one_epoch(tmp_path):
     ref.mkdir()
     assert (
         subprocess.run(
-            [sys.executable, SCRIPT, *TINY, "--max_epochs", "6", "--experiment_name", "k"],
+            [sys.executable, SCRIPT, *TINY, "--max_epochs", "12", "--experiment_name", "k"],
             cwd=ref,
             capture_output=True,
         ).returncode
@@ -112,7 +112,7 @@ def test_hard_kills_lose_at_most_one_epoch(tmp_path):
     kills = []
     for attempt in range(5):
         mode = ("epoch", "write", "validation")[attempt % 3]
-        args = ["--max_epochs", "6", "--experiment_name", "k"]
+        args = ["--max_epochs", "12", "--experiment_name", "k"]
         if (ckpt_dir / "last.ckpt").exists():
             args += ["--resume_from_checkpoint", str(ckpt_dir / "last.ckpt")]
         env = {WRITE_DELAY_ENV: "5"} if mode == "write" else {}
@@ -144,7 +144,7 @@ def test_hard_kills_lose_at_most_one_epoch(tmp_path):
     )
     assert final.returncode == 0, final.stderr[-2000:]
     state = torch.load(ckpt_dir / "last.ckpt", weights_only=True)
-    assert state["epoch"] == 5
+    assert state["epoch"] == 11
     best = next(v["best_model_score"] for k, v in state["callbacks"].items() if "ModelCheckpoint" in k).item()
     # Comparable to the uninterrupted run with the same seed (re-shuffled epochs differ slightly).
     assert abs(best - ref_best) < 0.15 * abs(ref_best) + 5.0, (best, ref_best, kills)
@@ -188,7 +188,7 @@ def test_sigterm_under_ddp_saves_last(tmp_path):
     )
     assert _wait_for(lambda: (ckpt_dir / "last.ckpt").exists(), 180, proc)
     time.sleep(1.0)
-    os.kill(proc.pid, signal.SIGTERM)
+    os.kill(proc.pid, signal.SIGTERM)  # rank 0 only: Lightning's launcher forwards it to rank 1
     try:
         _, err = proc.communicate(timeout=120)
     finally:

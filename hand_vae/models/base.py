@@ -177,7 +177,7 @@ class BaseHandVAE(nn.Module):
         z = torch.randn((n, self.z_dim), generator=generator, device=p.device, dtype=p.dtype)
         return self.decode(z)
 
-    def energy(self, x: torch.Tensor) -> torch.Tensor:
+    def energy(self, x: torch.Tensor, chunk_size: int | None = ENERGY_CHUNK) -> torch.Tensor:
         """Plausibility score: the negative ELBO evaluated at z = mu(x), in nats (lower = better).
 
         ``energy = recon_nll(x | decode(mu)) + KL(q(z|x) ‖ p(z))``. Deterministic (no sampling;
@@ -185,14 +185,15 @@ class BaseHandVAE(nn.Module):
 
         Args:
             x: (B, 90) or (B, 30, 3).
+            chunk_size: rows per chunk for large batches; None = one pass (e.g. for torch.export).
 
         Returns:
             (B,) nats.
         """
         joints = to_joints(x)
-        if joints.shape[0] > ENERGY_CHUNK:
+        if chunk_size is not None and joints.shape[0] > chunk_size:
             # Large batches in cache-sized chunks: +49% poses/s at B = 65,536 on CPU (bench_energy).
-            return torch.cat([self.energy(c) for c in joints.split(ENERGY_CHUNK)])
+            return torch.cat([self.energy(c, None) for c in joints.split(chunk_size)])
         mu, logvar = self.encode(joints)
         return self.recon_nll(joints, self.decode_params(mu)) + kl_per_dim(mu, logvar).sum(-1)
 

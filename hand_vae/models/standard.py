@@ -41,7 +41,9 @@ def low_rank_gaussian_nll(
     u = (x - mean) * inv_sigma  # (B, D)
     v = factor * inv_sigma[:, None]  # (D, r)
     cap = torch.eye(r, dtype=v.dtype, device=v.device) + v.T @ v  # (r, r)
-    chol = torch.linalg.cholesky(cap)
+    # cholesky_ex: a NaN factor (after a diverged step) propagates as NaN for the non-finite
+    # guard to report, instead of raising mid-step.
+    chol, _ = torch.linalg.cholesky_ex(cap)
     proj = torch.linalg.solve_triangular(chol, (u @ v).T, upper=False)  # (r, B)
     maha = u.square().sum(-1) - proj.square().sum(0)  # (B,)
     log_det = 2.0 * log_sigma.sum() + 2.0 * torch.diagonal(chol).log().sum()
