@@ -133,14 +133,26 @@ def test_low_rank_decoder_likelihood_matches_scipy() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason="measured: the conftest tiny model (4 epochs, min_sigma 0.02) scores backbend AUC 0.80 vs "
-    "nearest-neighbour 0.976; a 40-epoch min_sigma 0.005 + mirror + cov_rank 32 model scores 0.991",
-)
-def test_trained_vae_beats_nearest_neighbour_on_backbend(trained_models, synthetic_poses) -> None:
-    train = synthetic_poses["train"][::3]
+def test_trained_vae_beats_nearest_neighbour_on_backbend(synthetic_poses) -> None:
+    """A short run with the CLI's standard-model likelihood (cov_rank 32, σ floor 0.005 rad):
+    measured 0.987 vs 0.976 for nearest neighbour (the diagonal conftest model scores 0.80)."""
+    from hand_vae.losses import free_bits_kl
+    from hand_vae.models import build_model
+
+    train = synthetic_poses["train"]
+    torch.manual_seed(0)
+    model = build_model("standard", z_dim=16, hidden=128, cov_rank=32, min_sigma=0.005)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    g, step = torch.Generator().manual_seed(0), 0
+    for _ in range(6):
+        for idx in torch.randperm(len(train), generator=g).split(512):
+            out = model(train[idx])
+            loss = out["recon_nll"].mean() + min(1.0, step / 100) * free_bits_kl(out["kl"], 0.0)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            step += 1
     test = synthetic_poses["test"][::20]  # 300 poses of the unseen subject
-    nn = NearestNeighbourPrior().fit(train)
-    results, _ = evaluate(trained_models["standard"], test, {"nearest_neighbour": nn}, num_samples=4)
+    nn = NearestNeighbourPrior().fit(train[::3])
+    results, _ = evaluate(model.eval(), test, {"nearest_neighbour": nn}, num_samples=4)
     assert results["vae"]["auc_backbend"] > results["nearest_neighbour"]["auc_backbend"]
