@@ -16,7 +16,7 @@ import argparse
 from dataclasses import dataclass
 from typing import Any
 
-# Defaults measured on held-out subjects of the synthetic default (README "Choosing defaults",
+# Defaults measured on held-out subjects of the synthetic default (README "Expected Results",
 # bench/experiments_defaults.py). The σ floor is in the likelihood's own units: whitened units with
 # --whiten, radians without (the default).
 DEFAULT_MIN_SIGMA = {True: 0.05, False: 0.005}
