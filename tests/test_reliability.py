@@ -40,6 +40,10 @@ TINY = [
 ]
 
 
+# Long enough (12 epochs x 30 batches) that kills land inside training, not after it.
+KILL_RUN = ("--max_epochs", "12", "--limit_train_batches", "30", "--experiment_name", "k")
+
+
 def _start(tmp: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, SCRIPT, *TINY, *args],
@@ -97,7 +101,7 @@ def test_hard_kills_lose_at_most_one_epoch(tmp_path):
     ref.mkdir()
     assert (
         subprocess.run(
-            [sys.executable, SCRIPT, *TINY, "--max_epochs", "12", "--experiment_name", "k"],
+            [sys.executable, SCRIPT, *TINY, *KILL_RUN],
             cwd=ref,
             capture_output=True,
         ).returncode
@@ -112,7 +116,7 @@ def test_hard_kills_lose_at_most_one_epoch(tmp_path):
     kills = []
     for attempt in range(5):
         mode = ("epoch", "write", "validation")[attempt % 3]
-        args = ["--max_epochs", "12", "--experiment_name", "k"]
+        args = list(KILL_RUN)
         if (ckpt_dir / "last.ckpt").exists():
             args += ["--resume_from_checkpoint", str(ckpt_dir / "last.ckpt")]
         env = {WRITE_DELAY_ENV: "5"} if mode == "write" else {}
