@@ -27,6 +27,7 @@ import torch
 
 from hand_vae.eval_metrics import evaluate, markdown_table, save_energy_figures
 from hand_vae.rotations import POSE_DIM
+from hand_vae.viz.report import subsample
 
 log = logging.getLogger("hand_vae.evaluate")
 
@@ -103,14 +104,6 @@ def load_poses_file(path: str) -> torch.Tensor:
     if arr.ndim != 2 or arr.shape[1] != POSE_DIM or not np.issubdtype(arr.dtype, np.number):
         raise EvalError(f"--poses: expected an (N, {POSE_DIM}) numeric array, got {arr.shape} {arr.dtype}")
     return torch.from_numpy(arr.astype(np.float32))
-
-
-def subsample(x: torch.Tensor, n: int | None, seed: int) -> torch.Tensor:
-    """A seeded subset of at most n rows (in their original order)."""
-    if n is None or x.shape[0] <= n:
-        return x
-    idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:n].sort().values
-    return x[idx]
 
 
 def _validate(args: argparse.Namespace) -> None:

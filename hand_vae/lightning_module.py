@@ -17,11 +17,10 @@ import pytorch_lightning as pl
 import torch
 from typing_extensions import override
 
-from hand_vae.losses import beta_schedule, free_bits_kl
+from hand_vae.losses import ACTIVE_UNIT_NATS, beta_schedule, free_bits_kl
 from hand_vae.models import build_model
 from hand_vae.reliability import NonFiniteError
 
-ACTIVE_UNIT_NATS = 0.01
 TRAIN_METRICS = ("loss", "recon_nll", "kl", "beta", "recon_sigma")  # order of the per-step stats
 
 
@@ -98,7 +97,12 @@ class HandVAELightningModule(pl.LightningModule):
     @override
     def setup(self, stage: str) -> None:
         whiten = getattr(self.model, "fit_whitening", None)
-        if stage == "fit" and self.hparams.whiten and whiten is not None and not bool(self.model.white_fitted):
+        if (
+            stage == "fit"
+            and self.hparams.whiten
+            and whiten is not None
+            and not bool(self.model.white_fitted)
+        ):
             # From the training split only; on resume the checkpoint's buffers replace these.
             whiten(self.trainer.datamodule.split_tensor("train").to(self.device))
         if (self.hparams.run or {}).get("compile") and "_compiled" not in self.__dict__:
@@ -167,8 +171,8 @@ class HandVAELightningModule(pl.LightningModule):
         count = self.trainer.strategy.reduce(
             torch.tensor(float(self._kl_count), device=self._kl_sum.device), reduce_op="sum"
         )
-        self.kl_per_dim = (total / count.clamp_min(1)).cpu()  # (Z,), for plots
-        active = (self.kl_per_dim > ACTIVE_UNIT_NATS).sum().float()
+        kl_per_dim = total / count.clamp_min(1)  # (Z,) mean KL per latent dimension
+        active = (kl_per_dim > ACTIVE_UNIT_NATS).sum().float()
         self.log(f"{stage}/active_units", active)
         self._kl_sum, self._kl_count = None, 0
 

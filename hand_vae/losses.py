@@ -11,6 +11,7 @@ import math
 import torch
 
 LOG_2PI = math.log(2.0 * math.pi)
+ACTIVE_UNIT_NATS = 0.01  # a latent dimension with mean KL above this is "active" (in use)
 
 
 def gaussian_nll(x: torch.Tensor, mean: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from hand_vae import anatomy
+from hand_vae.losses import ACTIVE_UNIT_NATS
 from hand_vae.viz.objective_figures import beta_sensitivity, loss_breakdown
 from hand_vae.viz.skeleton_figure import hand_skeletons
 from hand_vae.viz.style import PALETTE as _PALETTE
@@ -35,7 +36,7 @@ __all__ = [
 ]
 
 # A latent dimension is "active" when its mean KL exceeds this (DESIGN §4, `val/active_units`).
-ACTIVE_UNIT_THRESHOLD = 0.01  # nats
+ACTIVE_UNIT_THRESHOLD = ACTIVE_UNIT_NATS  # nats, the same threshold as val/active_units
 
 
 # --------------------------------------------------------------------------- energy

@@ -35,9 +35,10 @@ FIGURE_NAMES = (
 )
 
 
-def subsample(poses: torch.Tensor, max_rows: int, seed: int = 0) -> torch.Tensor:
-    """At most ``max_rows`` rows of ``poses`` (N, ...), the same seeded subset on every call."""
-    if poses.shape[0] <= max_rows:
+def subsample(poses: torch.Tensor, max_rows: int | None, seed: int = 0) -> torch.Tensor:
+    """At most ``max_rows`` rows of ``poses`` (N, ...) in their original order, the same seeded subset
+    on every call; None keeps every row."""
+    if max_rows is None or poses.shape[0] <= max_rows:
         return poses
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(poses.shape[0], generator=g)[:max_rows].sort().values
