@@ -23,7 +23,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from hand_vae.calibration import (
+    BUFFER,
+    CALIBRATE_HINT,
+    empty_quantiles,
+    plausibility_from_quantiles,
+    threshold_at,
+)
 from hand_vae.models import BaseHandVAE, VAEConfig, build_model
+from hand_vae.one_hand import energy_one_hand, log_prob_one_hand
 from hand_vae.rotations import NUM_JOINTS, POSE_DIM, to_flat
 
 log = logging.getLogger(__name__)
@@ -63,19 +71,17 @@ def load_prior(checkpoint_path: str | Path, map_location: str | torch.device = "
         FileNotFoundError: no such file.
         ValueError: the file is not a readable hand VAE checkpoint.
     """
+    from hand_vae.checkpoint import load_checkpoint
+
     path = Path(checkpoint_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such checkpoint: {path}")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # truncated, not a zip/pickle, or a pickle with code in it
-        raise ValueError(f"{path} is not a readable checkpoint ({type(err).__name__}: {err})") from err
-    if not isinstance(ckpt, dict) or "hyper_parameters" not in ckpt or "state_dict" not in ckpt:
-        raise ValueError(f"{path} is not a hand VAE checkpoint (no hyper_parameters / state_dict)")
+    ckpt = load_checkpoint(path, map_location)  # CheckpointError (a ValueError) on any failure
     hp = ckpt["hyper_parameters"]
     cfg_keys = {f.name for f in fields(VAEConfig)}
     model = build_model(**{k: v for k, v in hp.items() if k in cfg_keys})
     state = {k[len(STATE_PREFIX) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(STATE_PREFIX)}
+    if BUFFER not in state:  # written before checkpoints carried the energy calibration
+        state[BUFFER] = empty_quantiles()
+        log.info("%s has no energy calibration; plausibility() needs: %s", path, CALIBRATE_HINT)
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
@@ -232,6 +238,58 @@ def sample_poses(prior: nn.Module, n: int, generator: torch.Generator | None = N
     return _as_vae(prior).sample(n, generator=generator)
 
 
+@torch.no_grad()
+def plausibility(prior: nn.Module, poses: torch.Tensor, chunk_size: int = 65536) -> torch.Tensor:
+    """Calibrated plausibility: the share of validation poses whose energy is higher, in [0, 1].
+
+    0.5 = as plausible as the median validation pose; 0.01 = only 1% of validation poses score
+    worse. It is 1 − the empirical CDF of the validation energies stored in the checkpoint
+    (``energy_quantiles``, 1001 quantiles, linear in between), so it is monotone non-increasing in
+    ``energy`` and comparable across models and datasets. Not differentiable; for fitting use
+    ``prior.energy``.
+
+    Args:
+        prior: a hand VAE (``load_prior``) or a ``HandVAELightningModule``, eval mode.
+        poses: (B, 90) or (B, 30, 3) axis-angle, radians.
+        chunk_size: poses per energy pass.
+
+    Returns:
+        (B,) float32 in [0, 1]; a NaN pose gives 0.
+
+    Raises:
+        NotCalibratedError: the checkpoint carries no quantiles (written before calibration
+            existed); the message names ``python -m hand_vae.calibration``, which adds them.
+    """
+    vae = _as_vae(prior)
+    x = _check_poses(poses).to(vae.energy_quantiles.device)
+    energy = torch.cat([vae.energy(c) for c in x.split(chunk_size)])
+    return plausibility_from_quantiles(energy, vae.energy_quantiles)
+
+
+@torch.no_grad()
+def is_plausible(prior: nn.Module, poses: torch.Tensor, level: float = 0.99) -> torch.Tensor:
+    """Whether each pose's energy is at or below the ``level`` quantile of validation energies.
+
+    At ``level = 0.99``, 99% of validation poses pass; equivalently ``plausibility >= 1 − level``.
+
+    Args:
+        prior: a hand VAE (``load_prior``) or a ``HandVAELightningModule``, eval mode.
+        poses: (B, 90) or (B, 30, 3) axis-angle, radians.
+        level: quantile level in [0, 1].
+
+    Returns:
+        (B,) bool; False for a NaN pose.
+
+    Raises:
+        NotCalibratedError: as for ``plausibility``.
+        ValueError: level outside [0, 1].
+    """
+    vae = _as_vae(prior)
+    threshold = threshold_at(vae.energy_quantiles, level)
+    x = _check_poses(poses).to(vae.energy_quantiles.device)
+    return torch.cat([vae.energy(c) for c in x.split(65536)]) <= threshold
+
+
 class EnergyFunction(nn.Module):
     """``forward(x)``: (B, 90) float32 axis-angle poses -> (B,) energies in nats."""
 
@@ -285,7 +343,11 @@ def export_energy(prior: nn.Module, path: str | Path) -> Path:
 
 __all__ = [
     "EnergyFunction",
+    "energy_one_hand",
     "export_energy",
+    "is_plausible",
+    "log_prob_one_hand",
+    "plausibility",
     "load_prior",
     "project_to_prior",
     "rank_hypotheses",

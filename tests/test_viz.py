@@ -8,10 +8,10 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from hand_vae import anatomy
+from hand_vae import anatomy, kinematics
+from hand_vae.kinematics import hand_joint_positions, one_hand_fk, template_keypoints
 from hand_vae.rotations import mirror_axis_angle, swap_and_mirror_hands
-from hand_vae.viz import figures, kinematics
-from hand_vae.viz.kinematics import hand_joint_positions, one_hand_fk, template_keypoints
+from hand_vae.viz import figures
 
 RIGHT, LEFT = 1, 0
 JOINTS_PER_HAND = 15

@@ -87,6 +87,9 @@ class BaseHandVAE(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.encoder = mlp(encoder_in, cfg.hidden, 2 * cfg.z_dim, cfg.num_layers, cfg.dropout)
+        # Validation energies at levels linspace(0, 1, 1001), NaN until calibrated; saved in every
+        # checkpoint so plausibility scores are comparable across models (hand_vae.calibration).
+        self.register_buffer("energy_quantiles", torch.full((1001,), float("nan")))
 
     @property
     def model_type(self) -> str:

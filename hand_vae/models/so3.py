@@ -62,3 +62,13 @@ class SO3HandVAE(BaseHandVAE):
     def params_to_pose(self, params: torch.Tensor) -> torch.Tensor:
         B = params.shape[0]
         return matrix_to_axis_angle(params).reshape(B, POSE_DIM)
+
+    def side_log_likelihood(self, x_side: torch.Tensor, side: str, params: torch.Tensor) -> torch.Tensor:
+        """log p(x_side | z) of one hand ("left"/"right", (B, 45)), the other integrated out: (B,) nats.
+
+        Exact: the per-joint likelihood is independent across joints, so the side's joints alone.
+        """
+        B, J = x_side.shape[0], NUM_JOINTS // 2
+        s = slice(0, J) if side == "left" else slice(J, NUM_JOINTS)
+        angle = geodesic_angle(axis_angle_to_matrix(x_side.reshape(B, J, 3).float()), params[:, s])  # (B, 15)
+        return -geodesic_nll(angle, self.log_sigma[s])

@@ -130,3 +130,28 @@ class StandardHandVAE(BaseHandVAE):
         if self.cfg.whiten:
             return self.white_mean + params @ self.white_chol.T
         return params
+
+    def decoder_gaussian(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """p(x|z) as one Gaussian on the 90 pose numbers: mean (B, 90) rad, covariance (90, 90) rad².
+
+        The parametrisation-free form of the likelihood (e.g. for marginalising a hand). Whitened:
+        x = m + L w with w ~ N(params, Σ_w) gives N(m + L params, L Σ_w Lᵀ). float64.
+        """
+        mean, cov = params.double(), torch.diag(torch.exp(2.0 * self.log_sigma.double()))
+        if self.cfg.cov_rank > 0:
+            cov = cov + self.cov_factor.double() @ self.cov_factor.double().T
+        if self.cfg.whiten:
+            chol = self.white_chol.double()
+            mean, cov = self.white_mean.double() + mean @ chol.T, chol @ cov @ chol.T
+        return mean, cov
+
+    def side_log_likelihood(self, x_side: torch.Tensor, side: str, params: torch.Tensor) -> torch.Tensor:
+        """log p(x_side | z) of one hand ("left"/"right", (B, 45)), the other integrated out: (B,) nats.
+
+        Exact: the marginal of a Gaussian is the Gaussian of its mean block and covariance block.
+        """
+        mean, cov = self.decoder_gaussian(params)
+        s = slice(0, POSE_DIM // 2) if side == "left" else slice(POSE_DIM // 2, POSE_DIM)
+        chol = torch.linalg.cholesky(cov[..., s, s])
+        dist = torch.distributions.MultivariateNormal(mean[..., s], scale_tril=chol, validate_args=False)
+        return dist.log_prob(x_side.double()).float()

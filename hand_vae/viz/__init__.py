@@ -1,8 +1,9 @@
 """Pictures of a hand pose prior: forward kinematics, pure figure functions, a Lightning callback.
 
-``figures`` and ``kinematics`` import no Lightning; the callback lives in ``hand_vae.viz.callback``.
+``figures`` imports no Lightning (forward kinematics: ``hand_vae.kinematics``); the callback lives in ``hand_vae.viz.callback``.
 """
 
+from hand_vae.kinematics import KEYPOINT_NAMES, hand_joint_positions
 from hand_vae.viz.figures import (
     ACTIVE_UNIT_THRESHOLD,
     beta_sensitivity,
@@ -13,7 +14,6 @@ from hand_vae.viz.figures import (
     per_joint_geodesic_error,
     save_figure,
 )
-from hand_vae.viz.kinematics import KEYPOINT_NAMES, hand_joint_positions
 
 __all__ = [
     "ACTIVE_UNIT_THRESHOLD",

@@ -1,6 +1,6 @@
 """3-D stick figures of both hands, from forward kinematics on the generic skeleton.
 
-Drawing frame: the kinematics frame (``hand_vae.viz.kinematics``: fingers +x, palm facing +y,
+Drawing frame: the kinematics frame (``hand_vae.kinematics``: fingers +x, palm facing +y,
 right thumb +z) is turned so the hands lie palm down with the fingers pointing away from the
 viewer and the left hand on the left: plot (X, Y, Z) = (−z, x, −y), a proper rotation, so the
 picture is not mirrored. Curling fingers therefore bend downwards.
@@ -17,7 +17,7 @@ from matplotlib.lines import Line2D
 from mpl_toolkits.mplot3d.art3d import Line3DCollection
 
 from hand_vae import anatomy
-from hand_vae.viz.kinematics import BONES, POINTS_PER_FINGER, hand_joint_positions
+from hand_vae.kinematics import BONES, POINTS_PER_FINGER, hand_joint_positions
 from hand_vae.viz.style import figure_style, finger_colors, new_figure
 
 # Kinematics frame -> drawing frame (rows are the plot axes), see the module docstring.

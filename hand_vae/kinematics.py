@@ -1,7 +1,9 @@
 """Forward kinematics of the 15-joint axis-angle hand chain on the generic skeleton of ``anatomy``.
 
-Only for pictures: the skeleton is ``anatomy``'s approximate adult hand, not MANO's template, and
-no MANO model file is read.
+Used for pictures and as the default forward kinematics of fitting (``hand_vae.fit``). The
+skeleton is ``anatomy``'s approximate adult hand, not MANO's template, and no MANO model file is
+read: to fit real keypoints, pass a MANO layer to ``fit_to_joints`` instead (see the README).
+Everything here is differentiable and runs on the input's device and dtype.
 
 Keypoints (21 per hand, the usual hand-keypoint count, in MANO finger order):
   0 = wrist, then per finger (index, middle, pinky, ring, thumb) its three joints base -> tip and
@@ -109,6 +111,22 @@ def one_hand_fk(rotvec: torch.Tensor, mirror: bool = False) -> torch.Tensor:
     fingers = torch.stack(points, dim=2)  # (B, F, 4, 3)
     wrist = rotvec.new_zeros(B, 1, 3)
     return torch.cat([wrist, fingers.reshape(B, F * POINTS_PER_FINGER, 3)], dim=1)  # (B, 21, 3)
+
+
+def hands_fk(pose: torch.Tensor) -> torch.Tensor:
+    """Both hands' keypoints, each in its own frame (wrist at the origin, no global rotation).
+
+    The default forward kinematics of fitting: the left hand uses its own mirrored skeleton (see
+    the module docstring), so a left and a right hand in mirrored poses give mirror-image keypoints.
+
+    Args:
+        pose: (B, 90) ``[left 45 | right 45]`` or (B, 30, 3) axis-angle, radians.
+
+    Returns:
+        (B, 2, 21, 3) keypoints in metres, hand 0 = left; differentiable in ``pose``.
+    """
+    hands = to_hands(pose)  # (B, 2, 15, 3)
+    return torch.stack([one_hand_fk(hands[:, 0], mirror=True), one_hand_fk(hands[:, 1], mirror=False)], dim=1)
 
 
 def hand_joint_positions(pose: torch.Tensor | np.ndarray) -> np.ndarray:
