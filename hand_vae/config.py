@@ -154,6 +154,21 @@ SETTINGS: tuple[Setting, ...] = (
         action="store_true",
     ),
     Setting("log_every_n_steps", 50, "how often Lightning flushes step-level logs", "run", int),
+    Setting(
+        "threads",
+        0,
+        "CPU threads for the maths; 0 = auto: 1 below 4096 rows per batch, else all cores but one",
+        "run",
+        int,
+    ),
+    Setting(
+        "overwrite",
+        False,
+        "delete an earlier run with this --experiment_name (its checkpoints and logs), then train",
+        "run",
+        action="store_true",
+    ),
+    Setting("verbose", False, "also print Lightning's model summary table", "run", action="store_true"),
     # --- length ----------------------------------------------------------------------------------
     Setting("max_epochs", 100, "training epochs (may be raised when resuming)", "length", int),
     Setting(
@@ -186,6 +201,7 @@ HARDWARE_KEYS = (
     "precision",
     "num_workers",
     "data_on_device",
+    "threads",
 )
 
 EPILOG = """examples:
