@@ -96,6 +96,9 @@ def test_both_layouts_from_mixed_raw_tree(raw, tmp_path, capsys):
     assert digest_tree(raw) == before  # inputs never modified
     out = capsys.readouterr().out
     assert "SKIPPED 7 files" in out and "mine/one_hand.npy" in out and "meta.json" in out
+    # The detected formats and frame-rate conversions are on screen, not only in meta.json.
+    assert "amass_smplh 2 files (120 -> 30 fps)" in out and "amass_smplx 1 file (120 -> 30 fps)" in out
+    assert "array 2 files (no frame rate stored" in out
 
     meta = read_meta(tmp_path / "c")
     assert meta["layout"] == "consolidated" and meta["source"] == "files" and meta["fps"] == 30.0
@@ -194,7 +197,8 @@ def test_strict_stops_and_writes_nothing(raw, tmp_path, capsys):
 
 def test_output_dir_policy(tmp_path, capsys):
     raw = tmp_path / "raw"
-    write_array(raw / "x.npy", hand_track(10, 0))
+    for i in range(3):
+        write_array(raw / f"x{i}.npy", hand_track(10, i))
     out = tmp_path / "c"
     assert run_cli(create_consolidated_npz, "--input_dir", raw, "--output_dir", out) == 0
     first = digest_tree(out)
@@ -241,20 +245,33 @@ def test_source_fps_for_plain_arrays(tmp_path):
     raw = tmp_path / "raw"
     write_array(raw / "a.npy", hand_track(120, 0))
     write_array(raw / "b.npz", hand_track(120, 1), fps=60.0)  # the file's own fps wins
-    args = [
-        "--input_dir",
-        raw,
-        "--output_dir",
-        tmp_path / "c",
-        "--source_fps",
-        120,
-        "--split_ratios",
-        1,
-        0,
-        0,
-    ]
+    write_array(raw / "c.npz", hand_track(120, 2), fps=30.0)
+    args = ["--input_dir", raw, "--output_dir", tmp_path / "c", "--source_fps", 120]
     assert run_cli(create_consolidated_npz, *args) == 0
-    assert {s["name"]: s["frames_kept"] for s in read_meta(tmp_path / "c")["sources"]} == {"a": 30, "b": 60}
+    kept = {s["name"]: s["frames_kept"] for s in read_meta(tmp_path / "c")["sources"]}
+    assert kept == {"a": 30, "b": 60, "c": 120}
+
+
+@pytest.mark.parametrize(
+    "files, extra, advice",
+    [
+        (1, [], "the val and test splits would be empty (1 usable sequence): training needs at least one "
+                "sequence per split, so at least 3 sequences"),
+        (3, ["--split_ratios", "0.9", "0.1", "0"], "--split_ratios gives test no share"),
+        (3, ["--split_scheme", "amass"], "--split_scheme amass takes val from HumanEva"),
+    ],
+)  # fmt: skip
+def test_build_refuses_a_split_that_would_be_empty(tmp_path, capsys, files, extra, advice):
+    """One AMASS clip used to build train 1 / val 0 / test 0 with exit 0, and training then failed."""
+    raw = tmp_path / "raw"
+    for i in range(files):
+        write_smplh(raw / "CMU" / f"{i:02d}_poses.npz", hand_track(240, i))
+    out = tmp_path / "c"
+    assert run_cli(create_consolidated_npz, "--input_dir", raw, "--output_dir", out, *extra) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and advice in err[-1] and err[-1].endswith("nothing written")
+    assert "--split_scheme dirs" in err[-1]
+    assert not out.exists() and not list(tmp_path.glob(".c.*"))
 
 
 def test_synthetic_default_is_the_quick_test_dir(tmp_path, monkeypatch):

@@ -16,6 +16,7 @@ All four lists go to ``meta.json``; a non-empty ``skipped`` makes the CLI exit n
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,14 @@ from hand_vae.data import synthetic
 from hand_vae.data.cleaning import DropCounts, clean_sequence
 from hand_vae.data.layouts import DEFAULT_SHARD_SIZE, LAYOUTS, write_consolidated, write_splits_dir
 from hand_vae.data.sources import EXTENSIONS, FORMATS, SourceError, is_side_file, read_file
-from hand_vae.data.splits import DEFAULT_RATIOS, SPLITS, assign_splits, check_ratios, dirs_split_of
+from hand_vae.data.splits import (
+    DEFAULT_RATIOS,
+    SPLITS,
+    assign_splits,
+    check_ratios,
+    dirs_split_of,
+    empty_split_advice,
+)
 from hand_vae.data.staging import check_output_dir
 
 logger = logging.getLogger(__name__)
@@ -179,6 +187,25 @@ def _skip(cfg: BuildConfig, skipped: list[dict[str, str]], rel: str, reason: str
         raise BuildError(f"{rel}: {reason} (--strict: stopped, nothing written)")
 
 
+def _rate(source_fps: float | None, fps: float | None) -> str:
+    if source_fps is None:
+        return "no frame rate stored: every frame kept; set --source_fps"
+    if fps is None or fps == source_fps:
+        return f"{source_fps:g} fps"
+    return f"{source_fps:g} -> {fps:g} fps"
+
+
+def formats_line(sources: list[dict[str, Any]]) -> str:
+    """``"amass_smplh 3 files (120 -> 30 fps), array 2 files (...)"``: the formats and frame rates found.
+
+    Args:
+        sources: meta.json's ``sources`` entries (``format``, ``source_fps``, ``fps``).
+    """
+    groups = Counter((s["format"], _rate(s.get("source_fps"), s.get("fps"))) for s in sources)
+    parts = [f"{fmt} {n} file{'s' if n > 1 else ''} ({rate})" for (fmt, rate), n in sorted(groups.items())]
+    return ", ".join(parts)
+
+
 def _import_all(cfg: BuildConfig) -> tuple[dict[str, list[Any]], dict[str, Any]]:
     candidates, skipped, ignored = _scan(cfg)
     if cfg.strict and skipped:
@@ -208,7 +235,12 @@ def _import_all(cfg: BuildConfig) -> tuple[dict[str, list[Any]], dict[str, Any]]
             {"path": c.rel, "name": c.name, "format": raw.format, "source_fps": fps, "fps": res.fps,
              "frames_read": len(raw.poses), "frames_kept": len(res.poses)}
         )  # fmt: skip
+    if sources:
+        logger.info("read %s", formats_line(sources))
     names = assign_splits(paths, cfg.split_scheme, cfg.split_ratios, cfg.seed)
+    advice = empty_split_advice(names, cfg.split_scheme, cfg.split_ratios) if any(names.values()) else None
+    if advice:
+        raise BuildError(f"{advice}; nothing written")
     split_of = {n: s for s, ns in names.items() for n in ns}
     for entry in sources:
         entry["split"] = split_of[entry["name"]]

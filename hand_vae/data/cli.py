@@ -15,7 +15,7 @@ import logging
 import sys
 from collections import Counter
 
-from hand_vae.data.build import BuildConfig, BuildError, BuildSummary, build_dataset
+from hand_vae.data.build import BuildConfig, BuildError, BuildSummary, build_dataset, formats_line
 from hand_vae.data.layouts import DEFAULT_SHARD_SIZE, DatasetError
 from hand_vae.data.sources import FORMATS
 from hand_vae.data.splits import DEFAULT_RATIOS, SCHEMES, SplitError
@@ -96,6 +96,8 @@ def format_summary(summary: BuildSummary) -> str:
     lines = [f"Wrote {summary.layout} dataset {summary.output_dir}/ from {origin}:"]
     for split, c in meta["counts"].items():
         lines.append(f"  {split:5s}: {c['sequences']:6d} sequences {c['frames']:10d} frames")
+    if meta.get("sources"):
+        lines.append("  formats: " + formats_line(meta["sources"]))
     files = summary.files_written
     shown = files if len(files) <= 8 else files[:6] + [f"... ({len(files) - 7} more)", files[-1]]
     lines.append(f"  files: {', '.join(shown)}")

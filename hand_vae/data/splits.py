@@ -11,12 +11,9 @@ Three schemes, all deterministic (inputs are sorted by name first, randomness co
 
 from __future__ import annotations
 
-import logging
 import math
 
 import numpy as np
-
-logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 SCHEMES = ("ratio", "amass", "dirs")
@@ -139,14 +136,33 @@ def assign_splits(
             if split is None:
                 raise SplitError(f"{path} is not under train/, val/ or test/ (--split_scheme dirs)")
             out[split].append(name)
-        if scheme == "amass" and names_to_paths and not (out["val"] or out["test"]):
-            logger.warning(
-                "--split_scheme amass: no file is under a val/test sub-dataset (HumanEva, MPI_HDM05, SFU, "
-                "MPI_mosh, Transitions_mocap, SSM_synced); is --input_dir the AMASS root?"
-            )
     else:
         raise SplitError(f"unknown --split_scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
-    for split in SPLITS:
-        if names_to_paths and not out[split]:
-            logger.warning("split %r is empty", split)
     return out
+
+
+def empty_split_advice(
+    splits: dict[str, list[str]], scheme: str, ratios: tuple[float, float, float]
+) -> str | None:
+    """Why a split came out empty and what to do, in one line; None when every split has a sequence.
+
+    Training needs all three splits: train fits the model, val picks the checkpoints, test scores
+    the best one. A build that leaves one empty is refused rather than failing later in training.
+    """
+    empty = [s for s in SPLITS if not splits.get(s)]
+    if not empty:
+        return None
+    n = sum(len(v) for v in splits.values())
+    what = f"the {' and '.join(empty)} split{'s' if len(empty) > 1 else ''} would be empty ({n} usable sequence{'s' if n != 1 else ''})"
+    own = "or give your own split: --split_scheme dirs with train/, val/ and test/ folders under --input_dir"
+    if scheme == "ratio":
+        zero = [s for s, r in zip(SPLITS, ratios, strict=True) if r == 0]
+        if zero:
+            return f"{what}: --split_ratios gives {' and '.join(zero)} no share; give every split a positive share, {own}"
+        return f"{what}: training needs at least one sequence per split, so at least 3 sequences; add sequences, {own}"
+    if scheme == "amass":
+        return (
+            f"{what}: --split_scheme amass takes val from HumanEva, MPI_HDM05, SFU, MPI_mosh and test from "
+            f"Transitions_mocap, SSM_synced sub-datasets (is --input_dir the AMASS root?); use --split_scheme ratio, {own}"
+        )
+    return f"{what}: put at least one usable file under each of --input_dir's {', '.join(f'{s}/' for s in empty)} folders"
