@@ -73,7 +73,7 @@ def floored_log_sigma(raw: torch.Tensor, min_sigma: float) -> torch.Tensor:
     A hard ``clamp`` would zero the gradient below the floor and could trap σ there; this keeps
     σ > min_sigma with a gradient everywhere.
     """
-    return torch.logaddexp(raw, raw.new_tensor(math.log(min_sigma)))
+    return torch.logaddexp(raw, torch.full_like(raw, math.log(min_sigma)))  # a fill, not a host copy
 
 
 class BaseHandVAE(nn.Module):
