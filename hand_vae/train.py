@@ -1,6 +1,7 @@
-"""The training run behind ``train_hand_vae_lightning.py``: settings -> Trainer -> fit -> test.
+"""The training run behind ``train_hand_vae_lightning.py``: settings -> checks -> Trainer -> fit -> test.
 
-Outputs (DESIGN §5):
+Outputs, one run per experiment name (``hand_vae.preflight`` refuses a second fresh run under a
+taken name unless ``--overwrite``):
   * ``{checkpoint_dir}/{experiment_name}/hand_vae_epoch_XX_val_loss_Y.YYY.ckpt`` (top-k on val/loss;
     val/loss is a negative ELBO in nats and may be negative, e.g. ``..._val_loss_-93.512.ckpt``),
     ``last.ckpt`` and ``best_model.ckpt`` (a copy of the best, written when fit ends);
@@ -24,6 +25,7 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, TQDMProg
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from hand_vae.checkpoint import CheckpointError, load_checkpoint
 from hand_vae.config import (
     DEFAULT_MIN_SIGMA,
     HARDWARE_KEYS,
@@ -35,8 +37,18 @@ from hand_vae.config import (
     parse_number,
 )
 from hand_vae.data.datamodule import HandPoseDataModule
-from hand_vae.data.layouts import DatasetError, read_meta
+from hand_vae.data.layouts import DatasetError
 from hand_vae.lightning_module import HandVAELightningModule
+from hand_vae.preflight import (
+    LOGGER_NAME,
+    UserError,
+    check_data_source,
+    claim_run_dirs,
+    cpu_threads,
+    describe_splits,
+    remove_empty_dirs,
+    run_dirs,
+)
 from hand_vae.reliability import (
     AtomicCheckpointIO,
     InterruptCheckpoint,
@@ -46,13 +58,10 @@ from hand_vae.reliability import (
 
 log = logging.getLogger("hand_vae")
 
-LOGGER_NAME = "hand-vae-prior"
 CKPT_PATTERN = "hand_vae_epoch_{epoch:02d}_val_loss_{val/loss:.3f}"
 DEFAULT_BATCH = {"standard": 8192, "so3": 4096}
-
-
-class UserError(Exception):
-    """A mistake in what the user asked for; reported as one line, exit code 2."""
+# Flags about this invocation only: never saved in a checkpoint, never restored on resume.
+PER_INVOCATION = ("overwrite", "verbose")
 
 
 class SamplesPerSecondBar(TQDMProgressBar):
@@ -74,24 +83,6 @@ class SamplesPerSecondBar(TQDMProgressBar):
 # --------------------------------------------------------------------------- settings
 
 
-def _read_checkpoint(path: str) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"--resume_from_checkpoint: no such file: {path}")
-    try:
-        # weights_only=True: a checkpoint is data, never code (a malicious pickle is refused).
-        ckpt = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated, not a zip/pickle, or carrying arbitrary objects
-        raise UserError(
-            f"--resume_from_checkpoint: {path} is not a readable checkpoint ({type(err).__name__})"
-        ) from err
-    if not isinstance(ckpt, dict) or "hyper_parameters" not in ckpt or "state_dict" not in ckpt:
-        raise UserError(
-            f"--resume_from_checkpoint: {path} is not a hand VAE checkpoint (no hyper_parameters)"
-        )
-    return ckpt
-
-
 def resolve_settings(argv: list[str] | None) -> dict[str, Any]:
     """Parse the command line; on resume, fill every unset flag from the checkpoint.
 
@@ -105,8 +96,12 @@ def resolve_settings(argv: list[str] | None) -> dict[str, Any]:
     explicit = vars(build_parser(suppress_defaults=True).parse_args(argv))
     resume = settings["resume_from_checkpoint"]
     if resume:
-        hp = _read_checkpoint(resume)["hyper_parameters"]
+        try:
+            hp = load_checkpoint(resume)["hyper_parameters"]
+        except CheckpointError as err:
+            raise UserError(f"--resume_from_checkpoint: {err}") from err
         saved = {**(hp.get("run") or {}), **{k: hp[k] for k in MODULE_KEYS if k in hp}}
+        saved = {k: v for k, v in saved.items() if k not in PER_INVOCATION}
         conflicts = [k for k in MODEL_KEYS if k in explicit and k in saved and explicit[k] != saved[k]]
         if conflicts:
             detail = ", ".join(f"--{k} {explicit[k]} (checkpoint: {saved[k]})" for k in conflicts)
@@ -131,8 +126,10 @@ def resolve_settings(argv: list[str] | None) -> dict[str, Any]:
     if settings["min_sigma"] is None:
         settings["min_sigma"] = DEFAULT_MIN_SIGMA[bool(settings["whiten"])]
     _validate(settings)
+    meta = check_data_source(settings)
+    settings["_splits_note"] = describe_splits(settings, meta)
     previous = (settings.get("data_meta_sha256"), settings.get("data_counts"))
-    settings["data_meta_sha256"], settings["data_counts"] = data_fingerprint(settings)
+    settings["data_meta_sha256"], settings["data_counts"] = data_fingerprint(settings, meta)
     if resume and previous[0] and previous[0] != settings["data_meta_sha256"]:
         log.warning(
             "the dataset changed since %s was saved (meta.json sha256 %s… -> %s…; rows per split %s -> %s); "
@@ -146,16 +143,13 @@ def resolve_settings(argv: list[str] | None) -> dict[str, Any]:
     return settings
 
 
-def data_fingerprint(s: dict[str, Any]) -> tuple[str | None, dict | None]:
+def data_fingerprint(s: dict[str, Any], meta: dict[str, Any] | None) -> tuple[str | None, dict | None]:
     """(sha256 of the dataset dir's meta.json, rows per split), or (None, None) for synthetic data."""
     path = s["consolidated_dir"] or s["splits_dir"]
-    if not path:
+    if not path or meta is None:
         return None, None
-    meta_file = Path(path) / "meta.json"
-    if not meta_file.is_file():
-        return None, None  # the DataModule reports the missing meta.json with the fix
-    digest = hashlib.sha256(meta_file.read_bytes()).hexdigest()
-    counts = read_meta(path).get("counts", {})
+    digest = hashlib.sha256((Path(path) / "meta.json").read_bytes()).hexdigest()
+    counts = meta.get("counts", {})
     return digest, {k: v.get("frames") if isinstance(v, dict) else v for k, v in counts.items()}
 
 
@@ -177,6 +171,8 @@ def _validate(s: dict[str, Any]) -> None:
         raise UserError(f"--min_sigma must be > 0, got {s['min_sigma']}")
     if not 0.0 <= s["dropout"] < 1.0:
         raise UserError(f"--dropout must be in [0, 1), got {s['dropout']}")
+    if s["threads"] < 0:
+        raise UserError(f"--threads must be >= 0 (0 = auto), got {s['threads']}")
 
 
 def _devices(value: str) -> int | str | list[int]:
@@ -194,7 +190,7 @@ def build_run(
     s: dict[str, Any],
 ) -> tuple[pl.Trainer, HandVAELightningModule, HandPoseDataModule, ModelCheckpoint]:
     """Construct the module, data module and Trainer for resolved settings ``s``."""
-    run = {x.name: s[x.name] for x in SETTINGS if x.name not in MODULE_KEYS}
+    run = {x.name: s[x.name] for x in SETTINGS if x.name not in MODULE_KEYS + PER_INVOCATION}
     run.update(data_meta_sha256=s.get("data_meta_sha256"), data_counts=s.get("data_counts"))
     module = HandVAELightningModule(**{k: s[k] for k in MODULE_KEYS}, run=run)
     datamodule = HandPoseDataModule(
@@ -208,7 +204,7 @@ def build_run(
         data_on_device=s["data_on_device"],
         verify=s["verify_data"],
     )
-    ckpt_dir = Path(s["checkpoint_dir"]) / s["experiment_name"]
+    ckpt_dir, _ = run_dirs(s)
     checkpoint = ModelCheckpoint(
         dirpath=ckpt_dir,
         filename=CKPT_PATTERN,
@@ -246,6 +242,7 @@ def build_run(
         use_distributed_sampler=False,  # our IndexBatchSampler shards by rank itself
         plugins=[AtomicCheckpointIO()],
         enable_progress_bar=not s["no_progress_bar"],
+        enable_model_summary=bool(s.get("verbose")),
     )
     return trainer, module, datamodule, checkpoint
 
@@ -256,17 +253,45 @@ def _copy_atomic(src: str, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
+class _DropAdverts(logging.Filter):
+    """Drops Lightning's start-up advert for a cloud logger (not actionable for our users)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+def _quiet_lightning() -> None:
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropAdverts) for f in logger.filters):
+            logger.addFilter(_DropAdverts())
+
+
+def _set_threads(s: dict[str, Any], trainer: pl.Trainer) -> int:
+    """Apply ``--threads`` (auto on the CPU, torch's default on a GPU unless given); returns the count."""
+    if s["threads"] > 0 or trainer.strategy.root_device.type == "cpu":
+        torch.set_num_threads(cpu_threads(s["threads"], s["batch_size"], trainer.num_devices))
+    return torch.get_num_threads()
+
+
 def run_training(s: dict[str, Any]) -> dict[str, Any]:
     """Fit (or resume), copy the best checkpoint to best_model.ckpt, test it.
 
     Returns:
-        A summary dict: paths written and final metrics.
+        A summary dict: the files this run wrote and the final metrics.
     """
     pl.seed_everything(s["seed"], workers=True, verbose=False)
     trainer, module, datamodule, checkpoint = build_run(s)
-    log.info("Training a %s hand VAE on the %s", s["model_type"], datamodule.source)
-    if trainer.is_global_zero and Path(checkpoint.dirpath).is_dir():
-        cleanup_stale_temp_files(checkpoint.dirpath)
+    threads = _set_threads(s, trainer)
+    ckpt_dir, log_dir = run_dirs(s)
+    if trainer.is_global_zero:
+        what = "Resuming" if s["resume_from_checkpoint"] else "Training"
+        log.info(
+            "%s a %s hand VAE on the %s (%d CPU threads)", what, s["model_type"], datamodule.source, threads
+        )
+        log.info("This run writes %s/ and %s/", ckpt_dir, log_dir)
+    if trainer.is_global_zero and ckpt_dir.is_dir():
+        cleanup_stale_temp_files(ckpt_dir)
     interrupted = False
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=s["resume_from_checkpoint"], weights_only=True)
@@ -282,6 +307,7 @@ def run_training(s: dict[str, Any]) -> dict[str, Any]:
         "interrupted": interrupted or trainer.interrupted,
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
+        "splits_note": s.get("_splits_note"),
     }
     best = checkpoint.best_model_path
     if best:
@@ -289,19 +315,24 @@ def run_training(s: dict[str, Any]) -> dict[str, Any]:
         if trainer.is_global_zero:
             _copy_atomic(best, best_copy)
         summary.update(best=best, best_model=str(best_copy), best_val_loss=float(checkpoint.best_model_score))
-    last = Path(checkpoint.dirpath) / "last.ckpt"
-    if last.exists():
+    # The file this run last wrote: Ctrl+C's save, else ModelCheckpoint's (which may be last-vN.ckpt).
+    saved = [cb.last_path for cb in trainer.callbacks if isinstance(cb, InterruptCheckpoint) and cb.saved]
+    last = saved[0] if saved else checkpoint.last_model_path
+    if last and Path(last).exists():
         summary["last"] = str(last)
     if best and not summary["interrupted"]:
         trainer.strategy.barrier()
         results = trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
         summary["test"] = {k: float(v) for k, v in (results[0] if results else {}).items()}
+    plots = [cb for cb in trainer.callbacks if hasattr(cb, "written")]
+    if plots:
+        summary["plots"] = [str(p) for p in plots[0].written]
     summary["is_global_zero"] = trainer.is_global_zero
     return summary
 
 
 def format_summary(summary: dict[str, Any]) -> str:
-    """The CLI's closing lines: what was written where, and the final numbers."""
+    """The CLI's closing lines: the files this run wrote, the final numbers and what they mean."""
     lines = ["", "Run summary"]
     if summary.get("interrupted"):
         lines.append(f"  INTERRUPTED at epoch {summary['epochs']}; resume with:")
@@ -311,17 +342,23 @@ def format_summary(summary: dict[str, Any]) -> str:
     for key, label in (("best", "best (top-k)"), ("best_model", "best_model"), ("last", "last")):
         if key in summary:
             lines.append(f"  {label + ':':<17}{summary[key]}")
-    lines.append(
-        f"  TensorBoard:     {summary['log_dir']}/   (tensorboard --logdir {Path(summary['log_dir']).parent.parent})"
-    )
-    plots = Path(summary["log_dir"]) / "plots"
-    if plots.is_dir():
-        lines.append(f"  plots:           {plots}/ ({len(list(plots.glob('*.png')))} PNG files)")
+    log_dir = Path(summary["log_dir"])
+    lines.append(f"  TensorBoard:     {log_dir}/   (tensorboard --logdir {log_dir.parent.parent})")
+    if summary.get("plots"):
+        lines.append(
+            f"  plots:           {log_dir / 'plots'}/ ({len(summary['plots'])} PNG files from this run)"
+        )
     if "best_val_loss" in summary:
-        lines.append(f"  best val/loss:   {summary['best_val_loss']:.3f} nats (negative ELBO)")
-    test = summary.get("test") or {}
+        lines.append(
+            f"  best val/loss:   {summary['best_val_loss']:.3f} nats (negative ELBO; lower is better)"
+        )
+    test = {k.removeprefix("test/"): v for k, v in (summary.get("test") or {}).items()}
     if test:
-        lines.append("  test:            " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(test.items())))
+        nats = ", ".join(f"{k} {test.pop(k):.3f}" for k in ("loss", "recon_nll", "kl") if k in test)
+        rest = ", ".join(f"{k} {v:.3f}" for k, v in sorted(test.items()))
+        lines.append(f"  test (best checkpoint): {nats} nats; {rest}")
+    if summary.get("splits_note") and (test or "best_val_loss" in summary):
+        lines.append(f"  splits:          {summary['splits_note']}")
     return "\n".join(lines)
 
 
@@ -334,16 +371,30 @@ def main(argv: list[str] | None = None) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.INFO)
+    _quiet_lightning()
+    threads = torch.get_num_threads()  # restored at the end: main() may run inside another program
+    dirs: tuple[Path, ...] = ()
     try:
         settings = resolve_settings(argv)
+        dirs = run_dirs(settings)
+        if _is_first_process():
+            claim_run_dirs(settings)
         summary = run_training(settings)
     except (UserError, DatasetError, MisconfigurationException) as err:
         log.error("%s", err)
+        remove_empty_dirs(*dirs)
         return 2
     except NonFiniteError as err:
         log.error("%s", err)
         return 3
+    finally:
+        torch.set_num_threads(threads)
     if summary["is_global_zero"]:
         print(format_summary(summary))  # noqa: T201 - the CLI's final summary
     # Shell convention: 128 + signal number.
     return {"SIGINT": 130, "SIGTERM": 143}.get(summary["interrupted"], 1 if summary["interrupted"] else 0)
+
+
+def _is_first_process() -> bool:
+    """False in the extra processes of a DDP run (Lightning starts them with these variables set)."""
+    return all(os.environ.get(k, "0") == "0" for k in ("LOCAL_RANK", "NODE_RANK", "RANK"))

@@ -82,7 +82,8 @@ def _wrong_dims(root: Path) -> None:
 
 def _truncated_npz(root: Path) -> None:
     good = np.random.default_rng(0).normal(0.0, 0.3, size=(60, 90)).astype(np.float32)
-    _raw(root, "good.npy", lambda p: np.save(p, good))
+    for i in range(3):  # enough good clips for a train, a val and a test sequence
+        _raw(root, f"good{i}.npy", lambda p, i=i: np.save(p, good + i))
     buf = root / "full.npz"
     np.savez(buf, poses=good)
     _raw(root, "t.npz", lambda p: p.write_bytes(buf.read_bytes()[:100]))
@@ -97,6 +98,32 @@ def _grab_like(root: Path) -> None:
 
 def _nan_only(root: Path) -> None:
     _raw(root, "n.npy", lambda p: np.save(p, np.full((30, 90), np.nan, np.float32)))
+
+
+def _one_clip(root: Path) -> None:
+    clip = np.random.default_rng(0).normal(0.0, 0.3, size=(60, 90)).astype(np.float32)
+    _raw(root, "only.npy", lambda p: np.save(p, clip))
+
+
+def _taken_name(root: Path) -> None:
+    (root / "checkpoints" / "taken").mkdir(parents=True)
+    (root / "checkpoints" / "taken" / "last.ckpt").write_bytes(b"an earlier run's checkpoint")
+
+
+def _dataset_nearby(root: Path) -> None:
+    from hand_vae.data.layouts import write_consolidated
+    from hand_vae.data.synthetic import default_splits
+
+    splits = default_splits(0, num_subjects=3, sequences_per_subject=1, frames_per_sequence=20)
+    write_consolidated(root / "test_consolidated", splits, {})
+
+
+def _empty_val_split(root: Path) -> None:
+    from hand_vae.data.layouts import write_consolidated
+    from hand_vae.data.synthetic import default_splits
+
+    splits = default_splits(0, num_subjects=3, sequences_per_subject=1, frames_per_sequence=20)
+    write_consolidated(root / "data", {**splits, "val": []}, {})
 
 
 def _empty_dir(root: Path) -> None:
@@ -124,7 +151,7 @@ CASES: tuple[Case, ...] = (
         "resume from a missing file",
         TRAIN,
         ("--resume_from_checkpoint", "gone/last.ckpt"),
-        "no such file",
+        "no such checkpoint",
         "check the path; checkpoints live in checkpoints/NAME/",
     ),
     Case(
@@ -160,6 +187,14 @@ CASES: tuple[Case, ...] = (
         setup=_tiny_checkpoint,
     ),
     Case(
+        "experiment name used by an earlier run",
+        TRAIN,
+        ("--experiment_name", "taken"),
+        "--experiment_name taken is taken",
+        "resume it (`--resume_from_checkpoint checkpoints/taken/last.ckpt`), pick another name, or add `--overwrite`",
+        setup=_taken_name,
+    ),
+    Case(
         "both data flags",
         TRAIN,
         ("--consolidated_dir", "a", "--splits_dir", "b"),
@@ -172,6 +207,22 @@ CASES: tuple[Case, ...] = (
         ("--consolidated_dir", "nowhere"),
         "nowhere",
         "create it with `python create_consolidated_npz.py --output_dir nowhere`",
+    ),
+    Case(
+        "mistyped data dir",
+        TRAIN,
+        ("--consolidated_dir", "test_consolidate"),
+        "did you mean test_consolidated?",
+        "fix the name; nothing was written",
+        setup=_dataset_nearby,
+    ),
+    Case(
+        "dataset with an empty split",
+        TRAIN,
+        ("--consolidated_dir", "data"),
+        "the val split of data is empty",
+        "rebuild it from at least 3 sequences (the create_*.py scripts refuse to build such a dir)",
+        setup=_empty_val_split,
     ),
     Case(
         "data dir without meta.json (interrupted build)",
@@ -215,6 +266,14 @@ CASES: tuple[Case, ...] = (
         ("--input_dir", "nope", "--output_dir", "out"),
         "is not a directory",
         "point --input_dir at your raw data folder",
+    ),
+    Case(
+        "one clip: val and test would be empty",
+        CONS,
+        ("--input_dir", "raw", "--output_dir", "out"),
+        "would be empty",
+        "add clips (at least 3 in all), or `--split_scheme dirs` with your own train/ val/ test/ folders",
+        setup=_one_clip,
     ),
     Case(
         "empty input dir",

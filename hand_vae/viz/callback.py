@@ -4,7 +4,10 @@ What it writes (figures from ``hand_vae.viz.report.make_figures``):
   * every ``every_n_epochs`` validation epochs (``(epoch + 1) % every_n_epochs == 0``, never during
     the sanity check): ``plots/{name}_epoch{epoch:03d}.png`` and TensorBoard images
     ``val_plots/{name}`` at step = epoch;
-  * after ``trainer.test``: ``plots/test_{name}.png`` and TensorBoard images ``test_plots/{name}``.
+  * after ``trainer.test``: ``plots/test_{name}.png`` and TensorBoard images ``test_plots/{name}``,
+    except a figure whose picture is the same as the last validation plot's (the loss breakdown when
+    no epoch ran since, the prior samples when the best checkpoint is that epoch's): it is not
+    written twice.
 ``plots/`` is ``out_dir`` when given, else ``<logger.log_dir>/plots`` (else
 ``<default_root_dir>/plots`` without a logger).
 
@@ -16,6 +19,7 @@ with a TensorBoard logger, as the scalars ``time/plot_seconds`` and ``time/train
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from pathlib import Path
@@ -78,6 +82,9 @@ class PlotCallback(pl.Callback):
         self._val_row: dict[str, float] | None = None
         self._epoch_start: float | None = None
         self.plot_seconds: dict[str, float] = {}  # "epoch004" / "test" -> seconds, for the note
+        self.written: list[Path] = []  # PNG files this callback wrote, in order
+        # name -> (sha256 of the pixels, file) of the latest validation plot, to skip identical test copies
+        self._last_val: dict[str, tuple[str, Path]] = {}
 
     # ------------------------------------------------------------------ state (resume keeps history)
     @override
@@ -95,7 +102,8 @@ class PlotCallback(pl.Callback):
         self._epoch_start = time.perf_counter()
 
     @override
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Not on_validation_epoch_end: callbacks run that hook before the module logs its epoch metrics.
         if trainer.sanity_checking:
             return
         self._val_row = _metrics(trainer, "val/")
@@ -147,13 +155,28 @@ class PlotCallback(pl.Callback):
             model.train(was_training)
         names = {name: (f"test_{name}" if stage == "test" else f"{name}_epoch{epoch:03d}") for name in figs}
         out_dir = self._out_dir(trainer)
+        repeated = []
         for name, fig in figs.items():
-            _write(fig, out_dir / f"{names[name]}.png", trainer, f"{stage}_plots/{name}", epoch)
+            path = out_dir / f"{names[name]}.png"
+            same_as = self._last_val.get(name) if stage == "test" else None
+            digest = _write(fig, path, trainer, f"{stage}_plots/{name}", epoch, skip_if=same_as)
+            if digest is None:
+                repeated.append(same_as[1].name)
+                continue
+            self.written.append(path)
+            if stage == "val":
+                self._last_val[name] = (digest, path)
         seconds = time.perf_counter() - start
         self.plot_seconds["test" if stage == "test" else f"epoch{epoch:03d}"] = seconds
         if epoch_seconds is None:
+            same = f" ({len(repeated)} not repeated, same as {', '.join(repeated)})" if repeated else ""
             log.info(
-                "test plots: %d figures for %d poses in %.2f s -> %s", len(figs), len(poses), seconds, out_dir
+                "test plots: %d figures for %d poses in %.2f s -> %s%s",
+                len(figs) - len(repeated),
+                len(poses),
+                seconds,
+                out_dir,
+                same,
             )
         else:
             log.info(
@@ -185,18 +208,29 @@ def _metrics(trainer: pl.Trainer, prefix: str) -> dict[str, float]:
     return out
 
 
-def _write(fig: Figure, path: Path, trainer: pl.Trainer, tag: str, step: int) -> None:
-    """Render ``fig`` once, save it as a PNG, add it to TensorBoard (if any) and close it."""
+def _write(
+    fig: Figure, path: Path, trainer: pl.Trainer, tag: str, step: int, skip_if: tuple[str, Path] | None = None
+) -> str | None:
+    """Render ``fig`` once, save it as a PNG, add it to TensorBoard (if any) and close it.
+
+    Returns:
+        The sha256 of the rendered pixels, or None when they equal ``skip_if``'s digest (nothing
+        written).
+    """
     import matplotlib.pyplot as plt
     from matplotlib.image import imsave
 
     fig.set_dpi(PNG_DPI)
     fig.canvas.draw()
     rgba = np.asarray(fig.canvas.buffer_rgba())  # (H, W, 4) uint8
+    digest = hashlib.sha256(rgba.tobytes()).hexdigest()
+    plt.close(fig)  # the pixels stay valid: the canvas still owns its buffer
+    if skip_if is not None and skip_if[0] == digest:
+        return None
     path.parent.mkdir(parents=True, exist_ok=True)
     imsave(path, rgba, format="png")
     experiment = getattr(trainer.logger, "experiment", None) if trainer.logger is not None else None
     if hasattr(experiment, "add_image"):
         # Same pixels as TensorBoard's add_figure, without drawing the figure a second time.
         experiment.add_image(tag, rgba[..., :3], step, dataformats="HWC")
-    plt.close(fig)
+    return digest
