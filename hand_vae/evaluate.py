@@ -4,12 +4,14 @@
     python -m hand_vae.evaluate --checkpoint CKPT --consolidated_dir D --split test --output_dir eval
     python -m hand_vae.evaluate --checkpoint CKPT --poses held_out.npy --max_poses 2000
 
-Data: ``--consolidated_dir`` / ``--splits_dir`` (DESIGN §3) give the ``--split`` to score and the
+Data: ``--consolidated_dir`` / ``--splits_dir`` give the ``--split`` to score and the
 training split the baselines are fitted on; ``--poses`` scores an (N, 90) ``.npy`` file. With none
 of them, the checkpoint's own training source is used: its dataset directory, or the embedded
 synthetic set with the run's seed, the same split the model was trained on. Metrics are defined in
-``hand_vae.eval_metrics``. Output: ``{output_dir}/evaluation.json``, one energy histogram per
-corruption kind (``energy_histogram_{noise,backbend,swap}.png``) and a markdown table on stdout.
+``hand_vae.eval_metrics``. Output: ``{output_dir}/evaluation.json``; per corruption kind a figure of
+the VAE's energies beside every method's ROC curve (``energy_histogram_{noise,backbend,swap}.png``)
+and ``summary.png`` (``hand_vae.viz.eval_figures``); on stdout a markdown table, a one-line verdict
+per metric (the VAE against the best baseline) and every file written.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from hand_vae.eval_metrics import evaluate, markdown_table, save_energy_figures
+from hand_vae.checkpoint import CheckpointError, load_checkpoint, run_settings
+from hand_vae.eval_metrics import evaluate, markdown_table
 from hand_vae.rotations import POSE_DIM
 from hand_vae.viz.report import subsample
 
@@ -56,20 +59,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--energy_samples", type=int, default=100, help="K of --energy iwae")
     p.add_argument("--hypothesis_noise", type=float, default=0.02, help="σ (rad) of noise decoys")
     p.add_argument("--no_figures", action="store_true", help="skip the energy histograms")
+    p.add_argument("--task", default="score", choices=("score", "fit"), help="fit: the fitting benchmark")
     return p
 
 
-def load_model(path: str) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The VAE of a Lightning checkpoint (CPU, eval mode) and the run's settings."""
-    from hand_vae.lightning_module import HandVAELightningModule
+# Metrics the VAE and the baselines share, and which direction is better.
+LOWER_IS_BETTER = ("nll",)
 
-    if not Path(path).is_file():
-        raise EvalError(f"--checkpoint: no such file: {path}")
+
+def load_model(path: str) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The plain VAE of a training checkpoint (CPU, eval mode) and the run's settings."""
+    from hand_vae.prior import load_prior
+
     try:
-        module = HandVAELightningModule.load_from_checkpoint(path, map_location="cpu")
-    except Exception as err:  # not a zip/pickle, a different module, truncated ...
-        raise EvalError(f"--checkpoint: {path} is not a hand VAE checkpoint ({type(err).__name__})") from err
-    return module.model.eval(), dict(module.hparams.get("run") or {})
+        run = run_settings(load_checkpoint(path))
+        return load_prior(path), run
+    except CheckpointError as err:
+        raise EvalError(f"--checkpoint: {err}") from err
+
+
+def verdicts(results: dict[str, dict[str, float | None]]) -> list[str]:
+    """One line per metric that the VAE and at least one baseline both have: better or worse, by how much.
+
+    Args:
+        results: method -> {metric: value or None}; "vae" plus the baselines.
+
+    Returns:
+        Lines such as ``"auc_swap       VAE 0.981 vs gmm8 0.954: VAE better by 0.027"``.
+    """
+    lines = []
+    for metric, value in results.get("vae", {}).items():
+        others = {m: r[metric] for m, r in results.items() if m != "vae" and r.get(metric) is not None}
+        if value is None or not others:
+            continue
+        lower = metric in LOWER_IS_BETTER
+        best = min(others, key=others.get) if lower else max(others, key=others.get)
+        gap = (others[best] - value) if lower else (value - others[best])  # > 0: the VAE is better
+        unit = " nats/pose" if metric == "nll" else ""
+        tol = 0.05 if metric == "nll" else 0.0005
+        word = "level with" if abs(gap) < tol else ("better" if gap > 0 else "WORSE")
+        tail = "" if word == "level with" else f" by {abs(gap):.3f}{unit}"
+        lines.append(f"{metric:<16} VAE {value:.3f} vs {best} {others[best]:.3f}: VAE {word}{tail}")
+    return lines
 
 
 def load_splits(args: argparse.Namespace, run: dict[str, Any]) -> tuple[dict[str, torch.Tensor], str]:
@@ -153,7 +184,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    figures = [] if args.no_figures else [str(p) for p in save_energy_figures(energies["vae"], out_dir)]
+    figures = []
+    if not args.no_figures:
+        from hand_vae.viz.eval_figures import save_evaluation_figures
+
+        figures = [str(p) for p in save_evaluation_figures(energies, results, out_dir)]
     report = {
         "checkpoint": str(args.checkpoint),
         "model_type": getattr(model, "model_type", None),
@@ -168,6 +203,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "units": {"neg_elbo": "nats/pose", "nll": "nats/pose", "geodesic_deg": "degrees"},
         "results": results,
+        "verdicts": verdicts(results),
         "figures": figures,
     }
     (out_dir / "evaluation.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -179,14 +215,30 @@ def main(argv: list[str] | None = None) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    if args.task == "fit":
+        from hand_vae.fit_bench import run_fit_task
+
+        return run_fit_task(args)
     try:
         report = run(args)
     except EvalError as err:
         log.error("%s", err)
         return 2
-    print(f"\n{report['data']}, {report['num_poses']} poses, checkpoint {report['checkpoint']}")  # noqa: T201
-    print(markdown_table(report["results"]))  # noqa: T201 - the CLI's summary table
-    print(f"\nwritten: {Path(args.output_dir) / 'evaluation.json'}")  # noqa: T201
+    out_dir = Path(args.output_dir)
+    lines = [f"\n{report['data']}, {report['num_poses']} poses, checkpoint {report['checkpoint']}"]
+    lines.append(markdown_table(report["results"]))
+    if report["verdicts"]:
+        lines += ["", "Verdict, per metric (the VAE against the best baseline on that metric):"]
+        lines += [f"  {v}" for v in report["verdicts"]]
+    elif not args.baselines:
+        lines += ["", "No verdict: add --baselines to compare the VAE with classic priors."]
+    lines += [
+        "",
+        f"Wrote {1 + len(report['figures'])} files to {out_dir}/:",
+        f"  {out_dir / 'evaluation.json'}",
+    ]
+    lines += [f"  {f}" for f in report["figures"]]
+    print("\n".join(lines))  # noqa: T201 - the CLI's summary
     return 0
 
 

@@ -71,9 +71,15 @@ def test_cli_json_figures_and_gaussian_matches_scipy(tiny_data, tmp_path, capsys
     argv = ["--checkpoint", str(tiny_data / "tiny.ckpt"), "--consolidated_dir", str(tiny_data / "cons")]
     argv += ["--baselines", "--num_samples", "8", "--max_poses", "60", "--output_dir", str(out)]
     assert main(argv) == 0
-    assert "| gaussian |" in capsys.readouterr().out
+    stdout = capsys.readouterr().out
+    assert "| gaussian |" in stdout
     report = json.loads((out / "evaluation.json").read_text())
-    assert {"checkpoint", "data", "num_poses", "settings", "results", "figures"} <= report.keys()
+    assert {"checkpoint", "data", "num_poses", "settings", "results", "verdicts", "figures"} <= report.keys()
+    # The output dir and every file written are printed; a verdict line per shared metric.
+    assert f"Wrote 5 files to {out}/:" in stdout and f"  {out / 'evaluation.json'}" in stdout
+    for name in ("energy_histogram_noise", "energy_histogram_backbend", "energy_histogram_swap", "summary"):
+        assert f"  {out / name}.png" in stdout and (out / f"{name}.png").is_file()
+    assert len(report["verdicts"]) == 8 and all(v in stdout for v in report["verdicts"])
     results = report["results"]
     assert set(results) == {"vae", "gaussian", "gmm4", "gmm8", "nearest_neighbour"}
     for name, row in results.items():
@@ -83,7 +89,7 @@ def test_cli_json_figures_and_gaussian_matches_scipy(tiny_data, tmp_path, capsys
                 assert 0.0 <= row[col] <= 1.0, (name, col)
     assert results["nearest_neighbour"]["nll"] is None and results["gmm4"]["nll"] is not None
     assert all(np.isfinite(results["vae"][c]) for c in ("neg_elbo", "nll", "geodesic_deg"))
-    assert len(report["figures"]) == 3 and all((out / p.split("/")[-1]).is_file() for p in report["figures"])
+    assert len(report["figures"]) == 4 and all((out / p.split("/")[-1]).is_file() for p in report["figures"])
     # The Gaussian's NLL is scipy's on the same poses, with the training split's mean and covariance.
     from hand_vae.data.layouts import load_dataset_dir
     from hand_vae.evaluate import subsample
@@ -102,14 +108,31 @@ def test_cli_json_figures_and_gaussian_matches_scipy(tiny_data, tmp_path, capsys
 def test_cli_errors(tiny_data, tmp_path, caplog) -> None:
     ckpt = str(tiny_data / "tiny.ckpt")
     assert main(["--checkpoint", str(tmp_path / "missing.ckpt")]) == 2
-    assert "no such file" in caplog.text
+    assert "no such checkpoint" in caplog.text
     bad = tmp_path / "bad.npy"
     np.save(bad, np.zeros((5, 7), np.float32))
     assert main(["--checkpoint", ckpt, "--poses", str(bad), "--output_dir", str(tmp_path)]) == 2
     assert "(N, 90)" in caplog.text
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
     assert main(["--checkpoint", str(tmp_path / "junk.ckpt")]) == 2
+    assert "junk.ckpt is not a readable checkpoint" in caplog.text
     assert main(["--checkpoint", ckpt, "--splits_dir", str(tmp_path / "nowhere")]) == 2
+
+
+def test_verdicts_name_the_best_baseline_and_the_gap() -> None:
+    from hand_vae.evaluate import verdicts
+
+    results = {
+        "vae": {"neg_elbo": -50.0, "nll": -100.0, "auc_swap": 0.9, "top1_noise": 0.5},
+        "gaussian": {"neg_elbo": None, "nll": -120.0, "auc_swap": 0.8, "top1_noise": 0.5},
+        "nearest_neighbour": {"neg_elbo": None, "nll": None, "auc_swap": 0.95, "top1_noise": 0.2},
+    }
+    assert verdicts(results) == [
+        "nll              VAE -100.000 vs gaussian -120.000: VAE WORSE by 20.000 nats/pose",  # lower is better
+        "auc_swap         VAE 0.900 vs nearest_neighbour 0.950: VAE WORSE by 0.050",
+        "top1_noise       VAE 0.500 vs gaussian 0.500: VAE level with",
+    ]
+    assert verdicts({"vae": results["vae"]}) == []  # no baselines, no verdict
 
 
 def test_low_rank_decoder_likelihood_matches_scipy() -> None:

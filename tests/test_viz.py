@@ -107,6 +107,9 @@ def test_energy_histogram():
     assert ax.get_xscale() == "symlog"  # wide range -> symmetric log axis
     texts = [t.get_text() for t in fig.legends[0].get_texts()]
     assert any("noise 0.1 rad" in t and "100% above" in t for t in texts)
+    # Readable symlog axis: round ticks across the held-out bulk and the tails, not just "0, 500".
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert len(ticks) >= 5 and any(t < 0 for t in ticks) and max(ticks) >= 1000, ticks
     narrow = figures.energy_histogram({"held-out": e0, "noise": e0 + 5})
     assert narrow.axes[0].get_xscale() == "linear"
     with pytest.raises(ValueError):
@@ -141,6 +144,10 @@ def test_loss_breakdown(n_epochs):
     assert "nats" in ax_nll.get_ylabel() and "epoch" in ax_kl.get_xlabel() and "β" in ax_beta.get_ylabel()
     labels = [t.get_text() for t in ax_kl.get_legend().get_texts()]
     assert "β · val KL" in labels and "val KL" in labels
+    # The val −ELBO is a pale band under the val recon NLL line, so a small KL cannot hide the NLL.
+    lines = {ln.get_label(): (i, ln) for i, ln in enumerate(ax_nll.lines)}
+    band, nll = lines["val −ELBO = recon NLL + KL (band)"], lines["val recon NLL"]
+    assert band[0] < nll[0] and band[1].get_linewidth() > 2 * nll[1].get_linewidth()
     with pytest.raises(ValueError, match="val/kl"):
         figures.loss_breakdown({"val/kl": [1.0, 2.0]}, [0])
 
@@ -165,7 +172,12 @@ def test_hand_skeletons_with_and_without_reconstruction():
     assert [ax.get_title() for ax in fig.axes] == ["a", "b", "c"]
     fig2 = figures.hand_skeletons(poses[:2], recon=poses[:2] + 0.1)
     assert "reconstruction" in _labels(fig2)
-    assert any(t.get_text() == "reconstruction" for t in fig2.legends[0].get_texts())
+    assert any(t.get_text() == "reconstruction: dashed" for t in fig2.legends[0].get_texts())
+    # The reconstruction is drawn in the finger colours (not one black line), so a wrong finger shows.
+    dashed = [c for c in fig2.axes[0].collections if any(ls[1] for ls in c.get_linestyles())]
+    assert len(dashed) == 1
+    finger_rgbs = {tuple(np.round(c[:3], 3)) for c in dashed[0].get_colors()}
+    assert len(finger_rgbs) == 5
     with pytest.raises(ValueError):
         figures.hand_skeletons(poses, recon=poses[:1])
 

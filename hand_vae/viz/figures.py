@@ -12,8 +12,9 @@ from collections.abc import Mapping
 
 import numpy as np
 import seaborn as sns
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from hand_vae import anatomy
 from hand_vae.losses import ACTIVE_UNIT_NATS
@@ -42,11 +43,23 @@ ACTIVE_UNIT_THRESHOLD = ACTIVE_UNIT_NATS  # nats, the same threshold as val/acti
 # --------------------------------------------------------------------------- energy
 
 
+def _nice_ceil(x: float) -> float:
+    """The smallest of 1, 2, 5 × 10^k that is >= x > 0."""
+    k = np.floor(np.log10(x))
+    return float(next(m * 10.0**k for m in (1.0, 2.0, 5.0, 10.0) if m * 10.0**k >= x * (1 - 1e-12)))
+
+
 def _symlog_ticks(lo: float, hi: float, linthresh: float) -> np.ndarray:
-    """Readable ticks for a symlog axis: steps of linthresh/2 inside ±linthresh, decades outside."""
-    lin = np.arange(-linthresh, linthresh + 0.5 * linthresh, 0.5 * linthresh)
-    k = np.arange(np.log10(linthresh) + 1, 13)
-    ticks = np.concatenate([-(10.0**k)[::-1], lin, 10.0**k])
+    """Readable ticks for a symlog axis on [lo, hi]: about six round numbers inside ±linthresh, then
+    1-2-5 steps per decade beyond it (only powers of ten over more than 3 decades)."""
+    a, b = max(lo, -linthresh), min(hi, linthresh)
+    lin = MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]).tick_values(a, b) if b > a else np.array([])
+    top = max(abs(lo), abs(hi), linthresh)
+    decades = np.arange(np.floor(np.log10(linthresh)), np.ceil(np.log10(top)) + 1)
+    mantissas = (1.0,) if len(decades) > 3 else (1.0, 2.0, 5.0)  # 1-2-5 crowd in many decades
+    outer = np.array([m * 10.0**k for k in decades for m in mantissas])
+    outer = outer[outer > linthresh]
+    ticks = np.unique(np.concatenate([lin, outer, -outer]))
     return ticks[(ticks >= lo) & (ticks <= hi)]
 
 
@@ -66,6 +79,17 @@ def energy_histogram(energies: Mapping[str, np.ndarray], bins: int = 60) -> Figu
     Returns:
         The figure (one axes).
     """
+    with _style():
+        fig = new_figure((8.5, 5.2))
+        ax = fig.add_subplot()
+        draw_energy_histogram(ax, energies, bins)
+        ax.set_title("Energy of held-out poses vs the same poses with axis-angle noise")
+        fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize="small")
+    return fig
+
+
+def draw_energy_histogram(ax: Axes, energies: Mapping[str, np.ndarray], bins: int = 60) -> None:
+    """Draw :func:`energy_histogram`'s content into ``ax`` (labelled artists, no legend, no title)."""
     if not energies:
         raise ValueError("energies is empty")
     data = {k: _as_1d(v, f"energies[{k!r}]") for k, v in energies.items()}
@@ -78,50 +102,44 @@ def energy_histogram(energies: Mapping[str, np.ndarray], bins: int = 60) -> Figu
     p5, p95 = np.percentile(ref, [5, 95]) if ref.size else (lo, hi)
     spread = max(p95 - p5, 1e-3)
     symlog = (hi - lo) > 30.0 * spread
-    with _style():
-        fig = new_figure((8.5, 5.2))
-        ax = fig.add_subplot()
-        if symlog:
-            # Linear within ±linthresh, which covers the held-out bulk; log beyond it.
-            linthresh = 10.0 ** np.ceil(np.log10(max(abs(p5), abs(p95), 1.0)))
-            ax.set_xscale("symlog", linthresh=linthresh, linscale=1.5)
-            tr = ax.xaxis.get_transform()
-            edges = tr.inverted().transform(np.linspace(*tr.transform(np.array([lo, hi])), bins + 1))
-            ax.set_xticks(_symlog_ticks(lo, hi, linthresh))
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
-        else:
-            edges = np.linspace(lo, hi, bins + 1)
-        # Reference in blue, noise levels in an ordered (light -> dark) palette.
-        colors = [sns.color_palette(_PALETTE)[0]] + sns.color_palette("flare", max(len(data) - 1, 1))
-        for (name, v), c in zip(data.items(), colors, strict=False):
-            label = f"{name}: median {np.median(v):,.1f}" if v.size else f"{name}: (none finite)"
-            if name != ref_name and v.size:
-                label += f", {100.0 * np.mean(v > p95):.0f}% above ref. p95"
-            # Fraction per bin (not density per nat): bins are equal-width on the drawn axis, so the
-            # area a reader sees is the share of poses. Out-of-range values go into the edge bins.
-            weights = np.full(v.size, 1.0 / max(v.size, 1))
-            ax.hist(
-                np.clip(v, edges[0], edges[-1]),
-                bins=edges,
-                weights=weights,
-                # Reference filled, noise levels as outlines: readable even where they overlap.
-                histtype="stepfilled" if name == ref_name else "step",
-                alpha=0.35 if name == ref_name else 1.0,
-                color=c,
-                edgecolor=c,
-                linewidth=1.8,
-                label=label,
-            )
-        ax.axvline(p95, color="k", linestyle="--", linewidth=1.2, label=f"{ref_name} 95th percentile")
-        ax.set_xlim(edges[0], edges[-1])
-        ax.set_xlabel(
-            "energy = −ELBO at z = μ(x) (nats; lower = more plausible)"
-            + ("; linear near 0, log beyond" if symlog else "")
+    if symlog:
+        # Linear within ±linthresh, which covers the held-out bulk; log beyond it.
+        linthresh = _nice_ceil(max(abs(p5), abs(p95), 1.0))
+        ax.set_xscale("symlog", linthresh=linthresh, linscale=1.5)
+        tr = ax.xaxis.get_transform()
+        edges = tr.inverted().transform(np.linspace(*tr.transform(np.array([lo, hi])), bins + 1))
+        ax.set_xticks(_symlog_ticks(lo, hi, linthresh))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    else:
+        edges = np.linspace(lo, hi, bins + 1)
+    # Reference in blue, noise levels in an ordered (light -> dark) palette.
+    colors = [sns.color_palette(_PALETTE)[0]] + sns.color_palette("flare", max(len(data) - 1, 1))
+    for (name, v), c in zip(data.items(), colors, strict=False):
+        label = f"{name}: median {np.median(v):,.1f}" if v.size else f"{name}: (none finite)"
+        if name != ref_name and v.size:
+            label += f", {100.0 * np.mean(v > p95):.0f}% above ref. p95"
+        # Fraction per bin (not density per nat): bins are equal-width on the drawn axis, so the
+        # area a reader sees is the share of poses. Out-of-range values go into the edge bins.
+        weights = np.full(v.size, 1.0 / max(v.size, 1))
+        ax.hist(
+            np.clip(v, edges[0], edges[-1]),
+            bins=edges,
+            weights=weights,
+            # Reference filled, noise levels as outlines: readable even where they overlap.
+            histtype="stepfilled" if name == ref_name else "step",
+            alpha=0.35 if name == ref_name else 1.0,
+            color=c,
+            edgecolor=c,
+            linewidth=1.8,
+            label=label,
         )
-        ax.set_ylabel("fraction of poses per bin")
-        ax.set_title("Energy of held-out poses vs the same poses with axis-angle noise")
-        fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize="small")
-    return fig
+    ax.axvline(p95, color="k", linestyle="--", linewidth=1.2, label=f"{ref_name} 95th percentile")
+    ax.set_xlim(edges[0], edges[-1])
+    ax.set_xlabel(
+        "energy = −ELBO at z = μ(x) (nats; lower = more plausible)"
+        + ("; linear near 0, log beyond" if symlog else "")
+    )
+    ax.set_ylabel("fraction of poses per bin")
 
 
 # --------------------------------------------------------------------------- latent space

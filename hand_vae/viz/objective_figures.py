@@ -48,15 +48,18 @@ def loss_breakdown(history: Mapping[str, Sequence[float]], epochs: Sequence[int]
     with _style():
         fig = new_figure((11.0, 4.8))
         ax_nll, ax_kl = fig.subplots(1, 2)
-        for key, c, ls in (
-            ("val/recon_nll", colors[0], "-"),
-            ("train/recon_nll", colors[0], ":"),
-            ("val/loss", "k", "-"),
-        ):
+        # val −ELBO = val recon NLL + val KL, so with a small KL the two lines coincide: the −ELBO is
+        # drawn first as a wide pale band and the recon NLL on top of it, so both stay visible.
+        elbo = series("val/loss")
+        if elbo is not None:
+            ax_nll.plot(ep, elbo, "-", color="0.55", linewidth=6.0, alpha=0.45, solid_capstyle="round",
+                        label="val −ELBO = recon NLL + KL (band)")  # fmt: skip
+        for key, ls, marker in (("val/recon_nll", "-", "o"), ("train/recon_nll", ":", "s")):
             v = series(key)
             if v is not None:
-                name = "−ELBO" if key.endswith("loss") else "recon NLL"
-                ax_nll.plot(ep, v, ls, marker="o", ms=4, color=c, label=f"{key.split('/')[0]} {name}")
+                ax_nll.plot(
+                    ep, v, ls, marker=marker, ms=4, color=colors[0], label=f"{key.split('/')[0]} recon NLL"
+                )
         ax_nll.set_title("Reconstruction NLL (and total −ELBO)")
         ax_nll.set_xlabel("epoch")
         ax_nll.set_ylabel("mean per pose (nats)")

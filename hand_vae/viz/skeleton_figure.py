@@ -30,18 +30,20 @@ def _bone_finger(bone: tuple[int, int]) -> str:
     return anatomy.FINGERS[(bone[1] - 1) // POINTS_PER_FINGER]
 
 
-def _draw(ax, points: np.ndarray, colors: dict[str, tuple], dashed: bool) -> None:
+def _draw(ax, points: np.ndarray, colors: dict[str, tuple], dashed: bool, alpha: float = 1.0) -> None:
     """Draw one two-hand skeleton, points (2, 21, 3) in plot coordinates, metres.
 
-    One ``Line3DCollection`` per skeleton (not one line per bone) keeps a grid of 8 fast to draw.
+    Every bone has its finger's colour, solid (an input pose) or dashed (a reconstruction), so a
+    reconstructed finger is compared with the input finger of the same colour. One
+    ``Line3DCollection`` per skeleton (not one line per bone) keeps a grid of 8 fast to draw.
     """
     bones = np.array(BONES)  # (20, 2) keypoint pairs
     segments = points[:, bones].reshape(-1, 2, 3)  # (2 hands * 20 bones, 2, 3)
+    seg_colors = [colors[_bone_finger(b)] for b in BONES] * points.shape[0]
     if dashed:
-        lines = Line3DCollection(segments, colors="0.15", linestyles=(0, (2.5, 1.5)), linewidths=1.1)
+        lines = Line3DCollection(segments, colors=seg_colors, linestyles=(0, (2.0, 1.2)), linewidths=1.6)
     else:
-        seg_colors = [colors[_bone_finger(b)] for b in BONES] * points.shape[0]
-        lines = Line3DCollection(segments, colors=seg_colors, linewidths=2.2, capstyle="round")
+        lines = Line3DCollection(segments, colors=seg_colors, linewidths=2.6, capstyle="round", alpha=alpha)
     ax.add_collection3d(lines)
     if not dashed:
         ax.scatter(*points.reshape(-1, 3).T, s=4, color="0.25", depthshade=False)
@@ -53,15 +55,18 @@ def hand_skeletons(
     recon: np.ndarray | torch.Tensor | None = None,
     ncols: int = 4,
     suptitle: str | None = None,
+    labels: tuple[str, str] = ("input", "reconstruction"),
 ) -> Figure:
     """A grid of 3-D stick figures of both hands, optionally with reconstructions overlaid.
 
     Args:
         poses: (n, 90) or (n, 30, 3) axis-angle poses in radians, ``[left 45 | right 45]``.
         titles: n panel titles (default "pose i").
-        recon: same shape as ``poses``; drawn as dashed black skeletons over the inputs.
+        recon: same shape as ``poses``; drawn dashed over the inputs, in the same finger colours
+            (the inputs are then drawn lighter, so the dashed lines stand out).
         ncols: panels per row.
         suptitle: figure title (a default saying what is shown when omitted).
+        labels: legend names of ``poses`` and ``recon`` when ``recon`` is given.
 
     Returns:
         The figure, one 3-D axes per pose. The approximate skeleton is ``hand_vae.anatomy``'s.
@@ -91,7 +96,7 @@ def hand_skeletons(
         fig = new_figure((3.2 * ncols, 2.4 * nrows + 0.8))
         for i in range(n):
             ax = fig.add_subplot(nrows, ncols, i + 1, projection="3d")
-            _draw(ax, pts[i], colors, dashed=False)
+            _draw(ax, pts[i], colors, dashed=False, alpha=1.0 if rec is None else 0.45)
             if rec is not None:
                 _draw(ax, rec[i], colors, dashed=True)
             for hand, name in zip(pts[i], ("L", "R"), strict=True):
@@ -111,14 +116,14 @@ def hand_skeletons(
         handles = [Line2D([], [], color=c, linewidth=2.2, label=f) for f, c in colors.items()]
         if rec is not None:
             handles = [
-                Line2D([], [], color="0.3", linewidth=2.2, label="input (colour = finger)"),
-                Line2D([], [], color="0.15", linestyle=(0, (2.5, 1.5)), label="reconstruction"),
+                Line2D([], [], color="0.3", linewidth=2.6, alpha=0.45, label=f"{labels[0]}: solid, light"),
+                Line2D([], [], color="0.15", linestyle=(0, (2.0, 1.2)), label=f"{labels[1]}: dashed"),
             ] + handles
         fig.legend(
             handles=handles, loc="outside lower center", ncol=len(handles), fontsize="small", frameon=False
         )
         default = (
-            "Hand skeletons: input (solid) vs reconstruction (dashed)"
+            f"Hand skeletons: {labels[0]} (solid) vs {labels[1]} (dashed)"
             if rec is not None
             else "Hand skeletons"
         )
