@@ -43,6 +43,12 @@ CALIBRATE_HINT = (
 log = logging.getLogger(__name__)
 
 
+NOT_CALIBRATED = (
+    "this model carries no energy calibration (its energy_quantiles are NaN, as in checkpoints written "
+    f"before calibration was stored); add it with {CALIBRATE_HINT}"
+)
+
+
 class NotCalibratedError(RuntimeError):
     """The model carries no validation-energy quantiles (a checkpoint from before calibration)."""
 
@@ -104,9 +110,7 @@ def plausibility_from_quantiles(energy: torch.Tensor, quantiles: torch.Tensor) -
         NotCalibratedError: the quantiles are NaN (uncalibrated model).
     """
     if not is_calibrated(quantiles):
-        raise NotCalibratedError(
-            f"this model has no energy calibration (a checkpoint written before it existed); add it with {CALIBRATE_HINT}"
-        )
+        raise NotCalibratedError(NOT_CALIBRATED)
     q = quantiles.to(device=energy.device, dtype=torch.float64)  # (Q,)
     e = energy.detach().double()
     levels = QUANTILE_LEVELS.to(e.device)
@@ -130,9 +134,7 @@ def threshold_at(quantiles: torch.Tensor, level: float) -> float:
     if not 0.0 <= level <= 1.0:
         raise ValueError(f"level must be in [0, 1], got {level}")
     if not is_calibrated(quantiles):
-        raise NotCalibratedError(
-            f"this model has no energy calibration (a checkpoint written before it existed); add it with {CALIBRATE_HINT}"
-        )
+        raise NotCalibratedError(NOT_CALIBRATED)
     pos = level * (NUM_QUANTILES - 1)
     i = min(int(pos), NUM_QUANTILES - 2)
     q = quantiles.double().cpu()
