@@ -102,6 +102,23 @@ def main(argv: list[str] | None = None) -> int:
     with torch.no_grad():
         diff = (energy_fn(poses) - prior.energy(poses)).abs().max()
     say(f"   {path}: same energies as the prior (max difference {diff:.1e} nats)")
+
+    say("\n6. Plausibility (calibrated on validation poses) and scoring one hand alone")
+    from hand_vae.calibration import NotCalibratedError
+    from hand_vae.prior import energy_one_hand, is_plausible, plausibility
+
+    try:  # plausibility = share of validation poses with a higher energy, in [0, 1]
+        p_clean, p_noisy = plausibility(prior, poses), plausibility(prior, noisy)  # (256,), (256,)
+        passing = is_plausible(prior, poses, level=0.99).float().mean()  # 99% of validation poses pass
+        say(f"   median plausibility: held-out {p_clean.median():.2f}, noisy {p_noisy.median():.2f}")
+        say(f"   {100 * passing:.0f}% of held-out poses pass the 0.99 level")
+    except NotCalibratedError as err:  # a checkpoint from before calibration was stored
+        say(f"   {err}")
+    with torch.no_grad():  # only the left hand (B, 45) is known: the right one is marginalised out
+        e_left = energy_one_hand(prior, poses[:, :45], "left")  # (256,) nats
+        e_left_noisy = energy_one_hand(prior, noisy[:, :45], "left")
+    lower = 100 * (e_left < e_left_noisy).float().mean()
+    say(f"   left hand alone: the clean hand scores lower for {lower:.0f}% of poses")
     return 0
 
 
