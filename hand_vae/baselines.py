@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 
 import torch
 
+from hand_vae.gaussian import FLOORS, SCALES, fit_gaussian, gaussian_log_prob
 from hand_vae.rotations import to_flat
 
 log = logging.getLogger(__name__)
 
-LOG_2PI = math.log(2.0 * math.pi)
 # Added to every covariance diagonal, rad²; scikit-learn's ``reg_covar`` default. It keeps the
 # Cholesky factor defined when a dimension never varies (e.g. a constant-hand clip slipped in).
 REG_COVAR = 1e-6
@@ -32,57 +33,37 @@ def _flat64(x: torch.Tensor) -> torch.Tensor:
     return to_flat(x).detach().to("cpu", torch.float64)
 
 
-def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, chol: torch.Tensor) -> torch.Tensor:
-    """Log-density of N(mean, L Lᵀ) at each row of x.
-
-    Args:
-        x: (B, D) float64.
-        mean: (..., D) means; leading dims broadcast against a new axis after B.
-        chol: (..., D, D) lower Cholesky factors of the covariances.
-
-    Returns:
-        (B, ...) nats.
-    """
-    D = x.shape[-1]
-    diff = x.reshape(x.shape[0], *([1] * (mean.dim() - 1)), D) - mean  # (B, ..., D)
-    # Solve L y = diff for every row: (..., D, D) against (..., D, B).
-    y = torch.linalg.solve_triangular(chol, diff.movedim(0, -1), upper=False)  # (..., D, B)
-    maha = y.square().sum(-2).movedim(-1, 0)  # (B, ...)
-    log_det = 2.0 * torch.diagonal(chol, dim1=-2, dim2=-1).log().sum(-1)  # (...)
-    return -0.5 * (maha + log_det + D * LOG_2PI)
-
-
 class GaussianPrior:
-    """Full-covariance Gaussian: maximum-likelihood mean and covariance (+ ``reg`` on the diagonal).
+    """Full-covariance Gaussian: N(mean, scale² · (Σ_ML + reg · I)).
+
+    A prior for new subjects is a frontier, not a point: ``reg`` (a diagonal floor) trades the NLL
+    of an unseen subject against sharpness to small off-manifold noise, and ``scale`` widens it
+    without changing its ranking of poses. ``tune_prior`` chooses both on validation poses.
 
     Args:
         reg: added to the covariance diagonal, rad².
+        scale: multiplies the standard deviations (the covariance by scale²).
     """
 
     is_density = True
 
-    def __init__(self, reg: float = REG_COVAR) -> None:
-        self.reg = reg
+    def __init__(self, reg: float = REG_COVAR, scale: float = 1.0) -> None:
+        self.reg, self.scale = reg, scale
         self.mean: torch.Tensor | None = None  # (D,)
-        self.cov: torch.Tensor | None = None  # (D, D)
+        self.cov: torch.Tensor | None = None  # (D, D), Σ_ML + reg · I (before the scale)
         self.chol: torch.Tensor | None = None
 
     def fit(self, x: torch.Tensor) -> GaussianPrior:
         """Fit on poses (N, 90) or (N, 30, 3); returns self."""
-        x = _flat64(x)
-        if x.shape[0] < 2:
-            raise ValueError(f"need at least 2 poses to fit a Gaussian, got {x.shape[0]}")
-        self.mean = x.mean(0)
-        diff = x - self.mean
-        self.cov = diff.T @ diff / x.shape[0] + self.reg * torch.eye(x.shape[1], dtype=x.dtype)
-        self.chol = torch.linalg.cholesky(self.cov)
+        self.mean, self.chol = fit_gaussian(_flat64(x), self.reg)
+        self.cov = self.chol @ self.chol.T
         return self
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """Exact log-density, (B,) nats (float64)."""
         if self.chol is None:
             raise RuntimeError("call fit() first")
-        return gaussian_log_prob(_flat64(x), self.mean, self.chol)
+        return gaussian_log_prob(_flat64(x), self.mean, self.chol * self.scale)
 
     def energy(self, x: torch.Tensor) -> torch.Tensor:
         """−log p(x), (B,) nats."""
@@ -104,16 +85,24 @@ class GMMPrior:
         tol: convergence threshold on the mean log-likelihood, nats per pose.
         reg: added to every component covariance diagonal (in pose space), rad².
         seed: seed of the k-means++ initialisation (the only randomness).
+        scale: multiplies every component's standard deviations after fitting.
     """
 
     is_density = True
 
     def __init__(
-        self, n_components: int, max_iter: int = 200, tol: float = 1e-3, reg: float = REG_COVAR, seed: int = 0
+        self,
+        n_components: int,
+        max_iter: int = 200,
+        tol: float = 1e-3,
+        reg: float = REG_COVAR,
+        seed: int = 0,
+        scale: float = 1.0,
     ) -> None:
         if n_components < 1:
             raise ValueError(f"n_components must be >= 1, got {n_components}")
         self.n_components, self.max_iter, self.tol, self.reg = n_components, max_iter, tol, reg
+        self.scale = scale
         self.seed = seed
         self.whiten: GaussianPrior | None = None
         self.weights: torch.Tensor | None = None  # (K,)
@@ -148,9 +137,10 @@ class GMMPrior:
             cov[k] = (resp[:, k, None] * diff).T @ diff / nk[k]
         self.chols = torch.linalg.cholesky(cov + self._reg_white)
 
-    def _joint(self, xw: torch.Tensor) -> torch.Tensor:
-        """log w_k + log N(xw | μ_k, Σ_k) in the whitened space: (B, K)."""
-        blocks = [gaussian_log_prob(c, self.means, self.chols) for c in xw.split(8192)]
+    def _joint(self, xw: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        """log w_k + log N(xw | μ_k, scale² Σ_k) in the whitened space: (B, K)."""
+        chols = self.chols * scale
+        blocks = [gaussian_log_prob(c, self.means, chols) for c in xw.split(8192)]
         return torch.cat(blocks) + self.weights.log()
 
     def fit(self, x: torch.Tensor) -> GMMPrior:
@@ -189,7 +179,8 @@ class GMMPrior:
         if self.chols is None:
             raise RuntimeError("call fit() first")
         log_det_l = torch.diagonal(self.whiten.chol).log().sum()
-        return torch.logsumexp(self._joint(self._to_white(_flat64(x))), 1).double() - log_det_l
+        joint = self._joint(self._to_white(_flat64(x)), self.scale)
+        return torch.logsumexp(joint, 1).double() - log_det_l
 
     def energy(self, x: torch.Tensor) -> torch.Tensor:
         """−log p(x), (B,) nats."""
@@ -227,14 +218,70 @@ class NearestNeighbourPrior:
         return torch.cat(out) if out else q.new_zeros(0)
 
 
-def fit_baselines(train: torch.Tensor, seed: int = 0) -> dict[str, object]:
-    """All baselines of the evaluation, fitted on ``train`` (N, 90).
+def tune_prior(
+    make: Callable[[float], GaussianPrior | GMMPrior],
+    train: torch.Tensor,
+    val: torch.Tensor,
+    floors: tuple[float, ...] = FLOORS,
+    scales: tuple[float, ...] = SCALES,
+) -> tuple[GaussianPrior | GMMPrior, dict[str, float]]:
+    """Fit ``make(floor)`` on train for every floor and keep the (floor, scale) with the best
+    validation NLL: the fair way to set a classic prior's two knobs, as a VAE's are set.
+
+    Args:
+        make: floor (rad²) -> an unfitted density prior with a ``scale`` attribute.
+        train: (N, 90) poses to fit on.
+        val: (M, 90) poses to choose on.
 
     Returns:
-        name -> fitted prior: ``gaussian``, ``gmm4``, ``gmm8``, ``nearest_neighbour``.
+        (the chosen fitted prior, {"floor": rad², "scale": ·, "val_nll": nats/pose}).
     """
-    priors: dict[str, object] = {"gaussian": GaussianPrior().fit(train)}
+    best: tuple[float, GaussianPrior | GMMPrior, dict[str, float]] | None = None
+    for floor in floors:
+        prior = make(floor).fit(train)
+        for scale in scales:
+            prior.scale = scale
+            nll = float(-prior.log_prob(val).mean())
+            if best is None or nll < best[0]:
+                best = (nll, prior, {"floor": floor, "scale": scale, "val_nll": nll})
+    _, prior, settings = best
+    prior.scale = settings["scale"]
+    return prior, settings
+
+
+def fit_baselines(
+    train: torch.Tensor, seed: int = 0, val: torch.Tensor | None = None, mirror: bool = True
+) -> dict[str, object]:
+    """All baselines of the evaluation, fitted on ``train`` (N, 90).
+
+    With ``val``, every density's floor and scale are chosen on it (``tune_prior``); otherwise they
+    keep ``REG_COVAR`` and scale 1. With ``mirror``, a Gaussian on train ∪ swap_and_mirror(train) is
+    added (left-right mirroring is the cheapest augmentation a hand prior has).
+
+    Returns:
+        name -> fitted prior: ``gaussian``, [``gaussian_mirrored``], ``gmm4``, ``gmm8``,
+        ``nearest_neighbour``. Each density carries its chosen settings in ``.settings``
+        ({"floor", "scale"[, "val_nll"]}) so reports can state them.
+    """
+    from hand_vae.rotations import swap_and_mirror_hands
+
+    makers: dict[str, tuple[Callable[[float], GaussianPrior | GMMPrior], torch.Tensor]] = {
+        "gaussian": (lambda reg: GaussianPrior(reg), train)
+    }
+    if mirror:
+        both = torch.cat([train, swap_and_mirror_hands(to_flat(train))])
+        makers["gaussian_mirrored"] = (lambda reg: GaussianPrior(reg), both)
     for k in (4, 8):
-        priors[f"gmm{k}"] = GMMPrior(k, seed=seed).fit(train)
+        makers[f"gmm{k}"] = (lambda reg, k=k: GMMPrior(k, seed=seed, reg=reg), train)
+    priors: dict[str, object] = {}
+    for name, (make, data) in makers.items():
+        if val is None:
+            prior, settings = make(REG_COVAR).fit(data), {"floor": REG_COVAR, "scale": 1.0}
+        else:
+            # GMMs refit per floor: a coarser floor grid keeps EM's cost down.
+            floors = FLOORS if name.startswith("gaussian") else (1e-5, 1e-4, 1e-3)
+            prior, settings = tune_prior(make, data, val, floors=floors)
+        prior.settings = settings
+        priors[name] = prior
     priors["nearest_neighbour"] = NearestNeighbourPrior().fit(train)
     return priors

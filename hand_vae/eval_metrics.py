@@ -10,7 +10,7 @@ Gaussian, GMMs with 4 and 8 components and nearest-neighbour distance, fitted on
     from corrupted copies (positive); 0.5 = chance, 1 = perfect. Corruptions: i.i.d. Gaussian
     axis-angle noise of σ ∈ {0.02, 0.05, 0.1} rad; ``backbend`` = one random finger's three joint
     rotations negated; ``swap`` = left and right hands exchanged without mirroring;
-  * ``top1_noise`` / ``top1_backbend``: how often the real pose has the lowest energy among itself
+  * ``top1_noise`` / ``top1_backbend`` / ``top1_finger``: how often the real pose has the lowest energy among itself
     and 7 corrupted copies (chance = 1/8); noise uses σ = ``--hypothesis_noise``.
 
 Energies: the VAE's ``energy`` (−ELBO at z = μ, DESIGN §4) or, with ``--energy iwae``, −IWAE with
@@ -34,7 +34,8 @@ NOISE_LEVELS = (0.02, 0.05, 0.1)  # rad
 NUM_DECOYS = 7
 COLUMNS = ("neg_elbo", "nll", "geodesic_deg")
 COLUMNS += tuple(f"auc_noise_{s:g}" for s in NOISE_LEVELS) + ("auc_backbend", "auc_swap")
-COLUMNS += ("top1_noise", "top1_backbend")
+COLUMNS += ("top1_noise", "top1_backbend", "top1_finger")
+FINGER_NOISE = 0.1  # rad: σ of the noise on one finger's 9 numbers in the "finger" decoys
 Energy = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -60,6 +61,20 @@ def backbend(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     for k in range(3):
         sign[torch.arange(B), joint0 + k] = -1.0
     return (x.reshape(B, -1, 3) * sign[..., None]).reshape(B, -1)
+
+
+def perturb_finger(x: torch.Tensor, g: torch.Generator, sigma: float = FINGER_NOISE) -> torch.Tensor:
+    """Add N(0, σ²) to the 9 numbers of one random finger (of 10) per pose: (B, 90) -> (B, 90).
+
+    The hypothesis-selection case: candidates that differ in one finger, as a detector's do.
+    """
+    B = x.shape[0]
+    fingers = torch.randint(0, 2 * len(anatomy.FINGERS), (B,), generator=g)  # (B,) hand*5 + finger
+    first = (fingers // len(anatomy.FINGERS)) * HAND_DIM + 9 * (fingers % len(anatomy.FINGERS))  # (B,)
+    cols = first[:, None] + torch.arange(9)  # (B, 9) flat columns of the finger's three joints
+    noise = torch.zeros_like(x)
+    noise.scatter_(1, cols, sigma * torch.randn((B, 9), generator=g, dtype=x.dtype))
+    return x + noise
 
 
 def swap_hands(x: torch.Tensor) -> torch.Tensor:
@@ -107,6 +122,7 @@ def corrupted_sets(x: torch.Tensor, seed: int, hypothesis_noise: float) -> dict[
     rep = x.repeat(NUM_DECOYS, 1)  # (7N, 90), decoy m of pose i at row m·N + i
     sets["decoys_noise"] = add_noise(rep, hypothesis_noise, g)
     sets["decoys_backbend"] = backbend(rep, g)
+    sets["decoys_finger"] = perturb_finger(rep, g)
     return sets
 
 
@@ -116,7 +132,7 @@ def energy_metrics(energy: Energy, x: torch.Tensor, sets: dict[str, torch.Tensor
     e = {"real": _scores(energy, x)}
     e.update({k: _scores(energy, v) for k, v in sets.items()})
     out = {f"auc_{k}": auc(e["real"], e[k]) for k in sets if not k.startswith("decoys")}
-    for kind in ("noise", "backbend"):
+    for kind in ("noise", "backbend", "finger"):
         out[f"top1_{kind}"] = top1(e["real"], e[f"decoys_{kind}"].reshape(NUM_DECOYS, N).T)
     return out, e
 

@@ -167,7 +167,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         from hand_vae.baselines import fit_baselines
 
         t0 = time.perf_counter()
-        baselines = fit_baselines(splits["train"], seed=args.seed)
+        # Each density's floor and scale are chosen on the validation split, as the VAE's settings are.
+        baselines = fit_baselines(splits["train"], seed=args.seed, val=splits.get("val"))
         log.info(
             "Fitted baselines on %d training poses in %.1f s", len(splits["train"]), time.perf_counter() - t0
         )
@@ -202,6 +203,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for k in ("num_samples", "seed", "energy", "energy_samples", "hypothesis_noise", "max_poses")
         },
         "units": {"neg_elbo": "nats/pose", "nll": "nats/pose", "geodesic_deg": "degrees"},
+        # Floor (rad²) and scale of each baseline density, chosen on the validation split.
+        "baseline_settings": {k: getattr(p, "settings", None) for k, p in (baselines or {}).items()},
         "results": results,
         "verdicts": verdicts(results),
         "figures": figures,

@@ -136,22 +136,24 @@ def test_kl_term_uses_logvar_as_log_variance():
     assert z.std().item() == pytest.approx(2.0, rel=0.02)
 
 
-def test_whitened_likelihood_is_the_full_covariance_gaussian_at_init(synthetic_poses):
-    """Whitening + change of variables: decoder mean 0 and σ = 1 give exactly N(x | m, Σ_data)."""
+def test_whitened_model_starts_at_the_val_tuned_mirrored_gaussian(synthetic_poses):
+    """At init (zero decoder output, σ = 1 exactly) the whitened model is the full-covariance Gaussian
+    of train ∪ mirrored train, with the floor and scale chosen on val: scipy's density, to fp32."""
     import numpy as np
     from scipy import stats
 
+    from hand_vae.rotations import swap_and_mirror_hands
+
     train = synthetic_poses["train"][::5]
-    m = build_model("standard", z_dim=4, hidden=16, whiten=True, min_sigma=1e-6)
-    m.fit_whitening(train)
-    with torch.no_grad():
-        m.raw_log_sigma.fill_(0.0)  # σ = 1 + 1e-6
-        for p in m.decoder[-1].parameters():
-            p.zero_()
+    both = torch.cat([train, swap_and_mirror_hands(train)])
+    m = build_model("standard", z_dim=4, hidden=16, whiten=True, min_sigma=0.05)
+    chosen = m.fit_whitening(both, synthetic_poses["val"][::10])
+    assert chosen["floor"] > 0 and chosen["scale"] >= 1.0
     x = synthetic_poses["test"][:50]
-    data = train.double().numpy()
-    ref = stats.multivariate_normal(data.mean(0), np.cov(data.T) + 1e-6 * np.eye(90)).logpdf(x.double().numpy())
+    data = both.double().numpy()
+    cov = chosen["scale"] ** 2 * (np.cov(data.T, bias=True) + chosen["floor"] * np.eye(90))
+    ref = stats.multivariate_normal(data.mean(0), cov).logpdf(x.double().numpy())
     out = m(x, sample=False)
-    np.testing.assert_allclose(out["recon_nll"].detach().numpy(), -ref, rtol=1e-3)
+    np.testing.assert_allclose(out["recon_nll"].detach().numpy(), -ref, rtol=1e-4)
     # Decoded poses come back in radians: the zero code decodes to the data mean.
-    torch.testing.assert_close(m.decode(torch.zeros(1, 4))[0], train.mean(0), atol=1e-5, rtol=0)
+    torch.testing.assert_close(m.decode(torch.zeros(1, 4))[0], both.mean(0).float(), atol=1e-5, rtol=0)

@@ -45,6 +45,7 @@ _PROTOTYPES = np.array(
     ]
 )
 _NUM_PARAMS = _PROTOTYPES.shape[1]
+_HOLD_PROTOTYPES = np.array([1, 2, 6])  # relaxed, fist, cylinder: what a holding hand does
 _FINGER_COLUMNS = {"index": 0, "middle": 1, "pinky": 2, "ring": 3}
 
 
@@ -120,11 +121,23 @@ def _make_subject(rng: np.random.Generator) -> _Subject:
 
 
 def _keyframe_track(
-    rng: np.random.Generator, subject: _Subject, T: int, fps: float, copy_of: np.ndarray | None = None
+    rng: np.random.Generator,
+    subject: _Subject,
+    T: int,
+    fps: float,
+    copy_of: np.ndarray | None = None,
+    holder: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Smooth grasp-parameter trajectory (T, 7) and the keyframe prototypes it used."""
-    n_keys = max(2, int(np.ceil(T / (fps * rng.uniform(0.5, 1.3)))) + 1)
-    if copy_of is None:
+    """Smooth grasp-parameter trajectory (T, 7) and the keyframe prototypes it used.
+
+    ``holder``: the hand that holds an object: slow changes (2-4 s per keyframe) between power
+    grasps only, instead of the subject's full repertoire at 0.5-1.3 s.
+    """
+    seconds = rng.uniform(2.0, 4.0) if holder else rng.uniform(0.5, 1.3)
+    n_keys = max(2, int(np.ceil(T / (fps * seconds))) + 1)
+    if holder:
+        protos = rng.choice(_HOLD_PROTOTYPES, size=n_keys)
+    elif copy_of is None:
         protos = rng.choice(len(_PROTOTYPES), size=n_keys, p=subject.grasp_weights)
     else:
         protos = copy_of
@@ -156,6 +169,7 @@ def generate_sequences(
     fps: float = 30.0,
     bimanual_prob: float = 0.5,
     seed: int = 0,
+    hand_roles: bool = False,
 ) -> list[PoseSequence]:
     """Generate the synthetic two-hand dataset (see module docstring for the assumptions).
 
@@ -166,6 +180,10 @@ def generate_sequences(
         fps: frame rate stored with each clip.
         bimanual_prob: probability that a clip moves both hands through the same grasps.
         seed: the only source of randomness; the same arguments give identical arrays.
+        hand_roles: give the hands different roles, as in real captures of object manipulation:
+            the left hand holds (slow power grasps), the right manipulates (the subject's whole
+            repertoire); ``bimanual_prob`` is then unused. Left-right mirroring is then a real
+            augmentation with a real cost: the mirrored left hand is not a typical right hand.
 
     Returns:
         ``num_subjects * sequences_per_subject`` clips, each with poses (T, 90) float32.
@@ -179,8 +197,8 @@ def generate_sequences(
         for q in range(sequences_per_subject):
             T = frames_per_sequence
             right_params, protos = _keyframe_track(rng, subject, T, fps)
-            copy = protos if rng.random() < bimanual_prob else None
-            left_params, _ = _keyframe_track(rng, subject, T, fps, copy_of=copy)
+            copy = protos if not hand_roles and rng.random() < bimanual_prob else None
+            left_params, _ = _keyframe_track(rng, subject, T, fps, copy_of=copy, holder=hand_roles)
             right = _right_hand_pose(right_params, subject) + _tremor(rng, T, subject.tremor)
             left = (_right_hand_pose(left_params, subject) + _tremor(rng, T, subject.tremor)) * mirror
             poses = np.concatenate([left.reshape(T, HAND_DIM), right.reshape(T, HAND_DIM)], axis=1)
@@ -224,3 +242,16 @@ def stack_poses(sequences: list[PoseSequence]) -> tuple[np.ndarray, np.ndarray]:
     poses = np.concatenate([s.poses for s in sequences]).astype(np.float32, copy=False)
     index = np.concatenate([np.full(len(s.poses), i, np.int32) for i, s in enumerate(sequences)])
     return poses, index
+
+
+def small_proxy_splits(seed: int = 0) -> dict[str, list[PoseSequence]]:
+    """A small-data, unseen-subject proxy of real captures (how the defaults are tuned, with
+    ``default_splits``; ``bench/prior_quality.py``).
+
+    Four subjects whose hands have different roles (``hand_roles=True``), 7 clips × 600 frames each.
+    train = subject00's first 6 clips (3,600 frames), val = its 7th clip, test = subjects 01-03
+    (12,600 frames): one person to learn from, new people to be judged on, as with a small real capture.
+    """
+    seqs = generate_sequences(4, 7, 600, hand_roles=True, seed=seed)
+    first = [s for s in seqs if s.subject == "subject00"]
+    return {"train": first[:-1], "val": first[-1:], "test": [s for s in seqs if s.subject != "subject00"]}

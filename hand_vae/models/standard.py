@@ -13,6 +13,7 @@ import math
 import torch
 from torch import nn
 
+from hand_vae.gaussian import tune_gaussian
 from hand_vae.losses import LOG_2PI, gaussian_nll
 from hand_vae.models.base import BaseHandVAE, VAEConfig, floored_log_sigma, mlp
 from hand_vae.rotations import POSE_DIM
@@ -63,7 +64,11 @@ class StandardHandVAE(BaseHandVAE):
         # Start at σ ≈ 0.1 rad, the scale of pose noise we care about; whitened coordinates
         # have unit spread, so there start at σ = 1 with a zero decoder output, i.e. exactly at the
         # full-covariance Gaussian, and let training improve on it.
-        self.raw_log_sigma = nn.Parameter(torch.full((POSE_DIM,), 0.0 if cfg.whiten else math.log(0.1)))
+        if cfg.whiten and cfg.min_sigma >= 1.0:
+            raise ValueError(f"min_sigma is in whitened units with whiten on and must be < 1, got {cfg.min_sigma}")
+        start = 1.0 if cfg.whiten else max(0.1, 2.0 * cfg.min_sigma)
+        # σ = min_sigma + exp(raw): solve for raw so that σ starts exactly at ``start``.
+        self.raw_log_sigma = nn.Parameter(torch.full((POSE_DIM,), math.log(start - cfg.min_sigma)))
         if cfg.whiten:
             nn.init.zeros_(self.decoder[-1].weight)
             nn.init.zeros_(self.decoder[-1].bias)
@@ -81,20 +86,27 @@ class StandardHandVAE(BaseHandVAE):
             self.cov_factor = nn.Parameter(0.01 * torch.randn(POSE_DIM, cfg.cov_rank, generator=g))
 
     @torch.no_grad()
-    def fit_whitening(self, x: torch.Tensor, eps: float = 1e-6) -> None:
-        """Set the whitening from training poses x (N, 90): mean and Cholesky factor of the
-        covariance (in float64, plus ``eps`` rad² on the diagonal so a constant dimension stays
-        invertible)."""
+    def fit_whitening(self, train: torch.Tensor, val: torch.Tensor | None = None) -> dict[str, float]:
+        """Start the model at the validation-tuned full-covariance Gaussian of the training poses.
+
+        The whitening is N(m, scale² (Σ + floor · I)) of ``train`` (N, 90) with the floor (rad²) and
+        scale chosen on ``val`` (M, 90) by ``gaussian.tune_gaussian``; pass the distribution that is
+        trained on (train ∪ mirrored train when mirroring). With a zero decoder and σ = 1 the model
+        then is exactly that Gaussian, and training moves it only as far as the data supports.
+
+        Returns:
+            {"floor", "scale", "val_nll"} of the chosen Gaussian ({} when whitening is off).
+        """
         if not self.cfg.whiten:
-            return
-        x = x.double()
-        mean = x.mean(0)
-        cov = torch.cov((x - mean).T) + eps * torch.eye(POSE_DIM, dtype=torch.float64)
-        chol = torch.linalg.cholesky(cov)
+            return {}
+        x = train.reshape(train.shape[0], POSE_DIM)
+        v = None if val is None else val.reshape(val.shape[0], POSE_DIM)
+        mean, chol, settings = tune_gaussian(x, v)
         self.white_mean.copy_(mean)
         self.white_chol.copy_(chol)
         self.white_chol_inv.copy_(torch.linalg.inv(chol))
         self.white_fitted.fill_(True)
+        return settings
 
     def _whiten(self, flat: torch.Tensor) -> torch.Tensor:
         """(B, 90) poses -> (B, 90) whitened coordinates L⁻¹ (x − m)."""
