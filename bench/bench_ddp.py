@@ -1,4 +1,4 @@
-"""DDP scaling of the project's training path (issue 9, item 3).
+"""DDP scaling of the project's training path.
 
     python bench/bench_ddp.py                 # 1 GPU, then all visible GPUs (skips with < 2 GPUs)
     python bench/bench_ddp.py --devices 4     # 1 GPU, then 4

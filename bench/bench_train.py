@@ -1,4 +1,4 @@
-"""CPU training throughput as ratios measured in one run (issue 8, item 2; DESIGN §6).
+"""CPU training throughput as ratios measured in one run.
 
     python bench/bench_train.py                      # standard VAE, 1e6 rows, batch 8192, fp32, 2 threads
     python bench/bench_train.py --model_type so3
@@ -19,6 +19,7 @@ backward. The last three lines are ``project/bare``, ``project/naive`` and ``per
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import statistics
 import sys
@@ -37,9 +38,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import hand_vae.train as hv_train  # noqa: E402
 from hand_vae.data.synthetic import generate_sequences, stack_poses  # noqa: E402
+from hand_vae.data.datamodule import mirror_random_half  # noqa: E402
 from hand_vae.lightning_module import HandVAELightningModule  # noqa: E402
-from hand_vae.models import build_model  # noqa: E402
-from hand_vae.rotations import NUM_JOINTS, POSE_DIM  # noqa: E402
+from hand_vae.losses import beta_schedule, free_bits_kl  # noqa: E402
+from hand_vae.models import VAEConfig, build_model  # noqa: E402
+from hand_vae.rotations import NUM_JOINTS, POSE_DIM, swap_and_mirror_hands  # noqa: E402
 
 
 def quiet_lightning() -> None:
@@ -124,11 +127,23 @@ class EpochTimer(pl.Callback):
 
 
 class NaiveModule(HandVAELightningModule):
-    """The project's module fed by a plain ``TensorDataset`` loader: unwraps the 1-tuple batch."""
+    """The project's module fed by a plain ``TensorDataset`` loader: unwraps the 1-tuple batch and
+    mirrors half of it as the CLI's data module does (``mirror``)."""
+
+    mirror = False
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int) -> torch.Tensor:
         (x,) = batch
+        if self.mirror and self.trainer.training:
+            x = mirror_random_half(x)
         return model_layout(x, self.hparams.model_type)
+
+
+def fit_whitening_like_cli(model: torch.nn.Module, train: torch.Tensor, val: torch.Tensor, mirror: bool) -> None:
+    """The module's start (``HandVAELightningModule.setup``) for a model that has a whitening to fit:
+    the Gaussian of train (∪ mirrored train with mirroring), tuned on val."""
+    if not bool(getattr(model, "white_fitted", True)):
+        model.fit_whitening(torch.cat([train, swap_and_mirror_hands(train)]) if mirror else train, val)
 
 
 def project_run(argv: list[str], train: torch.Tensor, val: torch.Tensor):
@@ -168,6 +183,8 @@ def run_project(argv: list[str], train: torch.Tensor, val: torch.Tensor, epochs:
 def run_naive(argv: list[str], train: torch.Tensor, epochs: int = 1, **loader_kwargs) -> EpochTimer:
     kwargs, module, datamodule = project_run(argv, train, train[:1])
     naive = NaiveModule(**dict(module.hparams))
+    naive.mirror = datamodule.hparams.mirror_augment
+    fit_whitening_like_cli(naive.model, train, train[:4096], naive.mirror)
     loader = DataLoader(
         TensorDataset(train), batch_size=datamodule.hparams.batch_size, shuffle=True, **loader_kwargs
     )
@@ -176,23 +193,29 @@ def run_naive(argv: list[str], train: torch.Tensor, epochs: int = 1, **loader_kw
     return timer
 
 
+def settings_model(settings: dict) -> torch.nn.Module:
+    """The model the CLI builds from resolved settings: every ``VAEConfig`` field from the settings
+    table (so the bare loop trains the CLI's model, e.g. its ``cov_rank``), seeded like the CLI."""
+    torch.manual_seed(settings["seed"])
+    return build_model(**{f.name: settings[f.name] for f in dataclasses.fields(VAEConfig)})
+
+
 def run_bare(settings: dict, shuffled: torch.Tensor) -> tuple[float, int]:
     """One epoch of the best plain loop: same model, fused AdamW, loss, β warm-up and clipping."""
-    torch.manual_seed(settings["seed"])
-    model = build_model(settings["model_type"], z_dim=settings["z_dim"], hidden=settings["hidden"],
-                        num_layers=settings["num_layers"], dropout=settings["dropout"],
-                        min_sigma=settings["min_sigma"])  # fmt: skip
+    model = settings_model(settings)
+    fit_whitening_like_cli(model, shuffled, shuffled[:4096], settings["mirror_augment"])
     opt = torch.optim.AdamW(
         model.parameters(), lr=settings["learning_rate"], weight_decay=settings["weight_decay"], fused=True
     )
     B, clip = settings["batch_size"], settings["gradient_clip_val"]
     steps = -(-len(shuffled) // B)
-    warmup = settings["kl_warmup_epochs"] * steps
     t0 = time.perf_counter()
     for step, x in enumerate(shuffled.split(B)):
+        if settings["mirror_augment"]:
+            x = mirror_random_half(x)
         out = model(model_layout(x, settings["model_type"]))
-        beta = min(1.0, step / warmup) if warmup > 0 else 1.0
-        loss = out["recon_nll"].mean() + beta * out["kl"].mean(0).sum()
+        beta = beta_schedule(step, settings["beta_max"], settings["kl_warmup_epochs"], steps)
+        loss = out["recon_nll"].mean() + beta * free_bits_kl(out["kl"], settings["free_bits"])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if clip:
@@ -231,8 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as workdir:
         argv_cli = cli_argv(args, workdir)
         settings = hv_train.resolve_settings(argv_cli)
-        model = build_model(args.model_type, z_dim=settings["z_dim"], hidden=settings["hidden"],
-                            num_layers=settings["num_layers"])  # fmt: skip
+        model = settings_model(settings)
         flops = 3 * forward_flops_per_sample(model, model_layout(train[: args.batch_size], args.model_type))
         warm = train[: 4 * args.batch_size]  # one short untimed pass of each path: allocator, threads
         run_project(argv_cli, warm, val), run_bare(settings, warm), run_naive(argv_cli, warm)

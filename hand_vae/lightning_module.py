@@ -1,27 +1,41 @@
 """``HandVAELightningModule``: training, validation and test around a plain hand VAE.
 
-Metric names (seed README + DESIGN §4), all per epoch:
+Metrics, all per epoch (batch-weighted means accumulated on the device, logged once an epoch):
   * ``train/loss`` = mean(recon_nll + β · KL_freebits), the optimised objective;
-  * ``train/recon_nll``, ``train/kl`` (raw KL, no free bits), ``train/beta``, ``train/recon_sigma``;
-  * ``val/loss`` = the true negative ELBO (β = 1, no free bits), comparable across epochs; best
-    checkpoints monitor it. ``val/recon_nll``, ``val/kl``, ``val/energy_mean``,
-    ``val/geodesic_deg`` (mean per-joint angle between input and reconstruction at z = mu) and
-    ``val/active_units`` (latent dims with mean KL > 0.01 nats); the same under ``test/``.
+    ``train/recon_nll``, ``train/kl`` (raw KL, no free bits), ``train/beta``, ``train/recon_sigma``;
+  * ``val/loss`` = the negative ELBO (β = 1, no free bits, one z ~ q(z|x)), comparable across
+    epochs; best checkpoints monitor it. ``val/recon_nll``, ``val/kl``, ``val/energy_mean`` (the
+    model's ``energy``), ``val/geodesic_deg`` (mean per-joint angle between input and
+    reconstruction at z = μ) and ``val/active_units`` (``hand_vae.metrics``); the same under
+    ``test/``.
+Each validation epoch also stores the quantiles of the validation energies in the model's
+``energy_quantiles`` buffer (``hand_vae.calibration``), so every checkpoint carries its calibration.
+
+The training step is ours (manual optimisation): zero the gradients, forward, backward, clip the
+gradient norm, AdamW. It never waits for the host, and with ``--cuda_graphs`` it is replayed from
+one CUDA graph (``hand_vae.cuda_graphs``).
 """
 
 from __future__ import annotations
 
-import math
+import logging
 
 import pytorch_lightning as pl
 import torch
 from typing_extensions import override
 
-from hand_vae.losses import ACTIVE_UNIT_NATS, beta_schedule, free_bits_kl
+from hand_vae import metrics
+from hand_vae.calibration import STATE_KEY, empty_quantiles, energy_quantiles
+from hand_vae.cuda_graphs import StaticStep, use_cuda_graphs
+from hand_vae.losses import beta_schedule, free_bits_kl
 from hand_vae.models import build_model
-from hand_vae.reliability import NonFiniteError
+from hand_vae.reliability import NonFiniteGuard
+from hand_vae.rotations import swap_and_mirror_hands
 
-TRAIN_METRICS = ("loss", "recon_nll", "kl", "beta", "recon_sigma")  # order of the per-step stats
+log = logging.getLogger(__name__)
+
+TRAIN_METRICS = ("loss", "recon_nll", "kl", "beta", "recon_sigma")
+EVAL_METRICS = ("loss", "recon_nll", "kl", "energy_mean", "geodesic_deg")
 
 
 class HandVAELightningModule(pl.LightningModule):
@@ -40,8 +54,9 @@ class HandVAELightningModule(pl.LightningModule):
         kl_warmup_epochs: epochs of linear β warm-up (per step).
         beta_max: final β.
         free_bits: per-dimension KL floor, nats (0 = off).
-        run: the training run's settings (data source, experiment name, ...) for resuming; not
-            used by the module itself.
+        run: the training run's settings (``config.SETTINGS`` outside the model and optimiser
+            groups), saved for resuming. The module reads ``gradient_clip_val``, ``compile`` and
+            ``cuda_graphs`` from it; absent keys mean no clipping, no compile, ``auto``.
     """
 
     def __init__(
@@ -73,76 +88,140 @@ class HandVAELightningModule(pl.LightningModule):
             cov_rank=cov_rank,
             whiten=whiten,
         )
-        self._kl_sum: torch.Tensor | None = None
-        self._kl_count = 0
-        # First global step whose training loss was NaN/inf (−1: none). Kept on the device and
-        # checked once per epoch, so the training step never waits for the host.
-        self._first_bad_step: torch.Tensor | None = None
-        self._train_sums: torch.Tensor | None = None
-        self._train_count = 0
+        # Our step clips and steps itself (the same code is captured in a CUDA graph); Lightning
+        # still counts steps, moves data, runs the precision plugin and DDP.
+        self.automatic_optimization = False
+        run = run or {}
+        self.clip = float(run.get("gradient_clip_val") or 0.0)
+        # β of the current step as a device tensor, filled in place: no host-to-device copy per step,
+        # and a captured graph reads the new value.
+        self.register_buffer("beta", torch.zeros(()), persistent=False)
+        self.train_means = metrics.RunningMean(TRAIN_METRICS)
+        self.eval_means = metrics.RunningMean(EVAL_METRICS)
+        self.kl_means = metrics.RunningMean([f"z{i}" for i in range(z_dim)])  # mean KL per dimension
+        self.energies: list[torch.Tensor] = []  # this evaluation epoch's energies, on the device
+        self.cuda_graphs = False
+        self._graph_step: StaticStep | None = None
+        self._compiled = False
 
     @override
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Energy of poses (B, 90) or (B, 30, 3) -> (B,) nats."""
         return self.model.energy(x)
 
-    def current_beta(self) -> float:
-        """β for the current optimiser step (linear warm-up, DESIGN §4)."""
+    def beta_at(self, step: int) -> float:
+        """β for optimiser step ``step`` (linear warm-up per step, ``losses.beta_schedule``)."""
         hp = self.hparams
-        steps_per_epoch = int(self.trainer.num_training_batches) if self._trainer is not None else 1
-        if not math.isfinite(steps_per_epoch) or steps_per_epoch <= 0:
-            steps_per_epoch = 1
-        return beta_schedule(self.global_step, hp.beta_max, hp.kl_warmup_epochs, steps_per_epoch)
+        batches = self.trainer.num_training_batches if self._trainer is not None else 1
+        per_epoch = int(batches) if batches != float("inf") and batches > 0 else 1
+        return beta_schedule(step, hp.beta_max, hp.kl_warmup_epochs, per_epoch)
+
+    @override
+    def configure_callbacks(self) -> list[pl.Callback]:
+        return [NonFiniteGuard()]
+
+    def _fit_whitening(self) -> None:
+        """Start the model at the validation-tuned Gaussian of the distribution it trains on
+        (train ∪ mirrored train with mirroring). On resume the checkpoint's buffers replace it."""
+        dm = self.trainer.datamodule
+        train = dm.split_tensor("train", device=None)
+        if dm.hparams.mirror_augment:
+            train = torch.cat([train, swap_and_mirror_hands(train)])
+        chosen = self.model.fit_whitening(train, dm.split_tensor("val", device=None))
+        log.info("starting from the full-covariance Gaussian with %s", ", ".join(f"{k} {v:.3g}" for k, v in chosen.items()))
 
     @override
     def setup(self, stage: str) -> None:
-        whiten = getattr(self.model, "fit_whitening", None)
-        if (
-            stage == "fit"
-            and self.hparams.whiten
-            and whiten is not None
-            and not bool(self.model.white_fitted)
-        ):
-            # From the training split only; on resume the checkpoint's buffers replace these.
-            whiten(self.trainer.datamodule.split_tensor("train").to(self.device))
-        if (self.hparams.run or {}).get("compile") and "_compiled" not in self.__dict__:
-            # Kept out of the module tree (plain __dict__ entry) so the state_dict keys stay "model.*".
-            self.__dict__["_compiled"] = torch.compile(self.model)
+        run = self.hparams.run or {}
+        if stage == "fit" and not bool(getattr(self.model, "white_fitted", True)):
+            self._fit_whitening()
+        if run.get("compile") and not self._compiled:
+            self.model.compile()  # compiles the module's call in place: state_dict keys unchanged
+            self._compiled = True
+        if stage == "fit":
+            trainer = self.trainer
+            self.cuda_graphs = use_cuda_graphs(
+                run.get("cuda_graphs", "auto"),
+                trainer.strategy.root_device,
+                trainer.precision,
+                trainer.world_size,
+                self._compiled,
+            )
 
-    def _shared_step(self, batch: torch.Tensor, stage: str) -> torch.Tensor:
-        forward = self.__dict__.get("_compiled", self.model) if stage == "train" else self.model
-        out = forward(batch, sample=True)
-        recon, kl = out["recon_nll"], out["kl"]  # (B,), (B, Z)
-        kl_raw = kl.sum(-1).mean()
-        B = batch.shape[0]
-        if stage == "train":
-            beta = self.current_beta()
-            loss = recon.mean() + beta * free_bits_kl(kl, self.hparams.free_bits)
-            self._track_nonfinite(loss)
-            # Accumulate B-weighted sums on the device and log once per epoch: five self.log
-            # calls per step cost ~5 ms of Python, and new_full avoids a host->device copy.
-            stats = torch.stack(
-                [loss, recon.mean(), kl_raw, loss.new_full((), beta), self.model.log_sigma.exp().mean()]
-            ).detach()
-            self._train_sums = stats * B if self._train_sums is None else self._train_sums + stats * B
-            self._train_count += B
-            return loss
-        log = dict(on_step=False, on_epoch=True, batch_size=B, sync_dist=True)
-        loss = recon.mean() + kl_raw  # true −ELBO: β = 1, no free bits
-        self._eval_extras(batch, out, stage, log)
-        self.log(f"{stage}/loss", loss, prog_bar=True, **log)
-        self.log(f"{stage}/recon_nll", recon.mean(), **log)
-        self.log(f"{stage}/kl", kl_raw, **log)
-        return loss
+    # ------------------------------------------------------------------ the objective
+    def model_step(
+        self, batch: torch.Tensor, beta: torch.Tensor | float, free_bits: float
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The objective of one batch, shared by training (β, free bits) and evaluation (1, 0).
+
+        Args:
+            batch: (B, 90) or (B, 30, 3) poses.
+            beta: KL weight (a 0-dim device tensor in training).
+            free_bits: per-dimension KL floor λ, nats.
+
+        Returns:
+            loss (0-dim) = mean recon_nll + β · KL_λ (Kingma & Welling 2014; free bits: Kingma
+            et al. 2016), its parts (3,) = [loss, mean recon_nll, mean raw KL], and the KL (B, Z).
+        """
+        out = self.model(batch)  # one z ~ q(z|x) per pose
+        recon, kl = out["recon_nll"].mean(), out["kl"]
+        loss = recon + beta * free_bits_kl(kl, free_bits)
+        return loss, torch.stack([loss, recon, kl.sum(-1).mean()]), kl
+
+    def _train_stats(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loss, parts, _ = self.model_step(batch, self.beta, self.hparams.free_bits)
+        sigma = self.model.log_sigma.detach().exp().mean()
+        return loss, torch.cat([parts.detach(), self.beta[None], sigma[None]])  # (5,) TRAIN_METRICS
+
+    # ------------------------------------------------------------------ training
+    def update_step(self, batch: torch.Tensor) -> torch.Tensor:
+        """One optimisation step in plain torch calls, free of host syncs: what a CUDA graph captures.
+
+        Gradients are zeroed in place (their addresses stay fixed) and the optimizer is the raw
+        AdamW. Returns the (5,) ``TRAIN_METRICS`` of the batch.
+        """
+        optimizer = self.optimizers().optimizer
+        optimizer.zero_grad(set_to_none=False)
+        loss, stats = self._train_stats(batch)
+        loss.backward()
+        if self.clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.parameters(), self.clip)
+        optimizer.step()
+        return stats
+
+    def _lightning_step(self, batch: torch.Tensor) -> torch.Tensor:
+        """The same step through Lightning's optimizer, precision plugin and strategy (DDP, AMP)."""
+        optimizer = self.optimizers()
+        loss, stats = self._train_stats(batch)
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        if self.clip > 0:
+            self.clip_gradients(optimizer, gradient_clip_val=self.clip, gradient_clip_algorithm="norm")
+        optimizer.step()
+        return stats
+
+    @override
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        self.beta.fill_(self.beta_at(self.global_step))
+        if self.cuda_graphs:
+            if self._graph_step is None:
+                self._graph_step = StaticStep(self.update_step)
+            optimizer = self.optimizers()
+            # Lightning counts optimizer steps (global_step) in these two hooks of its optimizer's
+            # step(); the captured graph performs the update itself.
+            optimizer._on_before_step()
+            stats = self._graph_step(batch)
+            optimizer._on_after_step()
+        else:
+            stats = self._lightning_step(batch)
+        self.train_means.update(stats, batch.shape[0])
+        return stats[0]
 
     def _log_train_epoch(self) -> None:
         """Log the epoch means of the training metrics (rank-local, like Lightning's own epoch means)."""
-        if self._train_sums is None:
-            return
-        means = self._train_sums / max(self._train_count, 1)
-        for i, name in enumerate(TRAIN_METRICS):
-            self.log(f"train/{name}", means[i], on_step=False, on_epoch=True, prog_bar=name == "loss")
-        self._train_sums, self._train_count = None, 0
+        for name, value in self.train_means.compute().items():
+            self.log(f"train/{name}", value, on_step=False, on_epoch=True, prog_bar=name == "loss")
+        self.train_means.reset()
 
     @override
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
@@ -151,93 +230,79 @@ class HandVAELightningModule(pl.LightningModule):
         if batch_idx + 1 >= self.trainer.num_training_batches:
             self._log_train_epoch()
 
-    def _eval_extras(self, batch: torch.Tensor, out: dict, stage: str, log: dict) -> None:
-        params_at_mean = self.model.decode_params(out["mu"])
-        energy = self.model.recon_nll(batch.reshape(batch.shape[0], -1, 3), params_at_mean) + out["kl"].sum(
-            -1
-        )
-        x_hat = self.model.params_to_pose(params_at_mean)
-        geodesic = self.model.joint_errors(batch, x_hat).mean()
-        self.log(f"{stage}/energy_mean", energy.mean(), **log)
-        self.log(f"{stage}/geodesic_deg", torch.rad2deg(geodesic), **log)
-        kl_sum = out["kl"].detach().sum(0)  # (Z,)
-        self._kl_sum = kl_sum if self._kl_sum is None else self._kl_sum + kl_sum
-        self._kl_count += batch.shape[0]
-
-    def _log_active_units(self, stage: str) -> None:
-        if self._kl_sum is None:
-            return
-        total = self.trainer.strategy.reduce(self._kl_sum, reduce_op="sum")
-        count = self.trainer.strategy.reduce(
-            torch.tensor(float(self._kl_count), device=self._kl_sum.device), reduce_op="sum"
-        )
-        kl_per_dim = total / count.clamp_min(1)  # (Z,) mean KL per latent dimension
-        active = (kl_per_dim > ACTIVE_UNIT_NATS).sum().float()
-        self.log(f"{stage}/active_units", active)
-        self._kl_sum, self._kl_count = None, 0
-
-    def _track_nonfinite(self, loss: torch.Tensor) -> None:
-        if self._first_bad_step is None:
-            self._first_bad_step = torch.full((), -1, dtype=torch.long, device=loss.device)
-        first = self._first_bad_step
-        hit = ~torch.isfinite(loss.detach()) & (first < 0)
-        self._first_bad_step = torch.where(hit, torch.full_like(first, self.global_step), first)
-
-    def check_finite(self) -> None:
-        """Raise ``NonFiniteError`` (on every rank) if a training loss or a weight went non-finite.
-
-        Called before validation, i.e. before ModelCheckpoint can write the poisoned state.
-        """
-        if self._first_bad_step is None:
-            return
-        bad_weights = torch.stack([~torch.isfinite(p).all() for p in self.parameters()]).any()
-        flag = torch.maximum(self._first_bad_step, torch.where(bad_weights, 0, -1))
-        flag = self.trainer.strategy.reduce(flag.float(), reduce_op="max")
-        if flag.item() >= 0:
-            step = int(self._first_bad_step.item())
-            where = f"step {step}" if step >= 0 else "a weight update"
-            raise NonFiniteError(
-                f"non-finite training loss at epoch {self.current_epoch}, {where}: stopped before saving, so "
-                "last.ckpt still holds the previous good state. Try a lower --learning_rate or "
-                "--gradient_clip_val, or resume from last.ckpt."
-            )
-
-    @override
-    def on_validation_epoch_start(self) -> None:
-        if not self.trainer.sanity_checking and self.trainer.state.fn == "fit":
-            self.check_finite()
-
     @override
     def on_train_epoch_end(self) -> None:
-        self.check_finite()
         self._log_train_epoch()  # only if the last-batch hook did not run (e.g. an empty epoch)
 
-    @override
-    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "train")
+    # ------------------------------------------------------------------ evaluation
+    def _eval_step(self, batch: torch.Tensor) -> None:
+        _, parts, kl = self.model_step(batch, 1.0, 0.0)  # loss = −ELBO
+        energy = self.model.energy(batch)  # (B,) nats, at z = μ
+        geodesic = torch.rad2deg(metrics.reconstruction_error(self.model, batch).mean())
+        B = batch.shape[0]
+        self.eval_means.update(torch.cat([parts, energy.mean()[None], geodesic[None]]), B)
+        self.kl_means.update(kl.mean(0), B)
+        self.energies.append(energy.detach())
 
     @override
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
-        self._shared_step(batch, "val")
+        self._eval_step(batch)
 
     @override
     def test_step(self, batch: torch.Tensor, batch_idx: int) -> None:
-        self._shared_step(batch, "test")
+        self._eval_step(batch)
+
+    def _reduced_means(self, acc: metrics.RunningMean) -> torch.Tensor | None:
+        """Means over every process of a running mean, which is then reset; None if it is empty."""
+        sums = acc.sums()
+        acc.reset()
+        if sums is None:
+            return None
+        total, count = sums
+        packed = self.trainer.strategy.reduce(torch.cat([total, total.new_full((1,), count)]), reduce_op="sum")
+        return packed[:-1] / packed[-1].clamp_min(1)
+
+    def _gathered_energies(self) -> torch.Tensor:
+        """This epoch's energies of every process, (N,); processes may hold different counts."""
+        local = torch.cat(self.energies) if self.energies else self.beta.new_empty((0,))
+        self.energies = []
+        world = self.trainer.world_size
+        if world == 1:
+            return local
+        sizes = self.all_gather(local.new_full((1,), local.numel(), dtype=torch.long)).reshape(world)
+        padded = local.new_full((int(sizes.max()),), float("nan"))
+        padded[: local.numel()] = local
+        everything = self.all_gather(padded)  # (world, max size)
+        return torch.cat([everything[r, : int(sizes[r])] for r in range(world)])
+
+    def _log_eval_epoch(self, stage: str) -> None:
+        means = self._reduced_means(self.eval_means)
+        kl_per_dim = self._reduced_means(self.kl_means)
+        energies = self._gathered_energies()
+        if means is None:
+            return
+        for name, value in zip(EVAL_METRICS, means.unbind(), strict=True):
+            self.log(f"{stage}/{name}", value, prog_bar=name == "loss", sync_dist=True)
+        self.log(f"{stage}/active_units", metrics.active_units(kl_per_dim), sync_dist=True)
+        if stage == "val" and not self.trainer.sanity_checking and energies.numel():
+            self.model.energy_quantiles.copy_(energy_quantiles(energies))
 
     @override
     def on_validation_epoch_end(self) -> None:
-        self._log_active_units("val")
+        self._log_eval_epoch("val")
 
     @override
     def on_test_epoch_end(self) -> None:
-        self._log_active_units("test")
+        self._log_eval_epoch("test")
 
+    # ------------------------------------------------------------------ optimiser, checkpoints
     @override
     def configure_optimizers(self) -> torch.optim.Optimizer:
         hp = self.hparams
         # The fused kernel updates all parameters in one launch (CUDA and, since torch 2.4, CPU).
         # Lightning's mixed-precision plugin refuses to clip gradients for an optimizer that
         # "handles unscaling" (fused ones do), so mixed precision uses the foreach kernel.
+        # capturable: the step counter stays on the device, as graph capture requires.
         mixed = self._trainer is not None and "mixed" in str(self.trainer.precision)
         return torch.optim.AdamW(
             self.parameters(),
@@ -245,4 +310,11 @@ class HandVAELightningModule(pl.LightningModule):
             weight_decay=hp.weight_decay,
             fused=not mixed,
             foreach=True if mixed else None,
+            capturable=self.cuda_graphs,
         )
+
+    @override
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Checkpoints written before calibration existed have no quantiles: load them as NaN
+        # ("not calibrated") instead of failing the strict state_dict load.
+        checkpoint.get("state_dict", {}).setdefault(STATE_KEY, empty_quantiles())

@@ -1,4 +1,4 @@
-"""Likelihoods, KL divergence, free bits and the β warm-up schedule (DESIGN §4).
+"""Likelihoods, KL divergence, free bits and the β warm-up schedule.
 
 Everything is in nats. Per-sample terms keep the batch dimension so that callers decide how to
 reduce (training averages; ``energy`` keeps one value per pose).

@@ -1,4 +1,4 @@
-"""Fault tolerance: atomic checkpoint files, a clean save on SIGINT/SIGTERM, non-finite guards.
+"""Fault tolerance: atomic checkpoint files, a clean save on SIGINT/SIGTERM, a non-finite guard.
 
 * ``AtomicCheckpointIO`` writes each checkpoint to a temporary file in the same directory,
   fsyncs it and renames it over the target. A kill at any moment leaves either the old file or
@@ -6,6 +6,9 @@
 * ``InterruptCheckpoint`` saves ``last.ckpt`` when training is interrupted by Ctrl+C (SIGINT) or
   a scheduler's SIGTERM, and says how to resume. It does not save after any other exception, so
   a run that failed on NaNs never overwrites a good ``last.ckpt``.
+* ``NonFiniteGuard`` watches every training loss on the device and stops the run with
+  ``NonFiniteError`` before validation and at the end of each epoch, i.e. before ModelCheckpoint
+  can write a poisoned state; the training step itself never waits for the host.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ import os
 import signal
 import tempfile
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +29,6 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
 log = logging.getLogger("hand_vae")
-
-# Test hook: seconds to pause half-way through writing a checkpoint file, so that fault-injection
-# tests can deliver SIGKILL inside the write window. Unset (0) in normal use.
-WRITE_DELAY_ENV = "HAND_VAE_CKPT_WRITE_DELAY"
 
 
 class NonFiniteError(RuntimeError):
@@ -52,13 +50,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
         try:
             with os.fdopen(fd, "wb") as f:
-                half = len(data) // 2
-                f.write(data[:half])
-                delay = float(os.environ.get(WRITE_DELAY_ENV, "0") or 0)
-                if delay > 0:
-                    f.flush()
-                    time.sleep(delay)
-                f.write(data[half:])
+                f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, target)
@@ -131,3 +123,58 @@ class InterruptCheckpoint(pl.Callback):
                 self.last_path,
                 self.last_path,
             )
+
+
+class NonFiniteGuard(pl.Callback):
+    """Stop training with ``NonFiniteError`` (on every rank) once a training loss or a weight is NaN/inf.
+
+    Per step it only updates a device flag (the first global step whose loss was non-finite, −1 for
+    none) from the ``loss`` the training step returns. The flag is read, with one all-reduce, when
+    validation starts and when the training epoch ends: before ModelCheckpoint can save the
+    poisoned weights (Lightning runs checkpoint callbacks after all others).
+    """
+
+    def __init__(self) -> None:
+        self._first_bad: torch.Tensor | None = None  # 0-dim int64 on the module's device
+        self._step = 0
+
+    @override
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx) -> None:
+        self._step = trainer.global_step  # the step this batch's loss belongs to
+
+    @override
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx
+    ) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is None:
+            return
+        if self._first_bad is None:
+            self._first_bad = torch.full((), -1, dtype=torch.long, device=loss.device)
+        hit = ~torch.isfinite(loss.detach()) & (self._first_bad < 0)
+        self._first_bad.copy_(torch.where(hit, self._step, self._first_bad))
+
+    def check(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Raise ``NonFiniteError`` if any rank saw a non-finite loss or holds a non-finite weight."""
+        if self._first_bad is None:
+            return
+        bad_weights = torch.stack([~torch.isfinite(p).all() for p in pl_module.parameters()]).any()
+        flag = torch.maximum(self._first_bad, torch.where(bad_weights, 0, -1))
+        if trainer.strategy.reduce(flag.float(), reduce_op="max").item() < 0:
+            return
+        step = int(self._first_bad.item())
+        where = f"step {step}" if step >= 0 else "a weight update"
+        raise NonFiniteError(
+            f"non-finite training loss at epoch {trainer.current_epoch}, {where}: stopped before saving, so "
+            "last.ckpt still holds the previous good state. Try a lower --learning_rate or "
+            "--gradient_clip_val, or resume from last.ckpt."
+        )
+
+    @override
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking and trainer.state.fn == "fit":
+            self.check(trainer, pl_module)
+
+    @override
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.check(trainer, pl_module)

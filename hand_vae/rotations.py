@@ -1,6 +1,6 @@
 """Rotation maths and two-hand pose layouts.
 
-Conventions (DESIGN §1):
+Conventions:
   * Axis-angle ("rotation vector") in radians, one per joint, relative to the parent joint.
   * Rotation matrices act on column vectors: ``v' = R @ v``.
   * 6D representation (Zhou et al., "On the Continuity of Rotation Representations in Neural
@@ -10,8 +10,11 @@ Conventions (DESIGN §1):
   * Two hands = ``(B, 90)`` flat ``[left 45 | right 45]``, or ``(B, 30, 3)`` with joints 0-14 left
     and 15-29 right, or ``(B, 2, 15, 3)`` with hand 0 = left.
 
-All functions are pure and work on arbitrary leading batch dimensions. The conversions are thin
-wrappers over ``roma`` so the numerics are roma's (tested against scipy in ``tests/``).
+All functions are pure and work on arbitrary leading batch dimensions. They are tested against
+scipy and against ``roma`` (whose conversions they match to float rounding) in ``tests/``. The
+ones on the training path (axis-angle -> matrix, 6D -> matrix, geodesic angle) are written with
+few, whole-tensor kernels and no per-element indexing, whose backward would allocate and sum one
+full-size gradient per index; ``matrix_to_axis_angle`` is roma's.
 """
 
 from __future__ import annotations
@@ -74,14 +77,27 @@ def from_hands(x: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------- conversions
 
 
-def axis_angle_to_matrix(rotvec: torch.Tensor) -> torch.Tensor:
-    """Axis-angle (..., 3) -> rotation matrix (..., 3, 3), via Rodrigues (roma).
+_SMALL_ANGLE = 1e-6  # rad; below it sin θ/θ and (1 − cos θ)/θ² are their limits to float precision
 
-    roma switches to a Taylor expansion below 1e-6 rad, so the map and its gradient are finite
-    at the zero rotation.
+
+def axis_angle_to_matrix(rotvec: torch.Tensor) -> torch.Tensor:
+    """Axis-angle (..., 3) -> rotation matrix (..., 3, 3), by Rodrigues' formula.
+
+    ``R = cos θ I + (sin θ/θ) [r]× + ((1 − cos θ)/θ²) r rᵀ`` for r = θ·axis, with
+    ``(1 − cos θ)/θ² = 2 sin²(θ/2)/θ²`` (no cancellation for small θ). θ is clamped to 1e-6 rad
+    inside the two ratios, which are then at their limits 1 and 1/2, so the map and its gradient
+    are finite at the zero rotation (the norm's subgradient there is 0).
     """
     _check_last(rotvec, (3,), "rotvec")
-    return roma.rotvec_to_rotmat(rotvec)
+    theta = torch.linalg.vector_norm(rotvec, dim=-1, keepdim=True)  # (..., 1)
+    t = theta.clamp_min(_SMALL_ANGLE)
+    half_sinc = torch.sin(0.5 * t) / t
+    ar = (torch.sin(t) / t) * rotvec  # (..., 3) sin θ · axis
+    br = (2.0 * half_sinc * half_sinc) * rotvec  # (..., 3) (1 − cos θ)/θ² · r
+    c = torch.cos(theta)[..., 0]
+    x, y, z = ar.unbind(-1)
+    cos_and_skew = torch.stack([c, -z, y, z, c, -x, -y, x, c], dim=-1).unflatten(-1, (3, 3))
+    return torch.addcmul(cos_and_skew, br[..., :, None], rotvec[..., None, :])  # + b r rᵀ
 
 
 def matrix_to_axis_angle(R: torch.Tensor) -> torch.Tensor:
@@ -103,8 +119,11 @@ def rot6d_to_matrix(d6: torch.Tensor) -> torch.Tensor:
     The epsilon keeps the normalisation finite for a degenerate (zero) network output.
     """
     _check_last(d6, (6,), "d6")
-    M = torch.stack([d6[..., :3], d6[..., 3:]], dim=-1)  # (..., 3, 2) columns
-    return roma.special_gramschmidt(M, epsilon=1e-8)
+    a, b = d6.unflatten(-1, (2, 3)).unbind(-2)  # (..., 3) each; unbind's backward is one stack
+    x = a / torch.linalg.vector_norm(a, dim=-1, keepdim=True).clamp_min(1e-8)
+    y = b - (x * b).sum(-1, keepdim=True) * x
+    y = y / torch.linalg.vector_norm(y, dim=-1, keepdim=True).clamp_min(1e-8)
+    return torch.stack((x, y, torch.linalg.cross(x, y, dim=-1)), dim=-1)  # columns x, y, x × y
 
 
 def axis_angle_to_6d(rotvec: torch.Tensor) -> torch.Tensor:
@@ -128,12 +147,12 @@ def geodesic_angle(R1: torch.Tensor, R2: torch.Tensor) -> torch.Tensor:
     """
     _check_last(R1, (3, 3), "R1")
     _check_last(R2, (3, 3), "R2")
-    R = R1.transpose(-1, -2) @ R2  # (..., 3, 3)
-    vee = torch.stack(
-        [R[..., 2, 1] - R[..., 1, 2], R[..., 0, 2] - R[..., 2, 0], R[..., 1, 0] - R[..., 0, 1]], dim=-1
-    )  # (..., 3) = 2 sin θ · axis
+    # Without forming R: with rows p_k of R1 and q_k of R2, vee(R − Rᵀ) = Σ_k q_k × p_k and
+    # tr R = Σ_ij R1_ij R2_ij; a few whole-tensor kernels instead of a batched 3×3 matmul and nine
+    # element reads (each of which costs a full-size gradient buffer in backward).
+    vee = torch.linalg.cross(R2, R1, dim=-1).sum(-2)  # (..., 3) = 2 sin θ · axis
     sin = 0.5 * torch.linalg.vector_norm(vee, dim=-1)
-    cos = 0.5 * (R[..., 0, 0] + R[..., 1, 1] + R[..., 2, 2] - 1.0)
+    cos = 0.5 * ((R1 * R2).sum((-2, -1)) - 1.0)
     return torch.atan2(sin, cos)
 
 
@@ -145,20 +164,19 @@ def geodesic_angle_axis_angle(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------- mirroring
 
 
-_MIRROR_SIGN = (1.0, -1.0, -1.0)
-
-
 def mirror_axis_angle(rotvec: torch.Tensor) -> torch.Tensor:
     """Mirror per-joint axis-angle through the hand's sagittal (y-z) plane: (x, y, z) -> (x, −y, −z).
 
-    This maps a left-hand pose onto the equivalent right-hand pose and back (DESIGN §1, MANO
+    This maps a left-hand pose onto the equivalent right-hand pose and back (MANO
     convention). It is an involution.
 
     Args:
         rotvec: (..., 3).
     """
     _check_last(rotvec, (3,), "rotvec")
-    return rotvec * rotvec.new_tensor(_MIRROR_SIGN)
+    # cat rather than a multiply by a (1, −1, −1) constant: building that constant from Python
+    # data would copy it to the GPU on every call.
+    return torch.cat([rotvec[..., :1], -rotvec[..., 1:]], dim=-1)
 
 
 def swap_and_mirror_hands(x: torch.Tensor) -> torch.Tensor:

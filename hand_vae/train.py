@@ -235,7 +235,7 @@ def build_run(
         max_epochs=s["max_epochs"],
         callbacks=callbacks,
         logger=logger,
-        gradient_clip_val=s["gradient_clip_val"] or None,
+        # No gradient_clip_val here: the module clips in its own step (run["gradient_clip_val"]).
         log_every_n_steps=s["log_every_n_steps"],
         limit_train_batches=parse_number(s["limit_train_batches"]),
         limit_val_batches=parse_number(s["limit_val_batches"]),

@@ -16,7 +16,7 @@ NUMBER = r"-?[\d.]+"
 CASES = {
     "bench_train.py": ["--smoke"],
     "bench_energy.py": ["--smoke"],
-    "bench_gpu.py": ["--smoke", "--precisions", "32-true", "bf16-mixed"],
+    "bench_gpu.py": ["--smoke"],
     "bench_ddp.py": ["--cpu", "--smoke"],
 }
 KEY_LINES = {
@@ -28,10 +28,15 @@ KEY_LINES = {
         r"energy_so3_percent_of_matmul_peak",
     ],
     "bench_gpu.py": [
-        rf"gpu_{m}_{p}_{k}"
-        for m in ("standard", "so3")
-        for p in ("32_true", "bf16_mixed")
-        for k in ("epoch_s", "samples_per_s", "project/naive", "projected_100_epochs_min")
+        *(
+            rf"gpu_{m}_{c}_{k}"
+            for m in ("standard", "so3")
+            for c in ("32_true", "32_true_graphs", "bf16_mixed")
+            for k in ("step_ms", "samples_per_s", "projected_100_epochs_min", "gpu_busy_ms_per_step",
+                      "h2d_copies_per_step", "syncs_per_step", "launches_per_step")
+        ),
+        r"gpu_naive_standard_32_true_samples_per_s",
+        *(rf"cli_graphs_auto_{k}" for k in ("startup_s", "epoch_with_validation_s", "wall_s", "peak_rss_gb")),
     ],
     "bench_ddp.py": [r"ddp_speedup", r"ddp_scaling_efficiency"],
 }

@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from hand_vae.reliability import WRITE_DELAY_ENV, AtomicCheckpointIO, NonFiniteError
+from hand_vae.reliability import AtomicCheckpointIO, NonFiniteError
 from hand_vae.train import build_run, main, resolve_settings
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = str(REPO / "train_hand_vae_lightning.py")
+PAUSING = str(REPO / "tests" / "fault_injection.py")  # the CLI with checkpoint writes pausing half-way
 TINY = [
     "--z_dim",
     "4",
@@ -44,14 +45,14 @@ TINY = [
 KILL_RUN = ("--max_epochs", "12", "--limit_train_batches", "30", "--experiment_name", "k")
 
 
-def _start(tmp: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
+def _start(tmp: Path, *args: str, write_pause: float = 0.0) -> subprocess.Popen:
+    cmd = [PAUSING, str(write_pause)] if write_pause else [SCRIPT]
     return subprocess.Popen(
-        [sys.executable, SCRIPT, *TINY, *args],
+        [sys.executable, *cmd, *TINY, *args],
         cwd=tmp,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, **(env or {})},
         start_new_session=True,
     )
 
@@ -82,11 +83,13 @@ def test_atomic_save_leaves_old_file_when_killed_mid_write(tmp_path):
     target = tmp_path / "last.ckpt"
     AtomicCheckpointIO().save_checkpoint({"v": torch.ones(3)}, target)
     code = (
-        f"import torch, sys; sys.path.insert(0, {str(REPO)!r})\n"
+        f"import torch, sys; sys.path.insert(0, {str(REPO / 'tests')!r})\n"
+        "from fault_injection import pause_checkpoint_writes\n"
+        "pause_checkpoint_writes(30)\n"
         "from hand_vae.reliability import AtomicCheckpointIO\n"
         f"AtomicCheckpointIO().save_checkpoint({{'v': torch.zeros(200000)}}, {str(target)!r})\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, WRITE_DELAY_ENV: "30"})
+    proc = subprocess.Popen([sys.executable, "-c", code])
     assert _wait_for(lambda: list(tmp_path.glob(".last.ckpt.tmp-*")), 60, proc), "never started writing"
     proc.kill()
     proc.wait()
@@ -119,13 +122,12 @@ def test_hard_kills_lose_at_most_one_epoch(tmp_path):
         args = list(KILL_RUN)
         if (ckpt_dir / "last.ckpt").exists():
             args += ["--resume_from_checkpoint", str(ckpt_dir / "last.ckpt")]
-        env = {WRITE_DELAY_ENV: "5"} if mode == "write" else {}
         before = (
             torch.load(ckpt_dir / "last.ckpt", weights_only=True)["epoch"]
             if args[-1].endswith("ckpt")
             else -1
         )
-        proc = _start(run, *args, env=env)
+        proc = _start(run, *args, write_pause=5.0 if mode == "write" else 0.0)
         if mode == "write":
             _wait_for(lambda: list(ckpt_dir.glob(".*.tmp-*")), 120, proc)
         else:

@@ -146,3 +146,40 @@ def test_conversions_reject_bad_trailing_shapes():
         rot.axis_angle_to_matrix(torch.zeros(4, 4))
     with pytest.raises(ValueError):
         rot.rot6d_to_matrix(torch.zeros(4, 5))
+
+
+def _matmul_geodesic(R1: torch.Tensor, R2: torch.Tensor) -> torch.Tensor:
+    """The textbook form: R = R1ᵀR2, θ = atan2(‖vee(R − Rᵀ)‖/2, (tr R − 1)/2)."""
+    R = R1.transpose(-1, -2) @ R2
+    vee = torch.stack([R[..., 2, 1] - R[..., 1, 2], R[..., 0, 2] - R[..., 2, 0], R[..., 1, 0] - R[..., 0, 1]], -1)
+    return torch.atan2(0.5 * vee.norm(dim=-1), 0.5 * (R.diagonal(dim1=-2, dim2=-1).sum(-1) - 1))
+
+
+def test_training_path_conversions_match_roma_and_the_matmul_form_with_gradients():
+    """Values and gradients of the whole-tensor implementations equal roma's conversions and the
+    explicit-matmul geodesic angle to float64 rounding (away from roma's 1e-6 rad Taylor switch)."""
+    import roma
+
+    g = torch.Generator().manual_seed(8)
+    v = torch.tensor(_rotvecs(300, seed=8)[6:], dtype=torch.float64)
+    d6 = torch.randn(294, 6, dtype=torch.float64, generator=g)
+    w = torch.randn(294, 3, 3, dtype=torch.float64, generator=g)  # weights for a scalar to differentiate
+    pairs = [
+        (rot.axis_angle_to_matrix, roma.rotvec_to_rotmat, v),
+        (rot.rot6d_to_matrix, lambda d: roma.special_gramschmidt(torch.stack([d[:, :3], d[:, 3:]], -1)), d6),
+    ]
+    for ours, ref, x in pairs:
+        a, b = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+        ya, yb = ours(a), ref(b)
+        torch.testing.assert_close(ya, yb, rtol=0, atol=1e-12)
+        (ya * w).sum().backward()
+        (yb * w).sum().backward()
+        torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=1e-10)
+    R1 = rot.axis_angle_to_matrix(v)
+    R2a = rot.rot6d_to_matrix(d6).requires_grad_(True)
+    R2b = R2a.detach().clone().requires_grad_(True)
+    ta, tb = rot.geodesic_angle(R1, R2a), _matmul_geodesic(R1, R2b)
+    torch.testing.assert_close(ta, tb, rtol=0, atol=1e-12)
+    ta.square().sum().backward()
+    tb.square().sum().backward()
+    torch.testing.assert_close(R2a.grad, R2b.grad, rtol=0, atol=1e-10)

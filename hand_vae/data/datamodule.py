@@ -1,34 +1,43 @@
-"""LightningDataModule over in-memory pose tensors, batched by index (DESIGN §6).
+"""LightningDataModule over pose tensors held in memory (host or GPU), batched by index.
 
 Each split is one float32 tensor. A sampler yields whole index batches and the "dataset" gathers
-them with one ``tensor[idx]``, so there is no per-sample ``__getitem__`` and no collate: the
+them with one ``index_select``, so there is no per-sample ``__getitem__`` and no collate: the
 default per-sample path lost 40% of the throughput of a tiny MLP at batch 8192.
 
-Shuffling: every epoch draws ``randperm`` from a generator seeded with ``seed + epoch``. Under DDP
-every rank draws the same permutation and takes its own contiguous share of it, trimmed so all
-ranks run the same number of steps (a rank with an extra step would hang the all-reduce).
+Shuffling: every epoch draws ``randperm`` from a generator seeded with ``seed + epoch``, on the
+data's device, so a training step copies nothing from the host. Under DDP every rank draws the
+same permutation and takes its own contiguous share of it, trimmed so all ranks run the same number
+of steps (a rank with an extra step would hang the all-reduce).
+
+Loading: a dataset directory is streamed file by file (``layouts.split_files``) straight into each
+split's tensor on its device, through a small pinned buffer when that device is a GPU, so the host
+never holds more than one buffer of it (host memory stays near the size of one shard).
 """
 
 from __future__ import annotations
 
 import logging
+import struct
+import zipfile
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from hand_vae.data.layouts import DatasetError, load_dataset_dir
+from hand_vae.data.layouts import SPLITS, DatasetError, split_files
+from hand_vae.data.npz_io import iter_npz_rows
 from hand_vae.data.synthetic import default_splits, stack_poses
 from hand_vae.rotations import NUM_JOINTS, POSE_DIM, swap_and_mirror_hands
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
+STAGING_ROWS = 1 << 16  # rows of the pinned host buffer a GPU-bound split streams through (23.6 MB)
+CHECK_ROWS = 1 << 15  # rows per block of the NaN/inf check: isfinite makes a float |x| temporary (11.8 MB)
 
 
 class IndexBatchSampler(Sampler):
-    """Yields (b,) int64 index tensors: a seeded shuffle (train) or in-order slices (eval).
+    """Yields (b,) int64 index tensors on ``device``: a seeded shuffle (train) or in-order slices (eval).
 
     Args:
         n: rows in the split.
@@ -36,13 +45,23 @@ class IndexBatchSampler(Sampler):
         shuffle: permute with ``seed + epoch`` (call ``set_epoch``; Lightning does each epoch).
         seed: base seed.
         rank, world_size: this process's share under DDP.
+        device: where the indices are made: the data's device (a CUDA permutation differs from the
+            CPU one for the same seed).
     """
 
     def __init__(
-        self, n: int, batch_size: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1
+        self,
+        n: int,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        device: torch.device | str = "cpu",
     ) -> None:
         self.n, self.batch_size, self.shuffle = n, batch_size, shuffle
         self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.device = torch.device(device)
         self.epoch = 0
         # Equal shares for every rank (DDP needs equal step counts); eval keeps every row.
         self.per_rank = n // world_size if shuffle else len(range(rank, n, world_size))
@@ -55,12 +74,12 @@ class IndexBatchSampler(Sampler):
 
     def __iter__(self):
         if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(self.n, generator=g)
+            g = torch.Generator(device=self.device).manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.n, generator=g, device=self.device)
             start = self.rank * self.per_rank
             order = order[start : start + self.per_rank]
         else:
-            order = torch.arange(self.rank, self.n, self.world_size)
+            order = torch.arange(self.rank, self.n, self.world_size, device=self.device)
         yield from order.split(self.batch_size)
 
 
@@ -75,21 +94,22 @@ class _GatherDataset(Dataset):
 
     def __getitem__(self, idx: torch.Tensor) -> torch.Tensor:
         # index_select is ~2-4x faster than advanced indexing for a row gather.
-        return torch.index_select(self.data, 0, idx.to(self.data.device))
+        return torch.index_select(self.data, 0, idx)
 
 
 class HandPoseDataModule(pl.LightningDataModule):
     """Two-hand poses from a consolidated dir, a splits dir, or the embedded synthetic set.
 
     Args:
-        consolidated_dir: output of ``create_consolidated_npz.py`` (DESIGN §3).
+        consolidated_dir: output of ``create_consolidated_npz.py``.
         splits_dir: output of ``create_datamodule.py``. At most one of the two; with neither,
             the embedded synthetic dataset (``hand_vae.data.synthetic``) is used.
         batch_size: rows per batch (per process under DDP).
         model_type: "standard" yields (B, 90) batches, "so3" yields (B, 30, 3).
         num_workers: DataLoader workers. The in-memory gather needs none; kept for the seed's flag.
         seed: shuffling seed (and the synthetic set's seed).
-        mirror_augment: swap and mirror the hands (DESIGN §1) of a random half of each train batch.
+        mirror_augment: swap the hands and mirror each (``rotations.swap_and_mirror_hands``) in a random
+            half of each training batch.
         data_on_device: "auto" (GPU only, if the data is < 30% of free memory), "always", "never".
         verify: check shard sha256 against meta.json on load.
     """
@@ -125,34 +145,28 @@ class HandPoseDataModule(pl.LightningDataModule):
         return f"embedded synthetic dataset (seed {hp.seed})"
 
     def load_arrays(self) -> dict[str, torch.Tensor]:
-        """Read every split once into (N, 90) float32 CPU tensors."""
-        hp = self.hparams
-        path = hp.consolidated_dir or hp.splits_dir
-        if path:
-            arrays = load_dataset_dir(Path(path), verify=hp.verify)
-            data = {k: torch.from_numpy(arrays[k][0]) for k in SPLITS}
-        else:
-            data = {k: torch.from_numpy(stack_poses(v)[0]) for k, v in default_splits(seed=hp.seed).items()}
-        for k, v in data.items():
-            bad = int((~torch.isfinite(v).all(1)).sum())
-            if bad:
-                raise DatasetError(
-                    f"the {k} split of the {self.source} has {bad} rows with NaN/inf; rebuild it with "
-                    "create_consolidated_npz.py / create_datamodule.py, which drop such frames"
-                )
-        for k in ("train", "val"):
-            if len(data[k]) == 0:
-                raise ValueError(
-                    f"the {k} split of the {self.source} is empty; rebuild it with more sequences"
-                )
-        return data
+        """The in-memory source: every split of the embedded synthetic set as (N, 90) float32 CPU
+        tensors. Used when no directory is given (tests and benchmarks replace it)."""
+        splits = default_splits(seed=self.hparams.seed)
+        return {k: torch.from_numpy(stack_poses(v)[0]) for k, v in splits.items()}
 
     def setup(self, stage: str | None = None) -> None:
         if self.tensors:
             return
-        data = self.load_arrays()
-        device = self._target_device(data)
-        self.tensors = {k: v.to(device) for k, v in data.items()}
+        hp = self.hparams
+        path = hp.consolidated_dir or hp.splits_dir
+        if path:
+            files = split_files(Path(path), verify=hp.verify)
+            rows = {k: sum(n for _, n in files[k]) for k in SPLITS}
+            device = self._target_device(sum(rows.values()) * POSE_DIM * 4)
+            tensors = {k: _stream_split(files[k], rows[k], device, Path(path)) for k in SPLITS}
+        else:
+            data = self.load_arrays()
+            device = self._target_device(sum(v.numel() * v.element_size() for v in data.values()))
+            tensors = {k: v.to(device) for k, v in data.items()}
+        for k, v in tensors.items():
+            self._check_split(k, v)
+        self.tensors = tensors
         log.info(
             "Data: %s — train %d, val %d, test %d poses (on %s)",
             self.source,
@@ -160,7 +174,17 @@ class HandPoseDataModule(pl.LightningDataModule):
             device,
         )
 
-    def _target_device(self, data: dict[str, torch.Tensor]) -> torch.device:
+    def _check_split(self, split: str, data: torch.Tensor) -> None:
+        bad = sum((~torch.isfinite(block).all(1)).sum() for block in data.split(CHECK_ROWS))
+        if int(bad):
+            raise DatasetError(
+                f"the {split} split of the {self.source} has {int(bad)} rows with NaN/inf; rebuild it with "
+                "create_consolidated_npz.py / create_datamodule.py, which drop such frames"
+            )
+        if split in ("train", "val") and len(data) == 0:
+            raise ValueError(f"the {split} split of the {self.source} is empty; rebuild it with more sequences")
+
+    def _target_device(self, nbytes: int) -> torch.device:
         mode = self.hparams.data_on_device
         trainer = self.trainer
         root = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
@@ -168,17 +192,17 @@ class HandPoseDataModule(pl.LightningDataModule):
             return torch.device("cpu")
         if mode == "auto":
             free, _ = torch.cuda.mem_get_info(root)
-            nbytes = sum(t.numel() * t.element_size() for t in data.values())
             if nbytes > 0.3 * free:
                 log.info("Data (%.1f GB) too large for the device; keeping it in host memory", nbytes / 1e9)
                 return torch.device("cpu")
         return root
 
-    def split_tensor(self, stage: str) -> torch.Tensor:
-        """The whole split as (N, 90) float32 on CPU (for plots and evaluation)."""
+    def split_tensor(self, stage: str, device: torch.device | str | None = "cpu") -> torch.Tensor:
+        """The whole split as (N, 90) float32 on ``device`` (None: where it is kept, no copy)."""
         if not self.tensors:
             self.setup()
-        return self.tensors[stage].cpu()
+        data = self.tensors[stage]
+        return data if device is None else data.to(device)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if not self.tensors:
@@ -187,7 +211,7 @@ class HandPoseDataModule(pl.LightningDataModule):
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         sampler = IndexBatchSampler(
-            len(data), self.hparams.batch_size, shuffle, self.hparams.seed, rank, world
+            len(data), self.hparams.batch_size, shuffle, self.hparams.seed, rank, world, data.device
         )
         workers = self.hparams.num_workers if data.device.type == "cpu" else 0
         return DataLoader(
@@ -212,8 +236,46 @@ class HandPoseDataModule(pl.LightningDataModule):
         """On the device: optional mirror augmentation, then the model's layout."""
         trainer = self.trainer
         if self.hparams.mirror_augment and trainer is not None and trainer.training:
-            flip = torch.rand(batch.shape[0], device=batch.device) < 0.5  # (B,)
-            batch = torch.where(flip[:, None], swap_and_mirror_hands(batch), batch)
+            batch = mirror_random_half(batch)
         if self.hparams.model_type == "so3":
             return batch.reshape(batch.shape[0], NUM_JOINTS, 3)  # (B, 30, 3)
         return batch.reshape(batch.shape[0], POSE_DIM)  # (B, 90)
+
+
+def mirror_random_half(batch: torch.Tensor) -> torch.Tensor:
+    """Swap and mirror the hands of each pose with probability ½, on the batch's device: (B, 90) -> (B, 90)."""
+    flip = torch.rand(batch.shape[0], device=batch.device) < 0.5  # (B,)
+    return torch.where(flip[:, None], swap_and_mirror_hands(batch), batch)
+
+
+def _stream_split(
+    files: list[tuple[Path, int]], rows: int, device: torch.device, root: Path, staging_rows: int | None = None
+) -> torch.Tensor:
+    """Read one split's files into a new (rows, 90) float32 tensor on ``device``.
+
+    Host memory: nothing beyond the result for a CPU device (files are read straight into it);
+    one ``staging_rows`` buffer (default ``STAGING_ROWS``, pinned) for a GPU, each chunk being read
+    into it and then copied to the GPU. ``staging_rows`` forces that path on a CPU too (tests).
+    """
+    out = torch.empty((rows, POSE_DIM), dtype=torch.float32, device=device)
+    staging = None
+    if device.type != "cpu" or staging_rows is not None:
+        pin = device.type == "cuda"  # page-locked: the copy to the GPU needs no extra staging
+        n = min(staging_rows or STAGING_ROWS, max(rows, 1))
+        staging = torch.empty((n, POSE_DIM), pin_memory=pin).numpy()
+    start = 0
+    for file, n in files:
+        buffer = out[start : start + n].numpy() if staging is None else staging
+        try:
+            for chunk in iter_npz_rows(file, "hand_pose", buffer):
+                if staging is not None:
+                    out[start : start + len(chunk)].copy_(torch.from_numpy(chunk))
+                start += len(chunk)
+        except (OSError, ValueError, EOFError, struct.error, zipfile.BadZipFile) as err:
+            raise DatasetError(
+                f"{file} is unreadable ({type(err).__name__}: {err}); re-create {root} with "
+                "create_consolidated_npz.py / create_datamodule.py --overwrite"
+            ) from None
+    if start != rows:
+        raise DatasetError(f"{root}: read {start} rows of a split meta.json says has {rows}; re-create it")
+    return out

@@ -288,6 +288,19 @@ def load_splits_dir(path: str | Path, verify: bool = False) -> Arrays:
     return out
 
 
+def split_files(path: str | Path, verify: bool = False) -> dict[str, list[tuple[Path, int]]]:
+    """Per split, its ``.npz`` files (member ``hand_pose``) in row order with their row counts, for
+    readers that stream rows (e.g. straight into a GPU tensor) instead of loading whole splits.
+    Sizes are checked, sha256 too with ``verify``; raises ``DatasetError`` as the loaders do."""
+    path = Path(path)
+    meta = read_meta(path)
+    entries = "shards" if meta["layout"] == "consolidated" else "sequences"
+    return {
+        split: [(_check_file(path, e, verify), int(e["rows"])) for e in meta["splits"].get(split, {}).get(entries, [])]
+        for split in SPLITS
+    }
+
+
 def load_dataset_dir(path: str | Path, verify: bool = False) -> Arrays:
     """Load either layout, chosen by ``meta.json``'s ``layout`` field. See :func:`load_consolidated`."""
     meta = read_meta(path)

@@ -6,8 +6,10 @@ bytes (and different sha256 in ``meta.json``). :func:`write_npz` writes the same
 
 :func:`read_npz_into` reads stored members straight into caller-provided arrays with one
 ``readinto`` per member, skipping zipfile's 256 KiB chunking and the concatenate copy: this is what
-makes 1e7 consolidated rows load in about a second (DESIGN §3). Integrity is checked by size and,
-on request, by sha256 of the whole file (see ``layouts``), not by zip CRCs.
+makes 1e7 consolidated rows load in about a second. :func:`iter_npz_rows` streams a
+member through a small caller-provided buffer instead, for a destination that is not host memory
+(a GPU tensor), so the host never holds the whole array. Integrity is checked by size and, on
+request, by sha256 of the whole file (see ``layouts``), not by zip CRCs.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import struct
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +107,52 @@ def read_npz_into(path: str | Path, dest: dict[str, np.ndarray]) -> None:
             view = memoryview(out).cast("B")
             if f.readinto(view) != view.nbytes:
                 raise ValueError(f"{path}:{key} is truncated")
+
+
+def iter_npz_rows(path: str | Path, key: str, buffer: np.ndarray) -> Iterator[np.ndarray]:
+    """Stream member ``key`` (N, ...) of an ``.npz`` in row order through ``buffer``.
+
+    Yields ``buffer[:n]``, filled with the next n <= len(buffer) rows, until all N rows were
+    yielded; the caller copies each chunk away before asking for the next. A stored member of
+    ``buffer``'s dtype is read with sequential ``readinto`` calls (no temporaries); anything else
+    (compressed, another dtype) is loaded whole with ``np.load`` and cast chunk by chunk.
+
+    Args:
+        path: the ``.npz``.
+        key: member name without ``.npy``.
+        buffer: C-contiguous (R, ...) array with the member's row shape.
+
+    Raises:
+        ValueError: missing member, row-shape mismatch or truncated member.
+        OSError, zipfile.BadZipFile: unreadable file.
+    """
+    with open(path, "rb") as f, zipfile.ZipFile(f) as zf:
+        infos = {i.filename.removesuffix(".npy"): i for i in zf.infolist()}
+        if key not in infos:
+            raise ValueError(f"{path} has no member {key!r}")
+        info = infos[key]
+        if info.compress_type == zipfile.ZIP_STORED:
+            dtype, shape, offset = _member_header(f, info)
+            stored = dtype == buffer.dtype
+        else:
+            stored = False
+        if not stored:
+            with np.load(path, allow_pickle=False) as z:
+                whole = z[key]
+            shape = whole.shape
+        if tuple(shape[1:]) != buffer.shape[1:]:
+            raise ValueError(f"{path}:{key} has rows of shape {tuple(shape[1:])}, expected {buffer.shape[1:]}")
+        if stored:
+            f.seek(offset)
+        for start in range(0, shape[0], len(buffer)):
+            chunk = buffer[: min(len(buffer), shape[0] - start)]
+            if not stored:
+                chunk[...] = whole[start : start + len(chunk)]
+            else:
+                view = memoryview(chunk).cast("B")
+                if f.readinto(view) != view.nbytes:
+                    raise ValueError(f"{path}:{key} is truncated")
+            yield chunk
 
 
 def sha256_file(path: str | Path) -> str:

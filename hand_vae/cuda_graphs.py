@@ -1,0 +1,124 @@
+"""The whole training step replayed from one CUDA graph (``--cuda_graphs``).
+
+At batch 8192 the standard model's step is ~1 ms of GPU work but several ms of Python and kernel
+launches (forward, backward, clipping and AdamW are ~170 launches). A CUDA graph records those
+launches once and replays them with a single call, so the step costs about its GPU time.
+
+What a graph needs, and how the training step provides it:
+  * every tensor the step reads lives at a fixed address: the batch is copied into a static input
+    buffer (a device-to-device copy after the on-device gather), β is a device tensor filled in
+    place before each replay, gradients are zeroed in place (never set to None), and the
+    optimizer is ``AdamW(fused=True, capturable=True)``, whose step counter lives on the device;
+  * no host synchronisation or host-to-device copy inside the step;
+  * the same shapes every time: a batch of another size (the last one of an epoch) runs the same
+    step eagerly.
+Random numbers (the reparameterisation noise) come from the CUDA generator's Philox offsets,
+which a replay advances exactly as the eager calls would, so a replayed step draws the same noise
+as the eager one.
+
+``auto`` keeps graphs off until they are measured faster on a GPU, so today it equals ``off``;
+``on`` uses them where they apply (a CUDA device, one process, 32-bit precision, no
+``--compile``). On a CPU the setting has no effect.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import torch
+
+log = logging.getLogger(__name__)
+
+CHOICES = ("auto", "on", "off")
+# What ``auto`` means where graphs apply. False until bench/bench_gpu.py has measured the graph path
+# faster than the eager one on a GPU with the same losses (tests/test_cuda_graphs.py).
+AUTO_MEANS_ON = False
+WARMUP_STEPS = 3  # eager steps on a side stream before capture (cuBLAS handles, autograd's threads)
+
+
+def use_cuda_graphs(
+    setting: str, device: torch.device, precision: str, world_size: int, compiled: bool
+) -> bool:
+    """Whether the training step is captured in a CUDA graph.
+
+    Args:
+        setting: "auto", "on" or "off" (``--cuda_graphs``).
+        device: the training device.
+        precision: Lightning's precision string, e.g. "32-true".
+        world_size: number of training processes.
+        compiled: whether ``--compile`` is on (its own graphs and guards do not mix with ours).
+
+    Raises:
+        ValueError: unknown setting.
+    """
+    if setting not in CHOICES:
+        raise ValueError(f"cuda_graphs must be one of {CHOICES}, got {setting!r}")
+    if setting == "off" or device.type != "cuda":
+        return False
+    if setting == "auto" and not AUTO_MEANS_ON:
+        return False
+    why = []
+    if world_size > 1:
+        why.append(f"{world_size} processes (the gradient all-reduce is not captured)")
+    if str(precision) not in ("32-true", "32"):
+        why.append(f"precision {precision} (only 32-true is captured)")
+    if compiled:
+        why.append("--compile")
+    if why:
+        log.info("CUDA graphs off: %s", "; ".join(why))
+        return False
+    return True
+
+
+class StaticStep:
+    """Run ``step(x)`` on a static input buffer; on CUDA capture it after warm-up and replay it.
+
+    ``step`` must do a whole optimisation step on x (B, ...) without host syncs, reading and
+    writing only tensors that persist between calls, and return a tensor of results (a static
+    output: a replay overwrites it, so read it before the next call). On a CPU, and for batches of
+    another shape, ``step`` simply runs eagerly, so the step function can be tested anywhere.
+
+    Args:
+        step: the optimisation step, x -> results.
+        warmup_steps: eager CUDA steps (on a side stream, as capture requires) before capture.
+    """
+
+    def __init__(self, step: Callable[[torch.Tensor], torch.Tensor], warmup_steps: int = WARMUP_STEPS) -> None:
+        self.step = step
+        self.warmup_steps = warmup_steps
+        self.x: torch.Tensor | None = None  # static input
+        self.out: torch.Tensor | None = None  # static output of the graph
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.eager_calls = 0
+
+    @property
+    def captured(self) -> bool:
+        return self.graph is not None
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.x is None:
+            self.x = torch.empty_like(batch)
+        if batch.shape != self.x.shape or batch.dtype != self.x.dtype:
+            return self.step(batch)  # e.g. the smaller last batch of an epoch
+        self.x.copy_(batch)
+        if self.graph is not None:
+            self.graph.replay()
+            return self.out
+        if self.x.device.type != "cuda":
+            return self.step(self.x)
+        if self.eager_calls < self.warmup_steps:
+            self.eager_calls += 1
+            side = torch.cuda.Stream(self.x.device)
+            side.wait_stream(torch.cuda.current_stream(self.x.device))
+            with torch.cuda.stream(side):
+                out = self.step(self.x)
+            torch.cuda.current_stream(self.x.device).wait_stream(side)
+            return out
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self.out = self.step(self.x)
+        self.graph = graph
+        log.info("Captured the training step in a CUDA graph (batch %s)", tuple(self.x.shape))
+        graph.replay()  # capture records the kernels without running them
+        return self.out
