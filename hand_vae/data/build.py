@@ -1,5 +1,5 @@
 """The shared build pipeline behind ``create_consolidated_npz.py`` and ``create_datamodule.py``:
-scan -> import -> clean -> split -> write (DESIGN §2-§3).
+scan -> import -> clean -> split -> write.
 
 Bad input never disappears silently. Every file under the input dir ends up in exactly one of:
 

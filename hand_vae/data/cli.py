@@ -1,6 +1,6 @@
 """Command-line front end shared by ``create_consolidated_npz.py`` and ``create_datamodule.py``.
 
-One parser definition for both scripts (CONVENTIONS: one source of truth for settings); the flag
+One parser definition for both scripts; the flag
 names and defaults are those of :class:`hand_vae.data.build.BuildConfig`.
 
 Exit codes: 0 = written, nothing skipped; 1 = written, but some input files were skipped (listed in

@@ -1,4 +1,4 @@
-"""Sequence-level train / val / test splits (DESIGN §2). Never split by frame: neighbouring frames
+"""Sequence-level train / val / test splits. Never split by frame: neighbouring frames
 are near-identical, so a frame split leaks the test set into training.
 
 Three schemes, all deterministic (inputs are sorted by name first, randomness comes only from

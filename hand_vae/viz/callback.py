@@ -1,4 +1,4 @@
-"""``PlotCallback``: the seed's validation plots every few epochs and the test plots, rank zero only.
+"""``PlotCallback``: the validation plots every few epochs and the test plots, rank zero only.
 
 What it writes (figures from ``hand_vae.viz.report.make_figures``):
   * every ``every_n_epochs`` validation epochs (``(epoch + 1) % every_n_epochs == 0``, never during

@@ -36,7 +36,7 @@ __all__ = [
     "save_figure",
 ]
 
-# A latent dimension is "active" when its mean KL exceeds this (DESIGN §4, `val/active_units`).
+# A latent dimension is "active" when its mean KL exceeds this (as in `val/active_units`).
 ACTIVE_UNIT_THRESHOLD = ACTIVE_UNIT_NATS  # nats, the same threshold as val/active_units
 
 

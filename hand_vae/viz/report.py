@@ -1,6 +1,6 @@
 """Evaluate a hand VAE on a set of poses and build every figure of ``hand_vae.viz.figures``.
 
-No Lightning here: ``make_figures(model, poses, ...)`` needs only the model API (DESIGN §4):
+No Lightning here: ``make_figures(model, poses, ...)`` needs only the model API of ``hand_vae.models.BaseHandVAE``:
 ``forward(x) -> {"recon_nll" (B,), "kl" (B, Z), "mu" (B, Z), ...}``, ``energy(x) -> (B,)``,
 ``reconstruct(x) -> (B, 90)`` and ``sample(n, generator) -> (n, 90)``. The plot callback calls it
 every few validation epochs and at test time.
@@ -19,10 +19,10 @@ from hand_vae.rotations import geodesic_angle_axis_angle, to_flat, to_joints
 from hand_vae.viz import figures
 
 # Axis-angle noise levels for the energy histogram, radians (std of i.i.d. Gaussian noise added to
-# each of the 90 components): 0.02 rad is the level a diagonal-σ VAE failed to detect on real data
-# (DESIGN §4); 0.1 rad is clearly visible in a picture.
+# each of the 90 components): 0.02 rad is the level a diagonal-σ VAE failed to detect on real data;
+# 0.1 rad is clearly visible in a picture.
 NOISE_LEVELS_RAD = (0.02, 0.05, 0.1)
-# β values for the trade-off figure (the model itself is fixed; DESIGN §4 trains with β ≤ 1).
+# β values for the trade-off figure (the model itself is fixed; training uses β ≤ --beta_max).
 BETAS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 FIGURE_NAMES = (
     "energy_histogram",
