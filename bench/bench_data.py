@@ -1,4 +1,4 @@
-"""Data pipeline benchmark (issue 4): build throughput of both scripts and load time of both layouts.
+"""Data pipeline benchmark: build throughput of both scripts and load time of both layouts.
 
     python bench/bench_data.py            # 1,000 AMASS SMPL+H files x 1,000 frames @ 120 fps, 1e7-row load
     python bench/bench_data.py --smoke    # tiny sizes, a few seconds (used by the test suite)

@@ -1,4 +1,4 @@
-"""Energy scoring throughput (issue 8, item 3): poses/s at batch 65,536 for both models, as % of peak.
+"""Energy scoring throughput : poses/s at batch 65,536 for both models, as % of peak.
 
     python bench/bench_energy.py            # batch 65,536, 2 threads, median of 5 timed calls per model
     python bench/bench_energy.py --smoke    # tiny sizes (used by the test suite)

@@ -2,7 +2,7 @@
 
 Frame of a **right** hand (approximately MANO's): fingers point along +x, the palm faces +y
 (fingers curl towards +y), the thumb sits on the +z side. A left hand is the mirror image:
-its axis-angle vectors are the right hand's with (x, y, z) -> (x, −y, −z) (DESIGN §1).
+its axis-angle vectors are the right hand's with (x, y, z) -> (x, −y, −z) (docs/design.md §1).
 
 The numbers here are rough, hand-written averages for an adult hand, not MANO's template: they
 only need to make plausible, structured poses and readable pictures. No MANO model file is used.

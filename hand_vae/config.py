@@ -1,5 +1,5 @@
 """Every training setting, defined once: the CLI parser, the checkpoint's hparams and resume read
-this table (CONVENTIONS §3).
+this table (one source of truth).
 
 Each setting belongs to a group:
   * ``model``: shapes the network; a resume that contradicts the checkpoint is an error.

@@ -13,7 +13,7 @@ Gaussian, GMMs with 4 and 8 components and nearest-neighbour distance, fitted on
   * ``top1_noise`` / ``top1_backbend`` / ``top1_finger``: how often the real pose has the lowest energy among itself
     and 7 corrupted copies (chance = 1/8); noise uses σ = ``--hypothesis_noise``.
 
-Energies: the VAE's ``energy`` (−ELBO at z = μ, DESIGN §4) or, with ``--energy iwae``, −IWAE with
+Energies: the VAE's ``energy`` (−ELBO at z = μ, docs/design.md §4) or, with ``--energy iwae``, −IWAE with
 ``--energy_samples`` samples; −log p for the densities; the distance for nearest-neighbour.
 Everything is seeded from ``--seed``: the same command gives the same JSON.
 """

@@ -1,4 +1,4 @@
-"""Cleaning of imported clips (DESIGN §2): subsample to a target fps, drop non-finite frames, drop
+"""Cleaning of imported clips (docs/design.md §2): subsample to a target fps, drop non-finite frames, drop
 clips in which a hand never moves. Every drop is counted per reason in :class:`DropCounts`.
 
 Order matters and is fixed: subsampling happens first, on the original time grid, so that dropping

@@ -1,4 +1,4 @@
-"""The two on-disk dataset layouts of DESIGN §3: writers and readers.
+"""The two on-disk dataset layouts of docs/design.md §3: writers and readers.
 
 ``consolidated`` (``create_consolidated_npz.py``)::
 

@@ -1,4 +1,4 @@
-"""Importers for raw hand-pose files (DESIGN §2): one small reader per format.
+"""Importers for raw hand-pose files (docs/design.md §2): one small reader per format.
 
 Every reader returns a :class:`RawSequence` with poses (T, 90) float32 in the project layout
 ``[left 45 | right 45]`` (axis-angle, radians, MANO joint order, full pose: flat hand = 0) and the
@@ -33,7 +33,7 @@ from hand_vae.rotations import HAND_DIM, POSE_DIM
 FORMATS = ("amass_smplh", "amass_smplx", "grab", "array")
 EXTENSIONS = (".npz", ".npy")
 
-# Column slices of the left / right hand inside the full-body pose vectors (DESIGN §2).
+# Column slices of the left / right hand inside the full-body pose vectors (docs/design.md §2).
 SMPLH_POSE_DIM, SMPLH_LEFT, SMPLH_RIGHT = 156, slice(66, 111), slice(111, 156)
 SMPLX_POSE_DIM, SMPLX_LEFT, SMPLX_RIGHT = 165, slice(75, 120), slice(120, 165)
 
@@ -42,7 +42,7 @@ _SIDE_FILES = ("shape.npz",)
 _SIDE_SUFFIXES = ("_stagei.npz",)
 
 # Exceptions numpy / zipfile raise for truncated or corrupt files. Anything else is a bug and
-# propagates (CONVENTIONS: never catch-all-and-continue).
+# propagates (never catch-all-and-continue: a bug must surface).
 _READ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
 _PICKLE_HINT = (
     "unpickling can execute arbitrary code, so it is refused by default; "

@@ -1,4 +1,4 @@
-"""Crash-safe creation of a dataset directory (DESIGN §3).
+"""Crash-safe creation of a dataset directory (docs/design.md §3).
 
 The directory is built under a hidden temporary sibling name (``.NAME.tmp-XXXX``) and renamed into
 place only when complete, with ``meta.json`` written last inside it (temp file + ``os.replace``).

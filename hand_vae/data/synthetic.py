@@ -18,7 +18,7 @@ Assumptions (all approximate, see ``hand_vae.anatomy`` for axes and sizes):
   * The two hands are correlated: per sequence, with probability ``bimanual_prob`` the left hand
     copies the right hand's keyframe grasp (with jitter); otherwise it moves on its own.
   * The left hand is built in the right hand's frame and then mirrored, (x, y, z) -> (x, −y, −z)
-    (DESIGN §1), so mirror augmentation is exact on this data.
+    (docs/design.md §1), so mirror augmentation is exact on this data.
   * Full MANO convention: the flat hand is the zero vector.
 """
 
@@ -211,7 +211,7 @@ def split_by_subject(
 ) -> dict[str, list[PoseSequence]]:
     """Split clips by subject: the last subjects are val and test (unseen people), the rest train.
 
-    Splitting by subject is stricter than DESIGN §2's by-sequence split: validation and test
+    Splitting by subject is stricter than docs/design.md §2's by-sequence split: validation and test
     measure generalisation to a person the model never saw, which is what real priors fail at.
     """
     subjects = sorted({s.subject for s in sequences})

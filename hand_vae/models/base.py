@@ -30,9 +30,9 @@ class VAEConfig:
         num_layers: hidden layers per MLP.
         dropout: dropout probability after each hidden activation (regularises a learned σ).
         min_sigma: floor of the learned likelihood scale, radians. Without it σ collapses on
-            narrow training data and the validation NLL rises (DESIGN §4, "Overfitting").
+            narrow training data and the validation NLL rises (docs/design.md §4).
         cov_rank: standard model only: rank r of a learned low-rank term of the decoder
-            covariance, Σ = diag(σ²) + W Wᵀ with W (90, r); 0 = diagonal σ only (DESIGN §4,
+            covariance, Σ = diag(σ²) + W Wᵀ with W (90, r); 0 = diagonal σ only (docs/design.md §4,
             "structured decoder covariance").
         whiten: standard model only: model the poses after full-covariance whitening with the
             training set's mean and covariance (``fit_whitening``); the likelihood includes the

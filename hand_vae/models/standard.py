@@ -3,7 +3,7 @@
 The covariance is diagonal (``cov_rank = 0``) or low rank plus diagonal, Σ = diag(σ²) + W Wᵀ
 (``cov_rank = r > 0``). Real hand poses lie close to a thin manifold; a diagonal σ wide enough to
 cover an unseen subject's reconstruction error blurs it, so small off-manifold noise goes
-unnoticed (DESIGN §4). W carries the correlated part of the residual and lets σ stay small.
+unnoticed (docs/design.md §4). W carries the correlated part of the residual and lets σ stay small.
 """
 
 from __future__ import annotations
