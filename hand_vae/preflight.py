@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import difflib
+import hashlib
 import logging
 import os
 import shutil
@@ -136,6 +137,16 @@ def check_data_source(s: dict[str, Any]) -> dict[str, Any] | None:
                 f"--split_ratios, or with --split_scheme dirs and your own train/ val/ test/ folders"
             )
     return meta
+
+
+def data_fingerprint(s: dict[str, Any], meta: dict[str, Any] | None) -> tuple[str | None, dict | None]:
+    """(sha256 of the dataset dir's meta.json, rows per split), or (None, None) for synthetic data."""
+    path = s["consolidated_dir"] or s["splits_dir"]
+    if not path or meta is None:
+        return None, None
+    digest = hashlib.sha256((Path(path) / "meta.json").read_bytes()).hexdigest()
+    counts = meta.get("counts", {})
+    return digest, {k: v.get("frames") if isinstance(v, dict) else v for k, v in counts.items()}
 
 
 def describe_splits(s: dict[str, Any], meta: dict[str, Any] | None) -> str:

@@ -10,7 +10,6 @@ taken name unless ``--overwrite``):
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -21,7 +20,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.utilities.exceptions import MisconfigurationException
-from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -45,6 +44,7 @@ from hand_vae.preflight import (
     check_data_source,
     claim_run_dirs,
     cpu_threads,
+    data_fingerprint,
     describe_splits,
     remove_empty_dirs,
     run_dirs,
@@ -55,6 +55,7 @@ from hand_vae.reliability import (
     NonFiniteError,
     cleanup_stale_temp_files,
 )
+from hand_vae.run_report import SamplesPerSecondBar, format_summary, quiet_lightning
 
 log = logging.getLogger("hand_vae")
 
@@ -62,22 +63,6 @@ CKPT_PATTERN = "hand_vae_epoch_{epoch:02d}_val_loss_{val/loss:.3f}"
 DEFAULT_BATCH = {"standard": 8192, "so3": 4096}
 # Flags about this invocation only: never saved in a checkpoint, never restored on resume.
 PER_INVOCATION = ("overwrite", "verbose")
-
-
-class SamplesPerSecondBar(TQDMProgressBar):
-    """Lightning's tqdm bar, plus training throughput in samples/s (all processes together)."""
-
-    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
-        items = super().get_metrics(trainer, pl_module)
-        items.pop("v_num", None)
-        bar = getattr(self, "_train_progress_bar", None)
-        dm = trainer.datamodule
-        # Lightning's bar uses no smoothing, so tqdm's own rate is n / elapsed for this epoch.
-        fd = bar.format_dict if bar is not None else {}
-        rate = fd.get("n", 0) / fd["elapsed"] if fd.get("elapsed") else 0.0
-        if rate and dm is not None:
-            items["samples/s"] = f"{rate * dm.hparams.batch_size * trainer.world_size:,.0f}"
-        return items
 
 
 # --------------------------------------------------------------------------- settings
@@ -141,16 +126,6 @@ def resolve_settings(argv: list[str] | None) -> dict[str, Any]:
             settings["data_counts"],
         )
     return settings
-
-
-def data_fingerprint(s: dict[str, Any], meta: dict[str, Any] | None) -> tuple[str | None, dict | None]:
-    """(sha256 of the dataset dir's meta.json, rows per split), or (None, None) for synthetic data."""
-    path = s["consolidated_dir"] or s["splits_dir"]
-    if not path or meta is None:
-        return None, None
-    digest = hashlib.sha256((Path(path) / "meta.json").read_bytes()).hexdigest()
-    counts = meta.get("counts", {})
-    return digest, {k: v.get("frames") if isinstance(v, dict) else v for k, v in counts.items()}
 
 
 def _validate(s: dict[str, Any]) -> None:
@@ -253,20 +228,6 @@ def _copy_atomic(src: str, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
-class _DropAdverts(logging.Filter):
-    """Drops Lightning's start-up advert for a cloud logger (not actionable for our users)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "litlogger" not in record.getMessage()
-
-
-def _quiet_lightning() -> None:
-    for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero"):
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, _DropAdverts) for f in logger.filters):
-            logger.addFilter(_DropAdverts())
-
-
 def _set_threads(s: dict[str, Any], trainer: pl.Trainer) -> int:
     """Apply ``--threads`` (auto on the CPU, torch's default on a GPU unless given); returns the count."""
     if s["threads"] > 0 or trainer.strategy.root_device.type == "cpu":
@@ -287,7 +248,7 @@ def run_training(s: dict[str, Any]) -> dict[str, Any]:
     if trainer.is_global_zero:
         what = "Resuming" if s["resume_from_checkpoint"] else "Training"
         log.info(
-            "%s a %s hand VAE on the %s (%d CPU threads)", what, s["model_type"], datamodule.source, threads
+            "%s a %s hand VAE on the %s (CPU threads: %d)", what, s["model_type"], datamodule.source, threads
         )
         log.info("This run writes %s/ and %s/", ckpt_dir, log_dir)
     if trainer.is_global_zero and ckpt_dir.is_dir():
@@ -331,37 +292,6 @@ def run_training(s: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
-def format_summary(summary: dict[str, Any]) -> str:
-    """The CLI's closing lines: the files this run wrote, the final numbers and what they mean."""
-    lines = ["", "Run summary"]
-    if summary.get("interrupted"):
-        lines.append(f"  INTERRUPTED at epoch {summary['epochs']}; resume with:")
-        if "last" in summary:
-            lines.append(f"    python train_hand_vae_lightning.py --resume_from_checkpoint {summary['last']}")
-    lines.append(f"  checkpoints:     {summary['checkpoint_dir']}/")
-    for key, label in (("best", "best (top-k)"), ("best_model", "best_model"), ("last", "last")):
-        if key in summary:
-            lines.append(f"  {label + ':':<17}{summary[key]}")
-    log_dir = Path(summary["log_dir"])
-    lines.append(f"  TensorBoard:     {log_dir}/   (tensorboard --logdir {log_dir.parent.parent})")
-    if summary.get("plots"):
-        lines.append(
-            f"  plots:           {log_dir / 'plots'}/ ({len(summary['plots'])} PNG files from this run)"
-        )
-    if "best_val_loss" in summary:
-        lines.append(
-            f"  best val/loss:   {summary['best_val_loss']:.3f} nats (negative ELBO; lower is better)"
-        )
-    test = {k.removeprefix("test/"): v for k, v in (summary.get("test") or {}).items()}
-    if test:
-        nats = ", ".join(f"{k} {test.pop(k):.3f}" for k in ("loss", "recon_nll", "kl") if k in test)
-        rest = ", ".join(f"{k} {v:.3f}" for k, v in sorted(test.items()))
-        lines.append(f"  test (best checkpoint): {nats} nats; {rest}")
-    if summary.get("splits_note") and (test or "best_val_loss" in summary):
-        lines.append(f"  splits:          {summary['splits_note']}")
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``train_hand_vae_lightning.py``; returns the process exit code."""
     # Lightning's advice on per-step logging does not apply (we log epoch means), and a
@@ -371,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.INFO)
-    _quiet_lightning()
+    quiet_lightning()
     threads = torch.get_num_threads()  # restored at the end: main() may run inside another program
     dirs: tuple[Path, ...] = ()
     try:
