@@ -61,8 +61,8 @@ class FitResult:
         joints: (T, 2, 21, 3) fitted keypoints, metres; NaN for an absent hand.
         joint_error_mm: (T,) mean distance fitted-to-target over the visible keypoints, mm.
         energy: (T,) the prior's energy of the fitted pose, nats (NaN without a prior).
-        converged: (T,) the frame's objective changed by less than ``tol`` nats over the last
-            20% of the steps (``CONVERGENCE_TAIL``).
+        converged: (T,) no fitted keypoint of the frame (absent hands included) moved by more
+            than ``tol · joint_sigma`` over the last 20% of the steps (``CONVERGENCE_TAIL``).
         hand_present: (T, 2) the hand has at least one visible keypoint.
     """
 
@@ -158,7 +158,7 @@ def fit_to_joints(
     joint_sigma: float = 0.002,
     lr: float = 0.03,
     fit_scale: bool = False,
-    tol: float = 0.1,
+    tol: float = 0.5,
 ) -> FitResult:
     """Fit poses (and a rigid transform per hand) to 3D keypoints under a pose prior.
 
@@ -183,7 +183,8 @@ def fit_to_joints(
         joint_sigma: σ of the keypoint noise, metres.
         lr: Adam step size for the pose (radians) and rotations; translations use lr / 10 metres.
         fit_scale: also fit a scale per hand (e.g. for a skeleton of another size).
-        tol: objective change (nats) over the last 20% of the steps that counts as converged.
+        tol: largest keypoint movement over the last 20% of the steps that counts as converged,
+            as a fraction of ``joint_sigma``.
 
     Returns:
         A ``FitResult``.
@@ -246,10 +247,12 @@ def fit_to_joints(
             return data, pose, pred
         return data + prior_weight * energy_fn(pose).float(), pose, pred
 
-    history = []
+    tail_start, pred_tail = int((1.0 - CONVERGENCE_TAIL) * steps), None
     with torch.enable_grad():
-        for _ in range(steps):
-            objective, _, _ = evaluate()
+        for step in range(steps):
+            objective, _, pred = evaluate()
+            if step == tail_start:
+                pred_tail = pred.detach()
             # A sum over frames: Adam is per coordinate, so every frame is optimised independently.
             # autograd.grad (not backward) leaves the prior's own .grad untouched.
             grads = torch.autograd.grad(objective.sum(), params, allow_unused=True)
@@ -257,14 +260,13 @@ def fit_to_joints(
                 p.grad = torch.zeros_like(p) if g is None else g
             opt.step()
             sched.step()
-            history.append(objective.detach())
     with torch.no_grad():
         _, pose, pred = evaluate()
         err = ((pred - y).norm(dim=-1) * w).sum((1, 2)) / w.sum((1, 2)).clamp_min(1) * 1000.0
         energy = energy_fn(pose).float() if energy_fn is not None else torch.full((T,), float("nan"))
-        if len(history) >= 5:
-            a, b = history[int((1.0 - CONVERGENCE_TAIL) * len(history))], history[-1]
-            converged = (a - b).abs() <= tol
+        if pred_tail is not None and steps >= 5:
+            moved = (pred - pred_tail).norm(dim=-1).amax((1, 2))  # (T,) metres
+            converged = moved <= tol * joint_sigma
         else:
             converged = torch.zeros(T, dtype=torch.bool, device=y.device)
         R = R0 @ axis_angle_to_matrix(d_rot)

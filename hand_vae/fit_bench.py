@@ -39,6 +39,7 @@ from hand_vae.eval_metrics import auc, corrupted_sets
 from hand_vae.fit import fit_to_joints
 from hand_vae.kinematics import NUM_KEYPOINTS, POINTS_PER_FINGER, hands_fk
 from hand_vae.one_hand import energy_one_hand, log_prob_one_hand
+from hand_vae.preflight import cpu_threads
 from hand_vae.rotations import HAND_DIM, NUM_HANDS, geodesic_angle_axis_angle, to_joints
 
 log = logging.getLogger(__name__)
@@ -204,6 +205,14 @@ def markdown_table(results: dict[str, dict[str, dict]]) -> str:
 
 def run_fit_task(args: argparse.Namespace) -> int:
     """``--task fit`` of ``python -m hand_vae.evaluate``: fit, score, write ``fit_benchmark.json``."""
+    threads = torch.get_num_threads()
+    try:
+        return _run_fit_task(args)
+    finally:
+        torch.set_num_threads(threads)  # lowered for the fits; in-process callers keep theirs
+
+
+def _run_fit_task(args: argparse.Namespace) -> int:
     from hand_vae.evaluate import EvalError, load_model, load_poses_file, load_splits
     from hand_vae.viz.report import subsample
 
@@ -221,6 +230,8 @@ def run_fit_task(args: argparse.Namespace) -> int:
         log.warning("checkpoint has no energy calibration; using the val split of the %s", source)
     n = args.max_poses or 256
     subset = subsample(poses, n, args.seed)
+    # Hundreds of small steps: one thread, as training does for small batches (extra threads wait).
+    torch.set_num_threads(cpu_threads(0, len(subset)))
     log.info("Fitting %d poses x %d corruptions x %d priors", len(subset), len(CORRUPTIONS), len(PRIORS))
     results = fit_benchmark(
         model, subset, splits["train"], steps=getattr(args, "fit_steps", 300), seed=args.seed

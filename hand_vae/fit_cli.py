@@ -21,6 +21,7 @@ import torch
 
 from hand_vae.fit import FitResult, fit_to_joints
 from hand_vae.kinematics import NUM_KEYPOINTS
+from hand_vae.preflight import cpu_threads
 from hand_vae.rotations import NUM_HANDS
 
 log = logging.getLogger("hand_vae.fit")
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--fit_scale", action="store_true", help="also fit a scale per hand")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads; 0 = auto (1 below 4096 frames)")
     return p
 
 
@@ -91,6 +93,8 @@ def run(args: argparse.Namespace) -> FitResult:
         prior = load_prior(args.checkpoint, map_location=args.device)
     except (FileNotFoundError, ValueError) as err:
         raise FitError(f"--checkpoint: {err}") from err
+    if args.device == "cpu":  # small per-step matmuls: extra threads mostly wait for each other
+        torch.set_num_threads(cpu_threads(args.threads, joints.shape[0]))
     y = torch.as_tensor(joints, dtype=torch.float32, device=args.device)
     m = None if mask is None else torch.as_tensor(mask != 0, device=args.device)
     res = fit_to_joints(
@@ -120,11 +124,14 @@ def main(argv: list[str] | None = None) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    threads = torch.get_num_threads()
     try:
         res = run(args)
     except FitError as err:
         log.error("%s", err)
         return 2
+    finally:
+        torch.set_num_threads(threads)  # run() may lower it; callers in-process keep theirs
     print(  # noqa: T201 - the CLI's summary
         f"fitted {res.poses.shape[0]} frames ({int(res.hand_present.sum())} hands present): mean keypoint error "
         f"{float(res.joint_error_mm.nanmean()):.2f} mm, {int(res.converged.sum())} converged -> {args.output}"

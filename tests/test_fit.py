@@ -29,6 +29,15 @@ def mpjpe_mm(pred: torch.Tensor, true: torch.Tensor, where: torch.Tensor | None 
     return float(d.mean() if where is None else d[where].mean())
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Hundreds of tiny steps: a second thread only waits (much worse on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def vae(trained_models):
     """The tiny standard VAE, shared: fitting must leave its weights (and their .grad) alone."""
