@@ -55,7 +55,7 @@ UNFITTED_SCALE = 0.1
 def compose(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
     """A @ B for (..., 3, 3) matrices as a broadcast sum, so autocast never runs it in half precision.
 
-    A 16-bit product would put ~4e-3 rad of noise on residuals whose thin directions are ~1e-3 rad.
+    A bfloat16 product would put ~4e-3 rad of noise on residuals whose thin directions are ~1e-3 rad.
     """
     return (A[..., :, :, None] * B[..., None, :, :]).sum(-2)
 
