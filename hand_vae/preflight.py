@@ -151,7 +151,7 @@ def data_fingerprint(s: dict[str, Any], meta: dict[str, Any] | None) -> tuple[st
 
 def describe_splits(s: dict[str, Any], meta: dict[str, Any] | None) -> str:
     """One sentence: what the val and test splits are, and why their losses differ."""
-    if meta is None:
+    if meta is None or meta.get("source") == "synthetic":  # embedded, or written to disk by create_*.py
         return (
             "val and test are two more synthetic subjects (people), each unseen in training and different "
             "from each other, so test/loss differs from val/loss by how unusual each person is"

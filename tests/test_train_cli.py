@@ -326,3 +326,15 @@ def test_cpu_threads_rule_and_override():
     assert cpu_threads(0, 8192) == max(1, available_cores() - 1)
     assert cpu_threads(0, 8192, processes=2) == max(1, (available_cores() - 1) // 2)
     assert cpu_threads(3, 64) == 3  # --threads wins
+
+
+def test_the_summary_says_what_the_val_and_test_splits_are():
+    from hand_vae.preflight import describe_splits
+
+    counts = {"train": {"sequences": 8}, "val": {"sequences": 1}, "test": {"sequences": 2}}
+    built = {"source": "files", "counts": counts, "args": {"split_scheme": "amass"}}
+    assert describe_splits({}, built).startswith(
+        "val 1 sequences and test 2 sequences held out by --split_scheme amass"
+    )
+    for synthetic in (None, {"source": "synthetic", "counts": counts, "args": {"split_scheme": "ratio"}}):
+        assert "two more synthetic subjects" in describe_splits({}, synthetic)
