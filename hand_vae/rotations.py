@@ -14,10 +14,12 @@ All functions are pure and work on arbitrary leading batch dimensions. They are 
 scipy and against ``roma`` (whose conversions they match to float rounding) in ``tests/``. The
 ones on the training path (axis-angle -> matrix, 6D -> matrix, geodesic angle) are written with
 few, whole-tensor kernels and no per-element indexing, whose backward would allocate and sum one
-full-size gradient per index; ``matrix_to_axis_angle`` is roma's.
+full-size gradient per index.
 """
 
 from __future__ import annotations
+
+import functools
 
 import roma
 import torch
@@ -100,10 +102,49 @@ def axis_angle_to_matrix(rotvec: torch.Tensor) -> torch.Tensor:
     return torch.addcmul(cos_and_skew, br[..., :, None], rotvec[..., None, :])  # + b r rᵀ
 
 
+# Markley's variant of Shepperd's method (F. L. Markley, "Unit quaternion from rotation matrix",
+# J. Guidance, Control, and Dynamics 31(2), 2008), as roma computes it: the four candidate vectors
+# x⁽ⁱ⁾ = 4 q_i q (XYZW) are affine in the entries of R, so all 16 numbers are one matrix product
+# c + vec(R) T. Entry (constant, {flat index 3k + l of R_kl: coefficient}), row by row.
+_MARKLEY = (
+    (1, {0: 1, 4: -1, 8: -1}), (0, {1: 1, 3: 1}), (0, {2: 1, 6: 1}), (0, {7: 1, 5: -1}),
+    (0, {1: 1, 3: 1}), (1, {4: 1, 8: -1, 0: -1}), (0, {5: 1, 7: 1}), (0, {2: 1, 6: -1}),
+    (0, {2: 1, 6: 1}), (0, {5: 1, 7: 1}), (1, {8: 1, 0: -1, 4: -1}), (0, {3: 1, 1: -1}),
+    (0, {7: 1, 5: -1}), (0, {2: 1, 6: -1}), (0, {3: 1, 1: -1}), (1, {0: 1, 4: 1, 8: 1}),
+)  # fmt: skip
+
+
+@functools.lru_cache(maxsize=None)
+def _markley_map(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """(c (16,), T (9, 16)) of ``_MARKLEY``, made once per device and dtype (not a copy per call)."""
+    c = torch.tensor([const for const, _ in _MARKLEY], dtype=dtype)
+    T = torch.zeros(9, 16, dtype=dtype)
+    for col, (_, terms) in enumerate(_MARKLEY):
+        for row, coef in terms.items():
+            T[row, col] = coef
+    return c.to(device), T.to(device)
+
+
 def matrix_to_axis_angle(R: torch.Tensor) -> torch.Tensor:
-    """Rotation matrix (..., 3, 3) -> axis-angle (..., 3) with angle in [0, π] (roma, via quaternions)."""
+    """Rotation matrix (..., 3, 3) -> axis-angle (..., 3) with angle in [0, π].
+
+    The quaternion is Markley's: of the four candidates x⁽ⁱ⁾ ∝ q, the one with the largest 4 q_i²
+    (no data-dependent indexing: a gather). Then r = 2·atan2(|v|, |w|)·sign(w)·v / (|x| sin(θ/2))
+    for x = (v, w), with roma's Taylor-safe θ/2 / sin(θ/2), so the map and its gradient are finite
+    at the identity. Same numbers as ``roma.rotmat_to_rotvec``, at half its cost.
+    """
     _check_last(R, (3, 3), "R")
-    return roma.rotmat_to_rotvec(R)
+    c, T = _markley_map(R.device, R.dtype)
+    with torch.autocast(R.device.type, enabled=False):  # a 16-bit product would lose the small angles
+        X = torch.addmm(c, R.reshape(-1, 9), T).reshape(*R.shape[:-2], 4, 4)  # rows x⁽ⁱ⁾ = 4 q_i q
+    diag = R.diagonal(dim1=-2, dim2=-1)  # (..., 3)
+    tr = diag.sum(-1, keepdim=True)
+    i = torch.cat([2.0 * diag - tr, tr], dim=-1).argmax(-1)  # argmax of 4 q_i² − 1
+    x = torch.gather(X, -2, i[..., None, None].expand(*i.shape, 1, 4))[..., 0, :]  # (..., 4) ∝ q
+    v, w = x[..., :3], x[..., 3]
+    half = torch.atan2(torch.linalg.vector_norm(v, dim=-1), w.abs())  # θ/2 in [0, π/2]
+    scale = 2.0 * roma.mappings.inv_sinc(half) * torch.where(w < 0, -1.0, 1.0)
+    return (scale / torch.linalg.vector_norm(x, dim=-1))[..., None] * v
 
 
 def matrix_to_6d(R: torch.Tensor) -> torch.Tensor:

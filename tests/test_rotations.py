@@ -163,18 +163,26 @@ def test_training_path_conversions_match_roma_and_the_matmul_form_with_gradients
     g = torch.Generator().manual_seed(8)
     v = torch.tensor(_rotvecs(300, seed=8)[6:], dtype=torch.float64)
     d6 = torch.randn(294, 6, dtype=torch.float64, generator=g)
-    w = torch.randn(294, 3, 3, dtype=torch.float64, generator=g)  # weights for a scalar to differentiate
+    all_v = torch.tensor(_rotvecs(300, seed=8), dtype=torch.float64)  # with 0, 1e-9 and near-π angles
     pairs = [
         (rot.axis_angle_to_matrix, roma.rotvec_to_rotmat, v),
         (rot.rot6d_to_matrix, lambda d: roma.special_gramschmidt(torch.stack([d[:, :3], d[:, 3:]], -1)), d6),
+        (rot.matrix_to_axis_angle, roma.rotmat_to_rotvec, roma.rotvec_to_rotmat(all_v)),
     ]
     for ours, ref, x in pairs:
         a, b = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
         ya, yb = ours(a), ref(b)
         torch.testing.assert_close(ya, yb, rtol=0, atol=1e-12)
-        (ya * w).sum().backward()
-        (yb * w).sum().backward()
+        wy = torch.randn(ya.shape, dtype=torch.float64, generator=g)  # a scalar to differentiate
+        (ya * wy).sum().backward()
+        (yb * wy).sum().backward()
+        assert torch.isfinite(a.grad).all()
         torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=1e-10)
+    R = rot.axis_angle_to_matrix(all_v.float())
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # no 16-bit product inside the log map
+        under_autocast = rot.matrix_to_axis_angle(R)
+    torch.testing.assert_close(under_autocast, rot.matrix_to_axis_angle(R), rtol=0, atol=0)
+    torch.testing.assert_close(rot.matrix_to_axis_angle(R).double(), all_v, rtol=0, atol=2e-3)
     R1 = rot.axis_angle_to_matrix(v)
     R2a = rot.rot6d_to_matrix(d6).requires_grad_(True)
     R2b = R2a.detach().clone().requires_grad_(True)
