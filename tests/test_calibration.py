@@ -76,7 +76,7 @@ def test_uncalibrated_model_names_the_fix(trained_models):
 
 def old_checkpoint(path, model) -> None:
     """A Lightning-layout checkpoint from before calibration: no energy_quantiles key."""
-    module = HandVAELightningModule(model_type=model.model_type, z_dim=model.z_dim, hidden=model.cfg.hidden)
+    module = HandVAELightningModule(**model.cfg.to_dict())  # the same model settings
     module.model.load_state_dict(model.state_dict())
     state = {k: v for k, v in module.state_dict().items() if k != STATE_KEY}
     torch.save({"hyper_parameters": dict(module.hparams), "state_dict": state}, path)

@@ -152,7 +152,7 @@ def test_fit_checks_its_input(vae):
 
 
 def write_checkpoint(path, model) -> None:
-    module = HandVAELightningModule(model_type=model.model_type, z_dim=model.z_dim, hidden=model.cfg.hidden)
+    module = HandVAELightningModule(**model.cfg.to_dict())  # the same model settings
     module.model.load_state_dict(model.state_dict())
     torch.save({"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()}, path)
 

@@ -46,7 +46,7 @@ def test_fit_task_writes_the_report(tmp_path, trained_models, synthetic_poses, c
     from hand_vae.lightning_module import HandVAELightningModule
 
     model = trained_models["standard"]
-    module = HandVAELightningModule(z_dim=model.z_dim, hidden=model.cfg.hidden)
+    module = HandVAELightningModule(**model.cfg.to_dict())  # the same model settings
     module.model.load_state_dict(model.state_dict())  # uncalibrated: the val split calibrates it
     torch.save(
         {"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()}, tmp_path / "m.ckpt"

@@ -23,7 +23,7 @@ def linear_gaussian_vae(kind: str, seed: int = 0):
     The encoder is zeroed: the proposal is the prior N(0, I), valid for importance sampling.
     """
     g = torch.Generator().manual_seed(seed)
-    kwargs = {"cov_rank": 3} if kind == "low_rank" else {"whiten": True} if kind == "whiten" else {}
+    kwargs = {"cov_rank": 3, "whiten": False} if kind == "low_rank" else {"whiten": kind == "whiten"}
     model = build_model("standard", z_dim=2, hidden=8, num_layers=0, min_sigma=0.01, **kwargs).eval()
     with torch.no_grad():
         dec = model.decoder[-1]
@@ -135,7 +135,7 @@ def test_so3_sides_add_up_when_the_hands_are_independent(trained_models, synthet
 def train_mirrored(train: torch.Tensor, epochs: int = 4, seed: int = 0):
     """Like conftest.train_tiny, with mirror augmentation of a random half of every batch."""
     torch.manual_seed(seed)
-    model = build_model("standard", z_dim=16, hidden=128)
+    model = build_model("standard", z_dim=16, hidden=128, whiten=False)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     g = torch.Generator().manual_seed(seed)
     steps = 0
