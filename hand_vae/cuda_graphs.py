@@ -116,7 +116,8 @@ class StaticStep:
             torch.cuda.current_stream(self.x.device).wait_stream(side)
             return out
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # thread_local: only this thread's CUDA calls are checked (a logger's thread may touch CUDA)
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             self.out = self.step(self.x)
         self.graph = graph
         log.info("Captured the training step in a CUDA graph (batch %s)", tuple(self.x.shape))
