@@ -13,13 +13,10 @@ Each setting belongs to a group:
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any
 
-# Defaults measured on held-out subjects of the synthetic default (README "Expected Results",
-# bench/experiments_defaults.py). The σ floor is in the likelihood's own units: whitened units with
-# --whiten, radians without (the default).
-DEFAULT_MIN_SIGMA = {True: 0.05, False: 0.005}
+from hand_vae.models.base import VAEConfig
 
 
 @dataclass(frozen=True)
@@ -34,57 +31,48 @@ class Setting:
     nargs: str | None = None
 
 
+@dataclass
+class OptimConfig:
+    """How the model is optimised: the one definition of these settings and their defaults.
+
+    The CLI flags derive from these fields and the LightningModule reads them (``optim`` group: a
+    resume keeps the checkpoint's values).
+    """
+
+    learning_rate: float = field(default=3e-4, metadata={"help": "AdamW learning rate"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW decoupled weight decay"})
+    kl_warmup_epochs: float = field(
+        default=10.0, metadata={"help": "epochs of linear KL (beta) warm-up, per step"}
+    )
+    beta_max: float = field(default=1.0, metadata={"help": "final KL weight beta"})
+    free_bits: float = field(
+        default=0.0, metadata={"help": "per-latent-dimension KL floor in nats (Kingma et al. 2016); 0 = off"}
+    )
+
+
+def _from_dataclass(cls: type, group: str | None = None) -> tuple[Setting, ...]:
+    """CLI settings derived from a config dataclass's fields (help, group, choices in the metadata)."""
+    out = []
+    for f in fields(cls):
+        meta = f.metadata
+        kind = {"int": int, "float": float, "str": str}.get(str(f.type).split(" |")[0], float)
+        out.append(
+            Setting(
+                f.name,
+                f.default,
+                meta["help"],
+                meta.get("group", group),
+                None if meta.get("action") else kind,
+                meta.get("choices"),
+                meta.get("action"),
+            )
+        )
+    return tuple(out)
+
+
 SETTINGS: tuple[Setting, ...] = (
-    # --- model -----------------------------------------------------------------------------
-    Setting(
-        "model_type",
-        "standard",
-        "standard: Gaussian on (B,90) axis-angle; so3: geodesic on rotations",
-        "model",
-        str,
-        ("standard", "so3"),
-    ),
-    Setting("z_dim", 24, "latent dimension", "model", int),
-    Setting("hidden", 256, "hidden layer width of encoder and decoder", "model", int),
-    Setting("num_layers", 2, "hidden layers per MLP", "model", int),
-    Setting(
-        "cov_rank",
-        0,
-        "standard model: rank of a learned low-rank part of the decoder covariance (0 = none; with --whiten the "
-        "covariance is already full)",
-        "model",
-        int,
-    ),
-    Setting(
-        "whiten",
-        True,
-        "standard model: model poses after whitening by the full-covariance Gaussian of the training "
-        "distribution (floor and scale chosen on val), so the VAE starts exactly at that Gaussian and moves away "
-        "only as far as the data supports (measured best on both proxies, README 'Expected Results')",
-        "model",
-        action="bool_optional",
-    ),
-    # --- optim (module hparams) ---------------------------------------------------------------
-    Setting("learning_rate", 3e-4, "AdamW learning rate", "optim", float),
-    Setting("weight_decay", 0.0, "AdamW decoupled weight decay", "optim", float),
-    Setting("dropout", 0.0, "dropout after each hidden layer", "optim", float),
-    Setting(
-        "min_sigma",
-        None,
-        "floor of the learned likelihood scale sigma (stops it collapsing onto the training set); whitened units "
-        "with --whiten, radians without (default: 0.05 and 0.005, measured on held-out subjects)",
-        "optim",
-        float,
-    ),
-    Setting("kl_warmup_epochs", 10.0, "epochs of linear KL (beta) warm-up, per step", "optim", float),
-    Setting("beta_max", 1.0, "final KL weight beta", "optim", float),
-    Setting(
-        "free_bits",
-        0.0,
-        "per-latent-dimension KL floor in nats (Kingma et al. 2016); 0 = off",
-        "optim",
-        float,
-    ),
+    *_from_dataclass(VAEConfig),
+    *_from_dataclass(OptimConfig, "optim"),
     # --- data ------------------------------------------------------------------------------------
     Setting("consolidated_dir", None, "directory written by create_consolidated_npz.py", "data", str),
     Setting("splits_dir", None, "directory written by create_datamodule.py", "data", str),

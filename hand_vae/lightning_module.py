@@ -18,7 +18,9 @@ one CUDA graph (``hand_vae.cuda_graphs``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -26,9 +28,10 @@ from typing_extensions import override
 
 from hand_vae import metrics
 from hand_vae.calibration import STATE_KEY, empty_quantiles, energy_quantiles
+from hand_vae.config import OptimConfig
 from hand_vae.cuda_graphs import StaticStep, use_cuda_graphs
 from hand_vae.losses import beta_schedule, free_bits_kl
-from hand_vae.models import build_model
+from hand_vae.models import VAEConfig, build_model
 from hand_vae.reliability import NonFiniteGuard
 from hand_vae.rotations import swap_and_mirror_hands
 
@@ -46,48 +49,26 @@ class HandVAELightningModule(pl.LightningModule):
     ``weights_only=True``.
 
     Args:
-        model_type: "standard" or "so3".
-        z_dim, hidden, num_layers, dropout, min_sigma, cov_rank, whiten: model size, likelihood and
-            regularisation (see ``VAEConfig``).
-        learning_rate: AdamW learning rate.
-        weight_decay: AdamW decoupled weight decay.
-        kl_warmup_epochs: epochs of linear β warm-up (per step).
-        beta_max: final β.
-        free_bits: per-dimension KL floor, nats (0 = off).
         run: the training run's settings (``config.SETTINGS`` outside the model and optimiser
             groups), saved for resuming. The module reads ``gradient_clip_val``, ``compile`` and
             ``cuda_graphs`` from it; absent keys mean no clipping, no compile, ``auto``.
+        **settings: ``VAEConfig`` fields (the model) and ``OptimConfig`` fields (learning rate,
+            weight decay, β warm-up, free bits); anything not given takes those classes' defaults,
+            so every default is defined once.
     """
 
-    def __init__(
-        self,
-        model_type: str = "standard",
-        z_dim: int = 24,
-        hidden: int = 256,
-        num_layers: int = 2,
-        dropout: float = 0.0,
-        min_sigma: float = 0.005,
-        cov_rank: int = 0,
-        whiten: bool = False,
-        learning_rate: float = 3e-4,
-        weight_decay: float = 0.0,
-        kl_warmup_epochs: float = 10,
-        beta_max: float = 1.0,
-        free_bits: float = 0.0,
-        run: dict | None = None,
-    ) -> None:
+    def __init__(self, run: dict | None = None, **settings: Any) -> None:
         super().__init__()
-        self.save_hyperparameters()
-        self.model = build_model(
-            model_type,
-            z_dim=z_dim,
-            hidden=hidden,
-            num_layers=num_layers,
-            dropout=dropout,
-            min_sigma=min_sigma,
-            cov_rank=cov_rank,
-            whiten=whiten,
-        )
+        model_keys = {f.name for f in dataclasses.fields(VAEConfig)}
+        optim_keys = {f.name for f in dataclasses.fields(OptimConfig)}
+        unknown = set(settings) - model_keys - optim_keys
+        if unknown:
+            raise TypeError(f"HandVAELightningModule got unknown settings {sorted(unknown)}")
+        self.optim = OptimConfig(**{k: v for k, v in settings.items() if k in optim_keys})
+        self.model = build_model(**{k: v for k, v in settings.items() if k in model_keys})
+        # Saved resolved (every field, defaults included), so a checkpoint rebuilds the same model
+        # even if a default changes later.
+        self.save_hyperparameters({**self.model.cfg.to_dict(), **dataclasses.asdict(self.optim), "run": run})
         # Our step clips and steps itself (the same code is captured in a CUDA graph); Lightning
         # still counts steps, moves data, runs the precision plugin and DDP.
         self.automatic_optimization = False
@@ -98,7 +79,9 @@ class HandVAELightningModule(pl.LightningModule):
         self.register_buffer("beta", torch.zeros(()), persistent=False)
         self.train_means = metrics.RunningMean(TRAIN_METRICS)
         self.eval_means = metrics.RunningMean(EVAL_METRICS)
-        self.kl_means = metrics.RunningMean([f"z{i}" for i in range(z_dim)])  # mean KL per dimension
+        self.kl_means = metrics.RunningMean(
+            [f"z{i}" for i in range(self.model.z_dim)]
+        )  # mean KL per dimension
         self.energies: list[torch.Tensor] = []  # this evaluation epoch's energies, on the device
         self.cuda_graphs = False
         self._graph_step: StaticStep | None = None
@@ -111,10 +94,10 @@ class HandVAELightningModule(pl.LightningModule):
 
     def beta_at(self, step: int) -> float:
         """β for optimiser step ``step`` (linear warm-up per step, ``losses.beta_schedule``)."""
-        hp = self.hparams
+        opt = self.optim
         batches = self.trainer.num_training_batches if self._trainer is not None else 1
         per_epoch = int(batches) if batches != float("inf") and batches > 0 else 1
-        return beta_schedule(step, hp.beta_max, hp.kl_warmup_epochs, per_epoch)
+        return beta_schedule(step, opt.beta_max, opt.kl_warmup_epochs, per_epoch)
 
     @override
     def configure_callbacks(self) -> list[pl.Callback]:
@@ -128,7 +111,10 @@ class HandVAELightningModule(pl.LightningModule):
         if dm.hparams.mirror_augment:
             train = torch.cat([train, swap_and_mirror_hands(train)])
         chosen = self.model.fit_whitening(train, dm.split_tensor("val", device=None))
-        log.info("starting from the full-covariance Gaussian with %s", ", ".join(f"{k} {v:.3g}" for k, v in chosen.items()))
+        log.info(
+            "starting from the full-covariance Gaussian with %s",
+            ", ".join(f"{k} {v:.3g}" for k, v in chosen.items()),
+        )
 
     @override
     def setup(self, stage: str) -> None:
@@ -169,7 +155,7 @@ class HandVAELightningModule(pl.LightningModule):
         return loss, torch.stack([loss, recon, kl.sum(-1).mean()]), kl
 
     def _train_stats(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        loss, parts, _ = self.model_step(batch, self.beta, self.hparams.free_bits)
+        loss, parts, _ = self.model_step(batch, self.beta, self.optim.free_bits)
         sigma = self.model.log_sigma.detach().exp().mean()
         return loss, torch.cat([parts.detach(), self.beta[None], sigma[None]])  # (5,) TRAIN_METRICS
 
@@ -259,7 +245,9 @@ class HandVAELightningModule(pl.LightningModule):
         if sums is None:
             return None
         total, count = sums
-        packed = self.trainer.strategy.reduce(torch.cat([total, total.new_full((1,), count)]), reduce_op="sum")
+        packed = self.trainer.strategy.reduce(
+            torch.cat([total, total.new_full((1,), count)]), reduce_op="sum"
+        )
         return packed[:-1] / packed[-1].clamp_min(1)
 
     def _gathered_energies(self) -> torch.Tensor:
@@ -298,7 +286,6 @@ class HandVAELightningModule(pl.LightningModule):
     # ------------------------------------------------------------------ optimiser, checkpoints
     @override
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        hp = self.hparams
         # The fused kernel updates all parameters in one launch (CUDA and, since torch 2.4, CPU).
         # Lightning's mixed-precision plugin refuses to clip gradients for an optimizer that
         # "handles unscaling" (fused ones do), so mixed precision uses the foreach kernel.
@@ -306,8 +293,8 @@ class HandVAELightningModule(pl.LightningModule):
         mixed = self._trainer is not None and "mixed" in str(self.trainer.precision)
         return torch.optim.AdamW(
             self.parameters(),
-            lr=hp.learning_rate,
-            weight_decay=hp.weight_decay,
+            lr=self.optim.learning_rate,
+            weight_decay=self.optim.weight_decay,
             fused=not mixed,
             foreach=True if mixed else None,
             capturable=self.cuda_graphs,

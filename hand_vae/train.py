@@ -10,6 +10,7 @@ taken name unless ``--overwrite``):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -26,7 +27,6 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from hand_vae.checkpoint import CheckpointError, load_checkpoint
 from hand_vae.config import (
-    DEFAULT_MIN_SIGMA,
     HARDWARE_KEYS,
     MODEL_KEYS,
     MODULE_KEYS,
@@ -38,6 +38,7 @@ from hand_vae.config import (
 from hand_vae.data.datamodule import HandPoseDataModule
 from hand_vae.data.layouts import DatasetError
 from hand_vae.lightning_module import HandVAELightningModule
+from hand_vae.models import VAEConfig
 from hand_vae.preflight import (
     LOGGER_NAME,
     UserError,
@@ -61,6 +62,7 @@ log = logging.getLogger("hand_vae")
 
 CKPT_PATTERN = "hand_vae_epoch_{epoch:02d}_val_loss_{val/loss:.3f}"
 DEFAULT_BATCH = {"standard": 8192, "so3": 4096}
+VAE_FIELDS = tuple(f.name for f in dataclasses.fields(VAEConfig))
 # Flags about this invocation only: never saved in a checkpoint, never restored on resume.
 PER_INVOCATION = ("overwrite", "verbose")
 
@@ -105,11 +107,8 @@ def resolve_settings(argv: list[str] | None) -> dict[str, Any]:
                 settings[key] = value
     if settings["batch_size"] is None:
         settings["batch_size"] = DEFAULT_BATCH[settings["model_type"]]
-    if settings["model_type"] != "standard":
-        # The SO(3) likelihood lives on rotations: axis-angle whitening and W do not apply.
-        settings["whiten"], settings["cov_rank"] = False, 0
-    if settings["min_sigma"] is None:
-        settings["min_sigma"] = DEFAULT_MIN_SIGMA[bool(settings["whiten"])]
+    # VAEConfig resolves what depends on other settings (the σ floor's units, SO(3) ignoring whiten).
+    settings.update(VAEConfig(**{k: settings[k] for k in VAE_FIELDS}).to_dict())
     _validate(settings)
     meta = check_data_source(settings)
     settings["_splits_note"] = describe_splits(settings, meta)
@@ -144,6 +143,11 @@ def _validate(s: dict[str, Any]) -> None:
         )
     if s["min_sigma"] <= 0:
         raise UserError(f"--min_sigma must be > 0, got {s['min_sigma']}")
+    if s["min_sigma"] >= 1 and (s["whiten"] or s["model_type"] == "so3"):
+        raise UserError(
+            f"--min_sigma {s['min_sigma']} is in whitened units (a fraction of the data's spread) and must be "
+            "< 1; for a floor in radians use the standard model with --no-whiten"
+        )
     if not 0.0 <= s["dropout"] < 1.0:
         raise UserError(f"--dropout must be in [0, 1), got {s['dropout']}")
     if s["threads"] < 0:

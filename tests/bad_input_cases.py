@@ -258,7 +258,7 @@ CASES: tuple[Case, ...] = (
         TRAIN,
         ("--min_sigma", "0"),
         "--min_sigma must be > 0",
-        "use a small positive floor (default 0.005 rad; 0.05 whitened units with --whiten)",
+        "use a small positive floor (default 0.05 whitened units; 0.005 rad with --no-whiten)",
     ),
     Case(
         "input dir that does not exist",

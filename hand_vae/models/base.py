@@ -8,7 +8,7 @@ user calls (``encode``, ``decode``, ``forward``, ``reconstruct``, ``sample``, ``
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
@@ -19,39 +19,64 @@ from hand_vae.rotations import NUM_JOINTS, geodesic_angle_axis_angle, to_joints
 ENERGY_CHUNK = 8192  # rows per energy() chunk: keeps the MLP's temporaries in cache
 
 
+def _setting(default, help: str, group: str = "model", **extra):
+    """A dataclass field that also defines its CLI flag (``hand_vae.config`` reads the metadata)."""
+    return field(default=default, metadata={"help": help, "group": group, **extra})
+
+
 @dataclass
 class VAEConfig:
-    """Model hyperparameters; plain types only so they can live in a checkpoint.
+    """A hand VAE: the one definition of every model setting and its default.
 
-    Attributes:
-        model_type: "standard" (Gaussian on axis-angle) or "so3" (geodesic on rotations).
-        z_dim: latent dimension (seed default 24).
-        hidden: hidden width of the encoder and decoder MLPs (seed default 256).
-        num_layers: hidden layers per MLP.
-        dropout: dropout probability after each hidden activation (regularises a learned σ).
-        min_sigma: floor of the learned likelihood scale, radians. Without it σ collapses on
-            narrow training data and the validation NLL rises (docs/design.md §4).
-        cov_rank: standard model only: rank r of a learned low-rank term of the decoder
-            covariance, Σ = diag(σ²) + W Wᵀ with W (90, r); 0 = diagonal σ only (docs/design.md §4,
-            "structured decoder covariance").
-        whiten: standard model only: model the poses after full-covariance whitening with the
-            training set's mean and covariance (``fit_whitening``); the likelihood includes the
-            Jacobian, so NLLs stay in nats of the original poses and a decoder that outputs 0 with
-            σ = 1 is exactly the full-covariance Gaussian prior. ``min_sigma`` is then in
-            whitened units (a fraction of the data's spread in each principal direction).
+    The training CLI derives its model flags (help, group, default) from these fields, the
+    LightningModule saves the ones it was given as hyperparameters, and ``build_model`` builds from
+    them. Plain types only, so they live in a checkpoint. Group ``model`` shapes the network (a resume
+    may not change it); group ``optim`` regularises it (a resume keeps the checkpoint's value).
+    ``min_sigma=None`` resolves to the measured default for the likelihood's units, see
+    ``DEFAULT_MIN_SIGMA``; ``whiten`` and ``cov_rank`` only apply to the standard model.
     """
 
-    model_type: str = "standard"
-    z_dim: int = 24
-    hidden: int = 256
-    num_layers: int = 2
-    dropout: float = 0.0
-    min_sigma: float = 0.005
-    cov_rank: int = 0
-    whiten: bool = False
+    model_type: str = _setting(
+        "standard",
+        "standard: Gaussian on (B,90) axis-angle; so3: Gaussian on rotation residuals",
+        choices=("standard", "so3"),
+    )
+    z_dim: int = _setting(24, "latent dimension")
+    hidden: int = _setting(256, "hidden layer width of encoder and decoder")
+    num_layers: int = _setting(2, "hidden layers per MLP")
+    cov_rank: int = _setting(
+        0,
+        "standard model: rank of a learned low-rank part of the decoder covariance (0 = none; the whitened "
+        "likelihood is already full-covariance)",
+    )
+    whiten: bool = _setting(
+        True,
+        "standard model: model poses whitened by the full-covariance Gaussian of the training distribution (floor "
+        "and scale chosen on val), so the VAE starts exactly at that Gaussian and moves away only as far as val "
+        "supports (docs/design.md §4, §7); --no-whiten: diagonal sigma in radians",
+        action="bool_optional",
+    )
+    dropout: float = _setting(0.0, "dropout after each hidden layer", "optim")
+    min_sigma: float | None = _setting(
+        None,
+        "smooth floor of the learned likelihood scale sigma (stops it collapsing onto the training set); whitened "
+        "units (fraction of the data's spread) when whitened, radians with --no-whiten (default: 0.05 and 0.005)",
+        "optim",
+    )
+
+    def __post_init__(self) -> None:
+        if self.model_type != "standard":
+            self.whiten, self.cov_rank = False, 0  # the SO(3) likelihood has its own whitening
+        if self.min_sigma is None:
+            self.min_sigma = DEFAULT_MIN_SIGMA[self.model_type != "standard" or self.whiten]
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+# σ floor per likelihood unit, measured on held-out subjects: whitened units (SO(3), whitened
+# standard) and radians (standard with --no-whiten).
+DEFAULT_MIN_SIGMA = {True: 0.05, False: 0.005}
 
 
 def mlp(d_in: int, hidden: int, d_out: int, num_layers: int, dropout: float) -> nn.Sequential:
