@@ -5,8 +5,8 @@
 
 1. Steps. For each model (standard, so3) and configuration (``32_true`` eager, ``32_true_graphs``
    = ``--cuda_graphs on``, ``bf16_mixed``) it builds the run as the CLI does
-   (``hand_vae.train.build_run``, data on the GPU, index batches) and trains one epoch cut to
-   ``--warmup + --steps + --profile_steps`` batches:
+   (``hand_vae.train.build_run`` with the CLI defaults, data on the GPU, index batches) on
+   ``--step_rows`` rows and trains one epoch cut to ``--warmup + --steps + --profile_steps`` batches:
      * ``step_ms``: wall time per step over ``--steps`` steps after ``--warmup`` (CUDA synchronised
        at both ends only), and from it samples/s and the projection to 100 epochs of ``--rows``;
      * over the next ``--profile_steps`` steps, under ``torch.profiler``: ``gpu_busy_ms_per_step``
@@ -154,8 +154,9 @@ def run_steps(argv: list[str], train: torch.Tensor, args: argparse.Namespace, na
 def section_steps(args: argparse.Namespace, workdir: str) -> None:
     from bench_train import synthetic_poses
 
-    train = synthetic_poses(args.rows)
-    print(f"rows {args.rows:,}, accelerator {args.accelerator}, data_on_device {args.data_on_device}", flush=True)
+    train = synthetic_poses(args.step_rows)  # per-step cost does not depend on the row count
+    print(f"step timings on {args.step_rows:,} rows, projected to {args.rows:,}; accelerator {args.accelerator}, "
+          f"data_on_device {args.data_on_device}", flush=True)  # fmt: skip
     for model_type in args.models:
         for config in args.configs:
             precision, graphs = CONFIGS[config]
@@ -276,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "--cli_child":
         return cli_child(argv[2:] if argv[1:2] == ["--"] else argv[1:])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--rows", type=int, default=10_000_000, help="dataset size of the projection and the CLI run")
+    parser.add_argument("--step_rows", type=int, default=2_000_000, help="rows in memory while timing steps")
     parser.add_argument("--batch_size", type=int, default=None, help="default: the CLI's (8192 standard, 4096 so3)")
     parser.add_argument("--accelerator", default="gpu")
     parser.add_argument("--data_on_device", default="auto", choices=("auto", "always", "never"))
@@ -292,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU for the test suite")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.rows, args.batch_size = 16_384, 512
+        args.rows, args.step_rows, args.batch_size = 16_384, 16_384, 512
         args.warmup, args.steps, args.profile_steps, args.naive_steps = 2, 3, 2, 2
         args.accelerator, args.data_on_device, args.cli_epochs, args.cli_graphs = "cpu", "always", 1, ["auto"]
         torch.set_num_threads(1)
