@@ -7,7 +7,8 @@ The bash commands run in README order in one scratch dir, as a newcomer would ty
     default; ``python -m hand_vae.evaluate`` runs without ``--baselines`` (fitting the GMMs takes
     minutes; tests/test_evaluate covers them) on a few poses.
   * GPU commands, on a machine without a GPU, must stop with a one-line error and exit code 2.
-  * ``pip install -r requirements.txt``: the file exists and every requirement is installed.
+  * ``pip install -r requirements.txt``: the file exists and every requirement is installed,
+    including this project itself in editable mode (``-e .``).
     ``python -m pytest``: not re-run from inside pytest; CI runs exactly that line (checked).
     ``tensorboard --logdir D``: the executable is installed and D holds event files by then.
 A command of a kind this file does not know fails the test, so new README commands need a handler.
@@ -95,6 +96,9 @@ def _pip(args: list[str]) -> str:
     if args != ["install", "-r", "requirements.txt"]:
         raise AssertionError(f"unexpected pip command: pip {' '.join(args)}")
     for line in (REPO / "requirements.txt").read_text().splitlines():
+        if line.strip() == "-e .":  # this project, editable: importable from any directory
+            importlib.metadata.version("hand-vae-prior")
+            continue
         name = re.split(r"[<>=\[; ]", line.strip(), maxsplit=1)[0]
         if name and not name.startswith("#"):
             importlib.metadata.version(name)  # raises PackageNotFoundError when missing
@@ -166,15 +170,12 @@ def _example(args: list[str]) -> str:
         with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as info:
             example_usage.main(args)
         assert info.value.code == 0 and "train_hand_vae_lightning.py" in out.getvalue()
-        return "usage guide printed"
-    if not args:  # no terminal here: prints the menu, runs nothing, never waits
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(sys, "stdin", io.StringIO())
-            assert example_usage.main([]) == 0
-        return "menu printed, nothing run"
-    if "--checkpoint" not in args:  # tests/test_example_usage.py covers training the tiny model
-        args = [*args, "--checkpoint", "checkpoints/my_experiment/best_model.ckpt"]
-    assert example_usage.main(args) == 0
+        return "help printed"
+    # On the checkpoint that the README's first command trained in this same directory.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sys, "stdin", io.StringIO())  # no terminal: it must never wait for input
+        assert example_usage.main(args) == 0
+    assert (Path("example_output") / "hand_prior_energy.pt2").is_file()
     return "examples ran"
 
 
@@ -228,6 +229,21 @@ def test_the_two_commands():
     assert ci.strip().splitlines()[-1] == TEST_LINE, "CI must run exactly the README's test line"
     main_job = fenced("bash")[0].strip()
     assert main_job.startswith("pip install -r requirements.txt && python train_hand_vae_lightning.py")
+    assert "-e ." in (REPO / "requirements.txt").read_text().splitlines()
+
+
+def _names(command: str) -> list[str]:
+    words = shlex.split(command)
+    return [words[i + 1] for i, w in enumerate(words) if w == "--experiment_name"]
+
+
+def test_fresh_runs_in_the_readme_use_distinct_names():
+    """One name is one run: no two fresh training commands of the README share an experiment name."""
+    names = [n for c in bash_commands() if "train_hand_vae_lightning.py" in c for n in _names(c)]
+    assert "demo" in names and "quick_test" in names
+    assert len(names) == len(set(names)), names
+    loading = [b for b in fenced("python") if "best_model.ckpt" in b]
+    assert loading and all("checkpoints/demo/best_model.ckpt" in b for b in loading[:2])
 
 
 def test_every_command_has_a_handler():
@@ -242,7 +258,7 @@ def test_readme_sections_and_markers():
     for heading in (
         "Quick Start", "Option A", "Option B", "Model Types", "Key Parameters", "Monitoring",
         "Output Files", "Multi-GPU", "Custom Experiment", "Resume Training", "Troubleshooting",
-        "Model Loading", "Using the prior", "Expected Results",
+        "Model Loading", "Using the prior", "Expected Results", "Reading the results",
     ):  # fmt: skip
         assert heading in text, heading
     assert "SYNTHETIC" in text
@@ -295,9 +311,11 @@ def test_metrics_named_in_the_readme_are_logged(readme_run):
 @pytest.mark.slow
 @pytest.mark.parametrize("index", range(len(fenced("python"))))
 def test_python_block_runs_as_written(readme_run, index):
-    """Each python block, verbatim, in a fresh process in the dir where the bash commands ran."""
+    """Each python block, verbatim, in a fresh process in the scratch dir where the bash commands ran:
+    outside the repository and without PYTHONPATH, as a user's own script (the package is installed)."""
     work, _ = readme_run
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    assert REPO not in work.parents
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     res = subprocess.run(
         [sys.executable, "-c", fenced("python")[index]],
         cwd=work,
@@ -306,4 +324,5 @@ def test_python_block_runs_as_written(readme_run, index):
         text=True,
         timeout=300,
     )
-    assert res.returncode == 0, res.stderr[-3000:]
+    hint = "\n(is the package installed? `pip install -r requirements.txt` runs `pip install -e .`)"
+    assert res.returncode == 0, res.stderr[-3000:] + hint
