@@ -25,6 +25,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
@@ -178,3 +179,31 @@ class NonFiniteGuard(pl.Callback):
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.check(trainer, pl_module)
+
+
+class LatestCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` whose ``last.ckpt`` is rewritten after every validation, as its name says.
+
+    Lightning 2.5+ writes ``last.ckpt`` only in a step that also wrote a top-k checkpoint. A run
+    whose ``val/loss`` plateaus (a whitened VAE that stays at its starting Gaussian) then keeps a
+    stale ``last.ckpt``, and a resume silently repeats the epochs since.
+    """
+
+    def _save_last_if_stale(self, trainer: pl.Trainer) -> None:
+        # Skipped (sanity check, not fitting, already saved at this step) exactly as Lightning skips.
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    # Lightning saves in one of the two hooks (train-epoch end when validation runs every epoch,
+    # which in Lightning 2.x comes after validation); top up in the same one.
+    @override
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_stale(trainer)
+
+    @override
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_stale(trainer)

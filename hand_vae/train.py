@@ -53,6 +53,7 @@ from hand_vae.preflight import (
 from hand_vae.reliability import (
     AtomicCheckpointIO,
     InterruptCheckpoint,
+    LatestCheckpoint,
     NonFiniteError,
     cleanup_stale_temp_files,
 )
@@ -184,7 +185,7 @@ def build_run(
         verify=s["verify_data"],
     )
     ckpt_dir, _ = run_dirs(s)
-    checkpoint = ModelCheckpoint(
+    checkpoint = LatestCheckpoint(
         dirpath=ckpt_dir,
         filename=CKPT_PATTERN,
         auto_insert_metric_name=False,
