@@ -31,27 +31,6 @@ def gaussian_nll(x: torch.Tensor, mean: torch.Tensor, log_sigma: torch.Tensor) -
     return (0.5 * z.square() + log_sigma).sum(-1) + 0.5 * LOG_2PI * x.shape[-1]
 
 
-def geodesic_nll(angle: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
-    """Isotropic tangent-space Gaussian on SO(3), summed over joints.
-
-    Per joint with geodesic error θ: ``nll = θ²/(2σ²) + 3 log σ + 3/2 log 2π``, i.e. a 3-D Gaussian
-    on the rotation vector of the error rotation. It ignores the Haar-measure correction
-    ``(1 − cos θ)/θ²`` of the exponential map, so it is a proper density only for σ ≪ π; with the
-    σ ≈ 0.1-0.3 rad seen in practice the missing factor is below 1.5% of the density.
-
-    Args:
-        angle: (B, J) geodesic angles in radians.
-        log_sigma: (J,) or scalar log σ (radians).
-
-    Returns:
-        (B,) nats.
-    """
-    log_sigma = log_sigma.expand_as(angle)
-    return (0.5 * (angle * torch.exp(-log_sigma)).square() + 3.0 * log_sigma).sum(
-        -1
-    ) + 1.5 * LOG_2PI * angle.shape[-1]
-
-
 def kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """Analytic KL(N(mu, exp(logvar)) ‖ N(0, 1)) per latent dimension.
 

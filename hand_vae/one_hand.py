@@ -10,8 +10,8 @@ and both integrals are handled separately:
 * **Over the absent hand, exactly.** Each model gives p(x_s | z) in closed form through
   ``model.side_log_likelihood(x_side, side, params)``: for the standard (Gaussian) decoder the
   marginal of a Gaussian is its block (mean block and covariance block, whatever the
-  parametrisation: diagonal, low rank + diagonal, whitened); for the SO(3) decoder the per-joint
-  likelihood is independent across joints, so the side's joints alone.
+  parametrisation: diagonal, low rank + diagonal, whitened); for the SO(3) decoder, the side's
+  45×45 block of the tangent-residual covariance L diag(σ²) Lᵀ.
 * **Over z, by importance sampling** with the proposal q(z | x̃), the encoder fed a stand-in
   two-hand pose x̃: the present hand plus its mirror image as the absent hand (mirroring,
   (x, y, z) -> (x, −y, −z) per joint, maps a left pose onto a right one; hands often move alike).
