@@ -21,7 +21,6 @@ Everything is seeded from ``--seed``: the same command gives the same JSON.
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -208,20 +207,3 @@ def markdown_table(results: dict[str, dict[str, float | None]]) -> str:
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def save_energy_figures(energies: dict[str, np.ndarray], out_dir: Path) -> list[Path]:
-    """One histogram per corruption kind (noise levels together, backbend, swap) of the VAE energy."""
-    from hand_vae.viz.figures import energy_histogram, save_figure
-
-    groups = {
-        "noise": {f"noise {s:g} rad": energies[f"noise_{s:g}"] for s in NOISE_LEVELS},
-        "backbend": {"backbend (one finger negated)": energies["backbend"]},
-        "swap": {"hands swapped, not mirrored": energies["swap"]},
-    }
-    paths = []
-    for name, sets in groups.items():
-        fig = energy_histogram({"held-out": energies["real"], **sets})
-        fig.axes[0].set_title(f"Energy of held-out poses vs corrupted copies ({name})")
-        paths.append(save_figure(fig, out_dir / f"energy_histogram_{name}.png"))
-    return paths
