@@ -14,11 +14,12 @@ import argparse
 import logging
 import sys
 from collections import Counter
+from dataclasses import fields
 
 from hand_vae.data.build import BuildConfig, BuildError, BuildSummary, build_dataset, formats_line
-from hand_vae.data.layouts import DEFAULT_SHARD_SIZE, DatasetError
+from hand_vae.data.layouts import DatasetError
 from hand_vae.data.sources import FORMATS
-from hand_vae.data.splits import DEFAULT_RATIOS, SCHEMES, SplitError
+from hand_vae.data.splits import SCHEMES, SplitError
 
 EXIT_OK, EXIT_SKIPPED, EXIT_ERROR = 0, 1, 2
 _MAX_LISTED = 20
@@ -50,13 +51,17 @@ def build_parser(layout: str, prog: str | None = None) -> argparse.ArgumentParse
         prog: program name shown in ``--help``.
     """
     default_out = "consolidated" if layout == "consolidated" else "dataset_splits"
+    D = {f.name: f.default for f in fields(BuildConfig)}  # the defaults live in BuildConfig only
     p = argparse.ArgumentParser(prog=prog, description=_DESCRIPTIONS[layout], epilog=_EPILOG)
     p.add_argument(
         "--input_dir", default=None, help="raw data root (scanned recursively); omit for synthetic data"
     )
     p.add_argument("--output_dir", default=default_out, help=f"dataset dir to write (default: {default_out})")
     p.add_argument(
-        "--format", default="auto", choices=("auto", *FORMATS), help="input format (default: auto)"
+        "--format",
+        default=D["format"],
+        choices=("auto", *FORMATS),
+        help=f"input format (default: {D['format']})",
     )
     p.add_argument(
         "--trust_pickle",
@@ -64,23 +69,30 @@ def build_parser(layout: str, prog: str | None = None) -> argparse.ArgumentParse
         help="allow pickled files (GRAB); unpickling can run code, use only for files from a trusted source",
     )
     p.add_argument(
-        "--target_fps", type=float, default=30.0, help="subsample faster clips to this rate; 0 = keep all"
+        "--target_fps",
+        type=float,
+        default=D["target_fps"],
+        help="subsample faster clips to this rate; 0 = keep all",
     )
     p.add_argument(
         "--source_fps",
         type=float,
-        default=None,
+        default=D["source_fps"],
         help="frame rate of files that store none (default: no subsampling)",
     )
     p.add_argument(
-        "--split_scheme", default="ratio", choices=SCHEMES, help="how sequences are split (default: ratio)"
+        "--split_scheme", default=D["split_scheme"], choices=SCHEMES, help="how sequences are split"
     )
     p.add_argument(
-        "--split_ratios", type=float, nargs=3, default=list(DEFAULT_RATIOS), metavar=("TRAIN", "VAL", "TEST")
+        "--split_ratios",
+        type=float,
+        nargs=3,
+        default=list(D["split_ratios"]),
+        metavar=("TRAIN", "VAL", "TEST"),
     )
-    p.add_argument("--seed", type=int, default=0, help="split seed (and synthetic-data seed)")
+    p.add_argument("--seed", type=int, default=D["seed"], help="split seed (and synthetic-data seed)")
     if layout == "consolidated":
-        p.add_argument("--shard_size", type=int, default=DEFAULT_SHARD_SIZE, help="rows per shard file")
+        p.add_argument("--shard_size", type=int, default=D["shard_size"], help="rows per shard file")
     p.add_argument(
         "--overwrite", action="store_true", help="replace an output dir written earlier by these scripts"
     )
@@ -127,21 +139,9 @@ def run(layout: str, argv: list[str] | None = None, prog: str | None = None) -> 
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s: %(message)s"
     )
-    cfg = BuildConfig(
-        output_dir=args.output_dir,
-        layout=layout,
-        input_dir=args.input_dir,
-        format=args.format,
-        trust_pickle=args.trust_pickle,
-        target_fps=args.target_fps,
-        source_fps=args.source_fps,
-        split_scheme=args.split_scheme,
-        split_ratios=tuple(args.split_ratios),
-        seed=args.seed,
-        shard_size=getattr(args, "shard_size", DEFAULT_SHARD_SIZE),
-        overwrite=args.overwrite,
-        strict=args.strict,
-    )
+    # Every flag is a BuildConfig field of the same name (the splits layout has no --shard_size).
+    given = {f.name: getattr(args, f.name) for f in fields(BuildConfig) if hasattr(args, f.name)}
+    cfg = BuildConfig(**{**given, "layout": layout, "split_ratios": tuple(args.split_ratios)})
     created_by = prog or (
         "create_consolidated_npz.py" if layout == "consolidated" else "create_datamodule.py"
     )
