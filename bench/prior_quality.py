@@ -36,7 +36,7 @@ import torch
 
 from hand_vae.baselines import fit_baselines
 from hand_vae.data.layouts import write_consolidated
-from hand_vae.data.synthetic import default_splits, small_proxy_splits, stack_poses
+from hand_vae.data.synthetic import default_splits, pose_tensors, small_proxy_splits
 from hand_vae.eval_metrics import evaluate
 from hand_vae.losses import ACTIVE_UNIT_NATS, kl_per_dim
 from hand_vae.prior import load_prior
@@ -72,7 +72,7 @@ def run_proxy(proxy: str, extra: list[str], name: str, args: argparse.Namespace,
     data_dir = work / f"data_{proxy}"
     if not data_dir.is_dir():
         write_consolidated(data_dir, splits, {"source": f"bench/prior_quality.py proxy {proxy}"})
-    tensors = {k: torch.from_numpy(stack_poses(v)[0]) for k, v in splits.items()}
+    tensors = pose_tensors(splits)
     g = torch.Generator().manual_seed(0)
     test = tensors["test"][torch.randperm(len(tensors["test"]), generator=g)[: args.max_poses]]
     protocol = ["--max_epochs", "2"] if args.smoke else PROTOCOL[proxy]

@@ -106,7 +106,7 @@ def verdicts(results: dict[str, dict[str, float | None]]) -> list[str]:
 def load_splits(args: argparse.Namespace, run: dict[str, Any]) -> tuple[dict[str, torch.Tensor], str]:
     """{split: (N, 90) float32} of the chosen source, and a description of it."""
     from hand_vae.data.layouts import DatasetError, load_dataset_dir
-    from hand_vae.data.synthetic import default_splits, stack_poses
+    from hand_vae.data.synthetic import default_splits, pose_tensors
 
     directory = args.consolidated_dir or args.splits_dir
     if directory is None and not args.poses:
@@ -118,7 +118,7 @@ def load_splits(args: argparse.Namespace, run: dict[str, Any]) -> tuple[dict[str
             raise EvalError(f"cannot read dataset {directory}: {err}") from err
         return {k: torch.from_numpy(v[0]) for k, v in arrays.items()}, f"dataset {directory}"
     seed = int(run.get("seed", 0))
-    splits = {k: torch.from_numpy(stack_poses(v)[0]) for k, v in default_splits(seed=seed).items()}
+    splits = pose_tensors(default_splits(seed=seed))
     return splits, f"embedded synthetic dataset (seed {seed})"
 
 

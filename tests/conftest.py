@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hand_vae.data.synthetic import default_splits, stack_poses
+from hand_vae.data.synthetic import default_splits, pose_tensors
 from hand_vae.losses import free_bits_kl
 from hand_vae.models import BaseHandVAE, build_model
 
@@ -17,7 +17,7 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="session")
 def synthetic_poses() -> dict[str, torch.Tensor]:
     """The embedded default dataset, split by subject: split -> (N, 90) float32."""
-    return {k: torch.from_numpy(stack_poses(v)[0]) for k, v in default_splits(seed=0).items()}
+    return pose_tensors(default_splits(seed=0))
 
 
 def train_tiny(model_type: str, train: torch.Tensor, epochs: int = 4, seed: int = 0) -> BaseHandVAE:

@@ -159,12 +159,12 @@ def test_low_rank_decoder_likelihood_matches_scipy() -> None:
 def test_short_run_on_small_proxy_beats_nearest_neighbour_on_backbend() -> None:
     """The CLI's standard model (whitened at the val-tuned Gaussian of train ∪ mirrored train) after
     a short run on the small proxy: one subject's 3,600 frames, scored on unseen subjects."""
-    from hand_vae.data.synthetic import small_proxy_splits, stack_poses
+    from hand_vae.data.synthetic import pose_tensors, small_proxy_splits
     from hand_vae.losses import free_bits_kl
     from hand_vae.models import build_model
     from hand_vae.rotations import swap_and_mirror_hands
 
-    splits = {k: torch.from_numpy(stack_poses(v)[0]) for k, v in small_proxy_splits(seed=0).items()}
+    splits = pose_tensors(small_proxy_splits(seed=0))
     train = splits["train"]
     torch.manual_seed(0)
     model = build_model("standard", z_dim=16, hidden=128, whiten=True, min_sigma=0.05)

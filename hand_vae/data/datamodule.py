@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from hand_vae.data.layouts import SPLITS, DatasetError, split_files
 from hand_vae.data.npz_io import iter_npz_rows
-from hand_vae.data.synthetic import default_splits, stack_poses
+from hand_vae.data.synthetic import default_splits, pose_tensors
 from hand_vae.rotations import NUM_JOINTS, POSE_DIM, swap_and_mirror_hands
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ class HandPoseDataModule(pl.LightningDataModule):
         """The in-memory source: every split of the embedded synthetic set as (N, 90) float32 CPU
         tensors. Used when no directory is given (tests and benchmarks replace it)."""
         splits = default_splits(seed=self.hparams.seed)
-        return {k: torch.from_numpy(stack_poses(v)[0]) for k, v in splits.items()}
+        return pose_tensors(splits)
 
     def setup(self, stage: str | None = None) -> None:
         if self.tensors:

@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from hand_vae import anatomy
 from hand_vae.rotations import HAND_DIM, JOINTS_PER_HAND, POSE_DIM
@@ -255,3 +256,8 @@ def small_proxy_splits(seed: int = 0) -> dict[str, list[PoseSequence]]:
     seqs = generate_sequences(4, 7, 600, hand_roles=True, seed=seed)
     first = [s for s in seqs if s.subject == "subject00"]
     return {"train": first[:-1], "val": first[-1:], "test": [s for s in seqs if s.subject != "subject00"]}
+
+
+def pose_tensors(splits: dict[str, list[PoseSequence]]) -> dict[str, torch.Tensor]:
+    """split -> all its poses as one (N, 90) float32 tensor (the in-memory form every consumer uses)."""
+    return {k: torch.from_numpy(stack_poses(v)[0]) for k, v in splits.items()}
