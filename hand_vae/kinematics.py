@@ -11,11 +11,11 @@ Keypoints (21 per hand, the usual hand-keypoint count, in MANO finger order):
 
 Chain: the wrist carries no rotation (no global orientation). Joint j of a finger sits at the end
 of bone j-1 (joint 1 at the knuckle offset) and rotates everything distal to it; its world rotation
-is ``R_1 @ ... @ R_j`` (each axis-angle is relative to its parent, DESIGN §1), and bone j has rest
+is ``R_1 @ ... @ R_j`` (each axis-angle is relative to its parent, docs/design.md §1), and bone j has rest
 vector ``BONE_LENGTHS[f][j] * BONE_DIRECTION[f]``.
 
 Left hand: ``anatomy`` defines the right hand; the left-hand axis-angle is the right's mirrored with
-(x, y, z) -> (x, −y, −z) (DESIGN §1). For a reflection M (det −1), ``M R(ω) M = R(−M ω)``, so that
+(x, y, z) -> (x, −y, −z) (docs/design.md §1). For a reflection M (det −1), ``M R(ω) M = R(−M ω)``, so that
 per-joint mirror is exactly conjugation by M = diag(−1, 1, 1): the left hand's own skeleton is the
 right one reflected x -> −x (fingers along −x), and ``fk(ω_L, left skeleton) = M fk(mirror ω_L,
 right skeleton)`` (tested). For display, the left hand is then turned 180° about y (a rigid

@@ -2,7 +2,7 @@
 
 Every function takes ``prior``: a plain hand VAE (``hand_vae.models.BaseHandVAE``, what
 ``load_prior`` returns) or a ``HandVAELightningModule`` (its ``.model`` is used). Both model
-types (standard and SO(3)) work. Poses are axis-angle radians in the two-hand layout of DESIGN §1:
+types (standard and SO(3)) work. Poses are axis-angle radians in the two-hand layout of docs/design.md §1:
 ``(B, 90)`` = ``[left 45 | right 45]`` or ``(B, 30, 3)``. Energies are the model's ``energy(x)``:
 the negative ELBO at z = mu(x), in nats, lower = more plausible.
 

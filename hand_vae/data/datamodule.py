@@ -106,7 +106,7 @@ class HandPoseDataModule(pl.LightningDataModule):
             the embedded synthetic dataset (``hand_vae.data.synthetic``) is used.
         batch_size: rows per batch (per process under DDP).
         model_type: "standard" yields (B, 90) batches, "so3" yields (B, 30, 3).
-        num_workers: DataLoader workers. The in-memory gather needs none; kept for the seed's flag.
+        num_workers: DataLoader workers. The in-memory gather needs none; kept for the original README's flag.
         seed: shuffling seed (and the synthetic set's seed).
         mirror_augment: swap the hands and mirror each (``rotations.swap_and_mirror_hands``) in a random
             half of each training batch.
