@@ -101,6 +101,10 @@ class HandVAELightningModule(pl.LightningModule):
 
     @override
     def configure_callbacks(self) -> list[pl.Callback]:
+        # Lightning calls this again for trainer.test(); one guard is enough (and a second one makes
+        # Lightning print an "override" notice on every run).
+        if self._trainer is not None and any(isinstance(c, NonFiniteGuard) for c in self.trainer.callbacks):
+            return []
         return [NonFiniteGuard()]
 
     def _fit_whitening(self) -> None:
