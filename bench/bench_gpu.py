@@ -45,7 +45,11 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 REPO = Path(__file__).resolve().parents[1]
 
-CONFIGS = {"32_true": ("32-true", "off"), "32_true_graphs": ("32-true", "on"), "bf16_mixed": ("bf16-mixed", "off")}
+CONFIGS = {
+    "32_true": ("32-true", "off"),
+    "32_true_graphs": ("32-true", "on"),
+    "bf16_mixed": ("bf16-mixed", "off"),
+}
 DEFAULT_BATCH = {"standard": 8192, "so3": 4096}  # the CLI's defaults
 SYNC_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy")
 LAUNCH_CALLS = ("cudaLaunchKernel", "cuLaunchKernel", "cudaGraphLaunch", "cudaLaunchKernelExC")
@@ -112,7 +116,9 @@ def profile_counts(prof, steps: int) -> dict[str, float]:
             "syncs_per_step": syncs / n, "launches_per_step": launches / n}  # fmt: skip
 
 
-def cli_argv(model_type: str, precision: str, graphs: str, args: argparse.Namespace, workdir: str) -> list[str]:
+def cli_argv(
+    model_type: str, precision: str, graphs: str, args: argparse.Namespace, workdir: str
+) -> list[str]:
     return [
         "--model_type", model_type, "--batch_size", str(args.batch_size or DEFAULT_BATCH[model_type]),
         "--precision", precision,
@@ -129,7 +135,9 @@ def run_steps(argv: list[str], train: torch.Tensor, args: argparse.Namespace, na
     steps = args.naive_steps if naive else args.steps
     profile = 0 if naive else args.profile_steps
     total = args.warmup + steps + profile
-    kwargs, module, datamodule = project_run(argv + ["--limit_train_batches", str(total)], train, train[:4096])
+    kwargs, module, datamodule = project_run(
+        argv + ["--limit_train_batches", str(total)], train, train[:4096]
+    )
     window = StepWindow(args.warmup, steps, profile)
     trainer = bench_trainer(kwargs, window)
     if naive:
@@ -147,7 +155,9 @@ def run_steps(argv: list[str], train: torch.Tensor, args: argparse.Namespace, na
     if window.profiled is not None:
         out.update(profile_counts(window.profiled, profile))
     if not naive:
-        out["cuda_graph_captured"] = bool(getattr(module, "_graph_step", None) and module._graph_step.captured)
+        out["cuda_graph_captured"] = bool(
+            getattr(module, "_graph_step", None) and module._graph_step.captured
+        )
     return out
 
 
@@ -170,7 +180,11 @@ def section_steps(args: argparse.Namespace, workdir: str) -> None:
             batches = -(-args.rows // (args.batch_size or DEFAULT_BATCH[model_type]))
             r["projected_100_epochs_min"] = 100 * batches * r["step_ms"] / 1e3 / 60
             for name, value in r.items():
-                print(f"{key}_{name} = {value:.3f}" if isinstance(value, float) else f"{key}_{name} = {int(value)}")
+                print(
+                    f"{key}_{name} = {value:.3f}"
+                    if isinstance(value, float)
+                    else f"{key}_{name} = {int(value)}"
+                )
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             sys.stdout.flush()
@@ -206,9 +220,10 @@ def write_dataset(rows: int, out_dir: Path) -> int:
 
 def cli_child(argv: list[str]) -> int:
     """Run the CLI with a timing callback; print one JSON line of timings and the peak RSS."""
-    import hand_vae.train as hv_train
     from bench_train import quiet_lightning
     from pytorch_lightning import Callback
+
+    import hand_vae.train as hv_train
 
     quiet_lightning()
     marks: dict = {"epochs": []}
@@ -245,7 +260,10 @@ def section_cli(args: argparse.Namespace, workdir: str) -> None:
     data_dir = Path(workdir) / "consolidated"
     t0 = time.perf_counter()
     nbytes = write_dataset(args.rows, data_dir)
-    print(f"cli: wrote {args.rows:,} rows ({nbytes / 1e9:.2f} GB) in {time.perf_counter() - t0:.1f} s", flush=True)
+    print(
+        f"cli: wrote {args.rows:,} rows ({nbytes / 1e9:.2f} GB) in {time.perf_counter() - t0:.1f} s",
+        flush=True,
+    )
     for graphs in args.cli_graphs:
         argv = ["--consolidated_dir", str(data_dir), "--max_epochs", str(args.cli_epochs), "--accelerator",
                 args.accelerator, "--devices", "1", "--cuda_graphs", graphs, "--no_progress_bar",
@@ -259,7 +277,10 @@ def section_cli(args: argparse.Namespace, workdir: str) -> None:
         line = next((x for x in proc.stdout.splitlines() if x.startswith("CLI_TIMING ")), None)
         key = f"cli_graphs_{graphs}"
         if proc.returncode != 0 or line is None:
-            print(f"{key}: FAILED (exit {proc.returncode})\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}", flush=True)
+            print(
+                f"{key}: FAILED (exit {proc.returncode})\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}",
+                flush=True,
+            )
             args.failed = True
             continue
         m = json.loads(line[len("CLI_TIMING ") :])
@@ -276,10 +297,16 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--cli_child":
         return cli_child(argv[2:] if argv[1:2] == ["--"] else argv[1:])
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=10_000_000, help="dataset size of the projection and the CLI run")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--rows", type=int, default=10_000_000, help="dataset size of the projection and the CLI run"
+    )
     parser.add_argument("--step_rows", type=int, default=2_000_000, help="rows in memory while timing steps")
-    parser.add_argument("--batch_size", type=int, default=None, help="default: the CLI's (8192 standard, 4096 so3)")
+    parser.add_argument(
+        "--batch_size", type=int, default=None, help="default: the CLI's (8192 standard, 4096 so3)"
+    )
     parser.add_argument("--accelerator", default="gpu")
     parser.add_argument("--data_on_device", default="auto", choices=("auto", "always", "never"))
     parser.add_argument("--models", nargs="+", default=["standard", "so3"], choices=("standard", "so3"))
@@ -310,7 +337,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}")
         peaks = {"fp32": matmul_gflops(8192, device="cuda"),
                  "bf16": matmul_gflops(8192, device="cuda", dtype=torch.bfloat16)}  # fmt: skip
-        print("matmul 8192^2 peak: " + ", ".join(f"{k} {v / 1e3:.1f} TFLOP/s" for k, v in peaks.items()), flush=True)
+        print(
+            "matmul 8192^2 peak: " + ", ".join(f"{k} {v / 1e3:.1f} TFLOP/s" for k, v in peaks.items()),
+            flush=True,
+        )
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as workdir:
         if not args.skip_steps:

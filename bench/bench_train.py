@@ -37,8 +37,8 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import hand_vae.train as hv_train  # noqa: E402
-from hand_vae.data.synthetic import generate_sequences, stack_poses  # noqa: E402
 from hand_vae.data.datamodule import mirror_random_half  # noqa: E402
+from hand_vae.data.synthetic import generate_sequences, stack_poses  # noqa: E402
 from hand_vae.lightning_module import HandVAELightningModule  # noqa: E402
 from hand_vae.losses import beta_schedule, free_bits_kl  # noqa: E402
 from hand_vae.models import VAEConfig, build_model  # noqa: E402
@@ -139,7 +139,9 @@ class NaiveModule(HandVAELightningModule):
         return model_layout(x, self.hparams.model_type)
 
 
-def fit_whitening_like_cli(model: torch.nn.Module, train: torch.Tensor, val: torch.Tensor, mirror: bool) -> None:
+def fit_whitening_like_cli(
+    model: torch.nn.Module, train: torch.Tensor, val: torch.Tensor, mirror: bool
+) -> None:
     """The module's start (``HandVAELightningModule.setup``) for a model that has a whitening to fit:
     the Gaussian of train (∪ mirrored train with mirroring), tuned on val."""
     if not bool(getattr(model, "white_fitted", True)):

@@ -34,11 +34,12 @@ from pathlib import Path
 
 import torch
 
+from hand_vae import metrics
 from hand_vae.baselines import fit_baselines
 from hand_vae.data.layouts import write_consolidated
 from hand_vae.data.synthetic import default_splits, pose_tensors, small_proxy_splits
 from hand_vae.eval_metrics import evaluate
-from hand_vae.losses import ACTIVE_UNIT_NATS, kl_per_dim
+from hand_vae.losses import kl_per_dim
 from hand_vae.prior import load_prior
 
 PROXIES = {"small": small_proxy_splits, "default": default_splits}
@@ -59,7 +60,7 @@ def latent_report(model: torch.nn.Module, x: torch.Tensor) -> dict[str, float]:
     nll_z0 = model.recon_nll(x.reshape(x.shape[0], -1, 3), model.decode_params(z0))
     return {
         "kl": float(kl.sum(-1).mean()),
-        "active_units": int((kl.mean(0) > ACTIVE_UNIT_NATS).sum()),
+        "active_units": int(metrics.active_units(kl.mean(0))),
         "nll_z0": float(nll_z0.double().mean()),
     }
 
@@ -90,8 +91,8 @@ def run_proxy(proxy: str, extra: list[str], name: str, args: argparse.Namespace,
     baselines.pop("nearest_neighbour", None)
     results, _ = evaluate(model, test, baselines, num_samples=args.num_samples, seed=0)
     rows = []
-    for method, metrics in results.items():
-        row = {"proxy": proxy, "method": method if method != "vae" else f"vae:{name}", **metrics}
+    for method, scores in results.items():
+        row = {"proxy": proxy, "method": method if method != "vae" else f"vae:{name}", **scores}
         if method == "vae":
             row.update(flags=shlex.join(extra), best_epoch=best_epoch, train_s=round(train_s))
             row.update(latent_report(model, test))
@@ -109,7 +110,17 @@ def table(rows: list[dict]) -> str:
         cells = []
         for c in cols:
             v = r.get(c)
-            cells.append("–" if v is None or (isinstance(v, float) and math.isnan(v)) else (f"{v:.3f}" if isinstance(v, float) and abs(v) < 2 else f"{v:.1f}" if isinstance(v, float) else str(v)))
+            cells.append(
+                "–"
+                if v is None or (isinstance(v, float) and math.isnan(v))
+                else (
+                    f"{v:.3f}"
+                    if isinstance(v, float) and abs(v) < 2
+                    else f"{v:.1f}"
+                    if isinstance(v, float)
+                    else str(v)
+                )
+            )
         s = r.get("settings") or {}
         setting = f"floor {s['floor']:g}, scale {s['scale']:g}" if s else r.get("flags") or "CLI defaults"
         lines.append(f"| {r['method']} | " + " | ".join(cells) + f" | {setting} |")

@@ -84,7 +84,9 @@ class StaticStep:
         warmup_steps: eager CUDA steps (on a side stream, as capture requires) before capture.
     """
 
-    def __init__(self, step: Callable[[torch.Tensor], torch.Tensor], warmup_steps: int = WARMUP_STEPS) -> None:
+    def __init__(
+        self, step: Callable[[torch.Tensor], torch.Tensor], warmup_steps: int = WARMUP_STEPS
+    ) -> None:
         self.step = step
         self.warmup_steps = warmup_steps
         self.x: torch.Tensor | None = None  # static input

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from scipy.stats import rankdata
 
-from hand_vae import anatomy
+from hand_vae import anatomy, metrics
 from hand_vae.rotations import HAND_DIM, JOINTS_PER_HAND, to_flat
 
 NOISE_LEVELS = (0.02, 0.05, 0.1)  # rad
@@ -145,9 +145,9 @@ def vae_metrics(model: torch.nn.Module, x: torch.Tensor, num_samples: int, seed:
         neg_elbo, nll, geo = [], [], []
         for c in x.split(4096):
             out = model(c, sample=True)
-            neg_elbo.append(out["recon_nll"] + out["kl"].sum(-1))
+            neg_elbo.append(metrics.neg_elbo(out))
             nll.append(-model.log_prob(c, num_samples=num_samples, chunk_size=max(1, 2**16 // len(c))))
-            geo.append(model.joint_errors(c, model.reconstruct(c)).mean(-1))
+            geo.append(metrics.reconstruction_error(model, c).mean(-1))
     return {
         "neg_elbo": float(torch.cat(neg_elbo).double().mean()),
         "nll": float(torch.cat(nll).double().mean()),

@@ -19,6 +19,7 @@ from hand_vae.losses import LOG_2PI
 # Candidate diagonal floors (rad²) and standard-deviation scales.
 FLOORS = (1e-6, 1e-5, 1e-4, 4e-4, 1e-3)
 SCALES = (1.0, 1.1, 1.2, 1.35, 1.5, 1.75, 2.0)
+CHUNK_ROWS = 1 << 18  # rows per float64 block when accumulating moments
 
 
 def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, chol: torch.Tensor) -> torch.Tensor:
@@ -50,13 +51,27 @@ def fit_gaussian(x: torch.Tensor, floor: float) -> tuple[torch.Tensor, torch.Ten
     Returns:
         mean (D,) and lower Cholesky factor L (D, D), float64.
     """
-    x = x.detach().double()
+    mean, cov = moments(x)
+    eye = torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
+    return mean, torch.linalg.cholesky(cov + floor * eye)
+
+
+def moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean (D,) and maximum-likelihood covariance (D, D) of x (N, D), float64."""
     if x.shape[0] < 2:
         raise ValueError(f"need at least 2 rows to fit a Gaussian, got {x.shape[0]}")
-    mean = x.mean(0)
-    diff = x - mean
-    cov = diff.T @ diff / x.shape[0] + floor * torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
-    return mean, torch.linalg.cholesky(cov)
+    # Moments accumulated in float64 over row chunks, shifted by the first row against cancellation:
+    # a float64 copy of 10M poses (7 GB) on a GPU would not fit beside the data.
+    N, D = x.shape
+    shift = x[0].detach().double()
+    total = torch.zeros(D, dtype=torch.float64, device=x.device)
+    scatter = torch.zeros(D, D, dtype=torch.float64, device=x.device)
+    for chunk in x.detach().split(CHUNK_ROWS):
+        c = chunk.double() - shift  # (n, D)
+        total += c.sum(0)
+        scatter += c.T @ c
+    mean_c = total / N
+    return mean_c + shift, scatter / N - torch.outer(mean_c, mean_c)
 
 
 def tune_gaussian(
@@ -82,8 +97,10 @@ def tune_gaussian(
         return mean, chol, {"floor": floors[0], "scale": 1.0, "val_nll": math.nan}
     val = val.detach().double().to(train.device)
     best: tuple[float, torch.Tensor, torch.Tensor, dict[str, float]] | None = None
+    mean, cov = moments(train)  # one pass over the data for every floor
+    eye = torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
     for floor in floors:
-        mean, chol = fit_gaussian(train, floor)
+        chol = torch.linalg.cholesky(cov + floor * eye)
         for scale in scales:
             nll = float(-gaussian_log_prob(val, mean, scale * chol).mean())
             if best is None or nll < best[0]:

@@ -140,7 +140,9 @@ class NonFiniteGuard(pl.Callback):
         self._step = 0
 
     @override
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx
+    ) -> None:
         self._step = trainer.global_step  # the step this batch's loss belongs to
 
     @override

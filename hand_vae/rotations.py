@@ -70,12 +70,6 @@ def to_hands(x: torch.Tensor) -> torch.Tensor:
     return to_joints(x).reshape(x.shape[0], NUM_HANDS, JOINTS_PER_HAND, 3)
 
 
-def from_hands(x: torch.Tensor) -> torch.Tensor:
-    """(B, 2, 15, 3) -> (B, 90)."""
-    _check_last(x, (NUM_HANDS, JOINTS_PER_HAND, 3), "hands")
-    return x.reshape(x.shape[0], POSE_DIM)
-
-
 # --------------------------------------------------------------------------- conversions
 
 
@@ -114,7 +108,7 @@ _MARKLEY = (
 )  # fmt: skip
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _markley_map(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """(c (16,), T (9, 16)) of ``_MARKLEY``, made once per device and dtype (not a copy per call)."""
     c = torch.tensor([const for const, _ in _MARKLEY], dtype=dtype)

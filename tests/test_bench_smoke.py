@@ -32,8 +32,15 @@ KEY_LINES = {
             rf"gpu_{m}_{c}_{k}"
             for m in ("standard", "so3")
             for c in ("32_true", "32_true_graphs", "bf16_mixed")
-            for k in ("step_ms", "samples_per_s", "projected_100_epochs_min", "gpu_busy_ms_per_step",
-                      "h2d_copies_per_step", "syncs_per_step", "launches_per_step")
+            for k in (
+                "step_ms",
+                "samples_per_s",
+                "projected_100_epochs_min",
+                "gpu_busy_ms_per_step",
+                "h2d_copies_per_step",
+                "syncs_per_step",
+                "launches_per_step",
+            )
         ),
         r"gpu_naive_standard_32_true_samples_per_s",
         *(rf"cli_graphs_auto_{k}" for k in ("startup_s", "epoch_with_validation_s", "wall_s", "peak_rss_gb")),

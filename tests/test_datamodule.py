@@ -142,7 +142,9 @@ def test_streamed_splits_equal_the_whole_file_loader(tiny_dirs):
     for sub in ("cons", "splits"):
         whole = load_dataset_dir(tiny_dirs / sub)
         files = split_files(tiny_dirs / sub)
-        dm = HandPoseDataModule(**{"consolidated_dir" if sub == "cons" else "splits_dir": str(tiny_dirs / sub)})
+        dm = HandPoseDataModule(
+            **{"consolidated_dir" if sub == "cons" else "splits_dir": str(tiny_dirs / sub)}
+        )
         for split in ("train", "val", "test"):
             expected = torch.from_numpy(whole[split][0])
             rows = sum(n for _, n in files[split])

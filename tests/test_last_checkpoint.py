@@ -16,5 +16,7 @@ def test_last_ckpt_follows_every_epoch_on_a_plateau(tmp_path) -> None:
     argv += ["--learning_rate", "0", "--save_top_k", "1", "--max_epochs", "3", "--experiment_name", "plateau"]
     argv += ["--checkpoint_dir", str(tmp_path / "ckpt"), "--log_dir", str(tmp_path / "logs")]
     assert main(argv) == 0
-    assert [p.name for p in ckpt.glob("hand_vae_epoch_*.ckpt")] == [next(ckpt.glob("hand_vae_epoch_00_*")).name]
+    assert [p.name for p in ckpt.glob("hand_vae_epoch_*.ckpt")] == [
+        next(ckpt.glob("hand_vae_epoch_00_*")).name
+    ]
     assert torch.load(ckpt / "last.ckpt", weights_only=True)["epoch"] == 2

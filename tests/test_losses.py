@@ -1,6 +1,5 @@
 """Losses against independent oracles: scipy densities and Monte Carlo KL."""
 
-
 import numpy as np
 import pytest
 import torch

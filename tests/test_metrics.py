@@ -11,7 +11,10 @@ from hand_vae import metrics
 
 def test_geodesic_error_is_the_angle_of_the_relative_rotation():
     g = torch.Generator().manual_seed(0)
-    x, y = torch.randn(5, 90, generator=g, dtype=torch.float64), torch.randn(5, 90, generator=g, dtype=torch.float64)
+    x, y = (
+        torch.randn(5, 90, generator=g, dtype=torch.float64),
+        torch.randn(5, 90, generator=g, dtype=torch.float64),
+    )
     ours = metrics.geodesic_error(x, y.reshape(5, 30, 3))  # both layouts accepted
     a, b = x.reshape(-1, 3).numpy(), y.reshape(-1, 3).numpy()
     ref = (Rotation.from_rotvec(a).inv() * Rotation.from_rotvec(b)).magnitude().reshape(5, 30)

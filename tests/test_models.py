@@ -28,8 +28,7 @@ def test_build_model_defaults_follow_the_seed():
 def test_forward_shapes(model):
     out = model(torch.randn(5, 90) * 0.3)
     assert out["recon_nll"].shape == (5,) and out["kl"].shape == (5, 8)
-    assert out["mu"].shape == out["logvar"].shape == (5, 8)
-    assert out["x_hat"].shape == (5, 90)
+    assert out["mu"].shape == (5, 8) and set(out) == {"recon_nll", "kl", "mu"}
     assert model.encode(torch.randn(5, 30, 3))[0].shape == (5, 8)
     assert model.decode(torch.randn(5, 8)).shape == (5, 90)
     assert model.reconstruct(torch.randn(5, 90)).shape == (5, 90)

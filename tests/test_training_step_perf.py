@@ -127,7 +127,10 @@ def test_training_steps_make_no_host_sync_or_copy(tmp_path, monkeypatch, flags):
 
 @pytest.mark.parametrize(
     "extra,event",
-    [(lambda loss: loss.item(), "aten._local_scalar_dense.default"), (lambda loss: torch.tensor(1.0), "aten.lift_fresh.default")],
+    [
+        (lambda loss: loss.item(), "aten._local_scalar_dense.default"),
+        (lambda loss: torch.tensor(1.0), "aten.lift_fresh.default"),
+    ],
     ids=["item", "tensor-from-python"],
 )
 def test_the_window_catches_a_sync_and_a_copy_in_the_step(tmp_path, monkeypatch, extra, event):

@@ -182,7 +182,9 @@ class HandPoseDataModule(pl.LightningDataModule):
                 "create_consolidated_npz.py / create_datamodule.py, which drop such frames"
             )
         if split in ("train", "val") and len(data) == 0:
-            raise ValueError(f"the {split} split of the {self.source} is empty; rebuild it with more sequences")
+            raise ValueError(
+                f"the {split} split of the {self.source} is empty; rebuild it with more sequences"
+            )
 
     def _target_device(self, nbytes: int) -> torch.device:
         mode = self.hparams.data_on_device
@@ -249,7 +251,11 @@ def mirror_random_half(batch: torch.Tensor) -> torch.Tensor:
 
 
 def _stream_split(
-    files: list[tuple[Path, int]], rows: int, device: torch.device, root: Path, staging_rows: int | None = None
+    files: list[tuple[Path, int]],
+    rows: int,
+    device: torch.device,
+    root: Path,
+    staging_rows: int | None = None,
 ) -> torch.Tensor:
     """Read one split's files into a new (rows, 90) float32 tensor on ``device``.
 

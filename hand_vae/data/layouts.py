@@ -296,7 +296,10 @@ def split_files(path: str | Path, verify: bool = False) -> dict[str, list[tuple[
     meta = read_meta(path)
     entries = "shards" if meta["layout"] == "consolidated" else "sequences"
     return {
-        split: [(_check_file(path, e, verify), int(e["rows"])) for e in meta["splits"].get(split, {}).get(entries, [])]
+        split: [
+            (_check_file(path, e, verify), int(e["rows"]))
+            for e in meta["splits"].get(split, {}).get(entries, [])
+        ]
         for split in SPLITS
     }
 

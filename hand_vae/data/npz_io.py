@@ -141,7 +141,9 @@ def iter_npz_rows(path: str | Path, key: str, buffer: np.ndarray) -> Iterator[np
                 whole = z[key]
             shape = whole.shape
         if tuple(shape[1:]) != buffer.shape[1:]:
-            raise ValueError(f"{path}:{key} has rows of shape {tuple(shape[1:])}, expected {buffer.shape[1:]}")
+            raise ValueError(
+                f"{path}:{key} has rows of shape {tuple(shape[1:])}, expected {buffer.shape[1:]}"
+            )
         if stored:
             f.seek(offset)
         for start in range(0, shape[0], len(buffer)):

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from hand_vae.losses import kl_per_dim
-from hand_vae.rotations import NUM_JOINTS, geodesic_angle_axis_angle, to_joints
+from hand_vae.rotations import NUM_JOINTS, to_joints
 
 ENERGY_CHUNK = 8192  # rows per energy() chunk: keeps the MLP's temporaries in cache
 
@@ -104,8 +104,7 @@ def floored_log_sigma(raw: torch.Tensor, min_sigma: float) -> torch.Tensor:
 class BaseHandVAE(nn.Module):
     """Encoder, reparameterisation and the scoring API shared by both models.
 
-    Subclasses implement ``encoder_input``, ``decode_params``, ``recon_nll``, ``params_to_pose``
-    and ``joint_errors``.
+    Subclasses implement ``encoder_input``, ``decode_params``, ``recon_nll`` and ``params_to_pose``.
     """
 
     def __init__(self, cfg: VAEConfig, encoder_in: int) -> None:
@@ -136,10 +135,6 @@ class BaseHandVAE(nn.Module):
 
     def params_to_pose(self, params: torch.Tensor) -> torch.Tensor:  # -> (B, 90)
         raise NotImplementedError
-
-    def joint_errors(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
-        """Per-joint geodesic angle between two poses, (B, 30) radians (same metric for both models)."""
-        return geodesic_angle_axis_angle(to_joints(x), to_joints(x_hat))
 
     # ---------------------------------------------------------------- public API
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -178,20 +173,16 @@ class BaseHandVAE(nn.Module):
             sample: draw z from q(z|x) (training); False decodes z = mu.
 
         Returns:
-            dict with ``recon_nll`` (B,) nats, ``kl`` (B, Z) per-dimension nats, ``mu`` and
-            ``logvar`` (B, Z), ``params`` (raw decoder output) and ``x_hat`` (B, 90) mean pose.
+            dict with ``recon_nll`` (B,) nats, ``kl`` (B, Z) per-dimension nats and ``mu`` (B, Z).
+            Nothing else: the training step pays for what it returns (``reconstruct`` gives poses).
         """
         joints = to_joints(x)
         mu, logvar = self.encode(joints)
         z = self.reparameterize(mu, logvar) if sample else mu
-        params = self.decode_params(z)
         return {
-            "recon_nll": self.recon_nll(joints, params),
+            "recon_nll": self.recon_nll(joints, self.decode_params(z)),
             "kl": kl_per_dim(mu, logvar),
             "mu": mu,
-            "logvar": logvar,
-            "params": params,
-            "x_hat": self.params_to_pose(params),
         }
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,8 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from hand_vae.rotations import geodesic_angle_axis_angle, to_flat, to_joints
+from hand_vae import metrics
+from hand_vae.rotations import to_flat
 from hand_vae.viz import figures
 
 # Axis-angle noise levels for the energy histogram, radians (std of i.i.d. Gaussian noise added to
@@ -76,7 +77,7 @@ def evaluate_for_plots(model: nn.Module, poses: torch.Tensor, seed: int = 0, num
         x_hat = to_flat(model.reconstruct(x))  # (N, 90)
         gen = torch.Generator(device=device).manual_seed(seed)
         samples = to_flat(model.sample(num_skeletons, generator=gen))  # (k, 90)
-    err = geodesic_angle_axis_angle(to_joints(x), to_joints(x_hat))  # (N, 30) radians
+    err = metrics.geodesic_error(x, x_hat)  # (N, 30) radians
     k = min(num_skeletons, x.shape[0])
 
     def np_(t: torch.Tensor) -> np.ndarray:
