@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
 
 import torch
 
-from hand_vae.gaussian import FLOORS, SCALES, fit_gaussian, gaussian_log_prob
+from hand_vae.gaussian import SCALES, fit_gaussian, gaussian_log_prob, tune_gaussian
 from hand_vae.rotations import to_flat
 
 log = logging.getLogger(__name__)
@@ -38,7 +37,7 @@ class GaussianPrior:
 
     A prior for new subjects is a frontier, not a point: ``reg`` (a diagonal floor) trades the NLL
     of an unseen subject against sharpness to small off-manifold noise, and ``scale`` widens it
-    without changing its ranking of poses. ``tune_prior`` chooses both on validation poses.
+    without changing its ranking of poses. ``GaussianPrior.tuned`` chooses both on validation poses.
 
     Args:
         reg: added to the covariance diagonal, rad².
@@ -58,6 +57,17 @@ class GaussianPrior:
         self.mean, self.chol = fit_gaussian(_flat64(x), self.reg)
         self.cov = self.chol @ self.chol.T
         return self
+
+    @classmethod
+    def tuned(cls, x: torch.Tensor, val: torch.Tensor) -> GaussianPrior:
+        """The Gaussian of poses x (N, 90) with floor and scale chosen on val (M, 90) by
+        ``gaussian.tune_gaussian``, the same search the VAEs' whitening uses; settings in ``.settings``."""
+        mean, chol, settings = tune_gaussian(_flat64(x), _flat64(val))
+        prior = cls(settings["floor"], settings["scale"])
+        prior.mean, prior.chol = mean, chol / settings["scale"]  # stored before the scale, as fit() does
+        prior.cov = prior.chol @ prior.chol.T
+        prior.settings = settings
+        return prior
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """Exact log-density, (B,) nats (float64)."""
@@ -218,35 +228,15 @@ class NearestNeighbourPrior:
         return torch.cat(out) if out else q.new_zeros(0)
 
 
-def tune_prior(
-    make: Callable[[float], GaussianPrior | GMMPrior],
-    train: torch.Tensor,
-    val: torch.Tensor,
-    floors: tuple[float, ...] = FLOORS,
-    scales: tuple[float, ...] = SCALES,
-) -> tuple[GaussianPrior | GMMPrior, dict[str, float]]:
-    """Fit ``make(floor)`` on train for every floor and keep the (floor, scale) with the best
-    validation NLL: the fair way to set a classic prior's two knobs, as a VAE's are set.
-
-    Args:
-        make: floor (rad²) -> an unfitted density prior with a ``scale`` attribute.
-        train: (N, 90) poses to fit on.
-        val: (M, 90) poses to choose on.
-
-    Returns:
-        (the chosen fitted prior, {"floor": rad², "scale": ·, "val_nll": nats/pose}).
-    """
-    best: tuple[float, GaussianPrior | GMMPrior, dict[str, float]] | None = None
-    for floor in floors:
-        prior = make(floor).fit(train)
-        for scale in scales:
-            prior.scale = scale
-            nll = float(-prior.log_prob(val).mean())
-            if best is None or nll < best[0]:
-                best = (nll, prior, {"floor": floor, "scale": scale, "val_nll": nll})
-    _, prior, settings = best
-    prior.scale = settings["scale"]
-    return prior, settings
+def choose_scale(prior: GaussianPrior | GMMPrior, val: torch.Tensor) -> dict[str, float]:
+    """Set a fitted density's ``scale`` to the one of ``gaussian.SCALES`` with the best NLL on val
+    (M, 90), keeping its floor; returns {"floor", "scale", "val_nll"}."""
+    nll = {}
+    for scale in SCALES:
+        prior.scale = scale
+        nll[scale] = float(-prior.log_prob(val).mean())
+    prior.scale = min(nll, key=nll.get)
+    return {"floor": prior.reg, "scale": prior.scale, "val_nll": nll[prior.scale]}
 
 
 def fit_baselines(
@@ -254,8 +244,8 @@ def fit_baselines(
 ) -> dict[str, object]:
     """All baselines of the evaluation, fitted on ``train`` (N, 90).
 
-    With ``val``, every density's floor and scale are chosen on it (``tune_prior``); otherwise they
-    keep ``REG_COVAR`` and scale 1. With ``mirror``, a Gaussian on train ∪ swap_and_mirror(train) is
+    With ``val``, the Gaussians' floor and scale are chosen on it (``GaussianPrior.tuned``) and the
+    GMMs' scale (at the Gaussian's floor); otherwise they keep ``REG_COVAR`` and scale 1. With ``mirror``, a Gaussian on train ∪ swap_and_mirror(train) is
     added (left-right mirroring is the cheapest augmentation a hand prior has).
 
     Returns:
@@ -265,24 +255,24 @@ def fit_baselines(
     """
     from hand_vae.rotations import swap_and_mirror_hands
 
-    makers: dict[str, tuple[Callable[[float], GaussianPrior | GMMPrior], torch.Tensor]] = {
-        "gaussian": (lambda reg: GaussianPrior(reg), train)
-    }
+    if val is not None and len(val) == 0:
+        val = None
+    data = {"gaussian": train}
     if mirror:
-        both = torch.cat([train, swap_and_mirror_hands(to_flat(train))])
-        makers["gaussian_mirrored"] = (lambda reg: GaussianPrior(reg), both)
-    for k in (4, 8):
-        makers[f"gmm{k}"] = (lambda reg, k=k: GMMPrior(k, seed=seed, reg=reg), train)
+        data["gaussian_mirrored"] = torch.cat([train, swap_and_mirror_hands(to_flat(train))])
     priors: dict[str, object] = {}
-    for name, (make, data) in makers.items():
+    for name, x in data.items():
         if val is None:
-            prior, settings = make(REG_COVAR).fit(data), {"floor": REG_COVAR, "scale": 1.0}
+            priors[name] = GaussianPrior().fit(x)
+            priors[name].settings = {"floor": REG_COVAR, "scale": 1.0}
         else:
-            # Each floor costs a GMM a full EM fit (minutes on 36k poses): GMMs take the plain Gaussian's
-            # val-chosen floor and choose only their scale, which is free.
-            floors = FLOORS if name.startswith("gaussian") else (priors["gaussian"].settings["floor"],)
-            prior, settings = tune_prior(make, data, val, floors=floors)
-        prior.settings = settings
-        priors[name] = prior
+            priors[name] = GaussianPrior.tuned(x, val)
+    # Each floor costs a GMM a full EM fit (minutes on 36k poses): GMMs take the plain Gaussian's
+    # val-chosen floor and choose only their scale, which is free.
+    floor = priors["gaussian"].settings["floor"]
+    for k in (4, 8):
+        gmm = GMMPrior(k, seed=seed, reg=floor).fit(train)
+        gmm.settings = {"floor": floor, "scale": 1.0} if val is None else choose_scale(gmm, val)
+        priors[f"gmm{k}"] = gmm
     priors["nearest_neighbour"] = NearestNeighbourPrior().fit(train)
     return priors
