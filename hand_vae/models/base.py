@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from hand_vae.losses import kl_per_dim
-from hand_vae.rotations import NUM_JOINTS, to_joints
+from hand_vae.rotations import NUM_JOINTS, POSE_DIM, to_joints
 
 ENERGY_CHUNK = 8192  # rows per energy() chunk: keeps the MLP's temporaries in cache
 
@@ -122,6 +122,21 @@ class BaseHandVAE(nn.Module):
     @property
     def z_dim(self) -> int:
         return self.cfg.z_dim
+
+    # ---------------------------------------------------------------- whitening
+    def _register_whitening(self, scale: float = 1.0) -> None:
+        """Buffers of a fixed whitening factor L (90, 90) (covariance L Lᵀ), its inverse and a
+        fitted flag: ``scale · I`` until ``fit_whitening`` fills them, then saved in the state_dict."""
+        self.register_buffer("white_chol", scale * torch.eye(POSE_DIM))
+        self.register_buffer("white_chol_inv", torch.eye(POSE_DIM) / scale)
+        self.register_buffer("white_fitted", torch.zeros((), dtype=torch.bool))
+
+    @torch.no_grad()
+    def _set_whitening(self, chol: torch.Tensor) -> None:
+        """Store a fitted lower Cholesky factor L (90, 90) and its inverse."""
+        self.white_chol.copy_(chol)
+        self.white_chol_inv.copy_(torch.linalg.inv(chol))
+        self.white_fitted.fill_(True)
 
     # ---------------------------------------------------------------- subclass hooks
     def encoder_input(self, joints: torch.Tensor) -> torch.Tensor:  # (B, 30, 3) -> (B, D_in)

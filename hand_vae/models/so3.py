@@ -142,9 +142,7 @@ class SO3HandVAE(BaseHandVAE):
         self.raw_log_sigma = nn.Parameter(torch.full((POSE_DIM,), math.log(1.0 - cfg.min_sigma)))
         # Filled by fit_whitening() before training, then saved in the state_dict.
         self.register_buffer("mean_rot", torch.eye(3).expand(NUM_JOINTS, 3, 3).clone())  # M (30, 3, 3)
-        self.register_buffer("white_chol", UNFITTED_SCALE * torch.eye(POSE_DIM))  # L; covariance L Lᵀ, rad²
-        self.register_buffer("white_chol_inv", torch.eye(POSE_DIM) / UNFITTED_SCALE)  # L⁻¹
-        self.register_buffer("white_fitted", torch.zeros((), dtype=torch.bool))
+        self._register_whitening(UNFITTED_SCALE)  # L of the residuals, rad
 
     @torch.no_grad()
     def fit_whitening(self, train: torch.Tensor, val: torch.Tensor | None = None) -> dict[str, float]:
@@ -168,9 +166,7 @@ class SO3HandVAE(BaseHandVAE):
         # tune_gaussian's residual mean is the Karcher fixed point's < 1e-9 rad: dropped.
         _, chol, settings = tune_gaussian(train_resid, val_resid)
         self.mean_rot.copy_(mean)
-        self.white_chol.copy_(chol)
-        self.white_chol_inv.copy_(torch.linalg.inv(chol))
-        self.white_fitted.fill_(True)
+        self._set_whitening(chol)
         return settings
 
     @property

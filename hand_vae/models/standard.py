@@ -74,12 +74,9 @@ class StandardHandVAE(BaseHandVAE):
         if cfg.whiten:
             nn.init.zeros_(self.decoder[-1].weight)
             nn.init.zeros_(self.decoder[-1].bias)
-        if cfg.whiten:
             # Filled by fit_whitening() before training, then saved in the state_dict.
             self.register_buffer("white_mean", torch.zeros(POSE_DIM))
-            self.register_buffer("white_chol", torch.eye(POSE_DIM))  # L, Σ_data = L Lᵀ
-            self.register_buffer("white_chol_inv", torch.eye(POSE_DIM))  # L⁻¹
-            self.register_buffer("white_fitted", torch.zeros((), dtype=torch.bool))
+            self._register_whitening()  # L, Σ_data = L Lᵀ
         if cfg.cov_rank < 0:
             raise ValueError(f"cov_rank must be >= 0, got {cfg.cov_rank}")
         if cfg.cov_rank > 0:
@@ -105,9 +102,7 @@ class StandardHandVAE(BaseHandVAE):
         v = None if val is None else val.reshape(val.shape[0], POSE_DIM)
         mean, chol, settings = tune_gaussian(x, v)
         self.white_mean.copy_(mean)
-        self.white_chol.copy_(chol)
-        self.white_chol_inv.copy_(torch.linalg.inv(chol))
-        self.white_fitted.fill_(True)
+        self._set_whitening(chol)
         return settings
 
     def _whiten(self, flat: torch.Tensor) -> torch.Tensor:
