@@ -29,7 +29,7 @@ from scipy.stats import rankdata
 from hand_vae import anatomy, metrics
 from hand_vae.rotations import HAND_DIM, JOINTS_PER_HAND, to_flat
 
-NOISE_LEVELS = (0.02, 0.05, 0.1)  # rad
+NOISE_LEVELS = metrics.NOISE_LEVELS  # rad
 NUM_DECOYS = 7
 COLUMNS = ("neg_elbo", "nll", "geodesic_deg")
 COLUMNS += tuple(f"auc_noise_{s:g}" for s in NOISE_LEVELS) + ("auc_backbend", "auc_swap")

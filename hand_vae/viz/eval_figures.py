@@ -20,10 +20,10 @@ import numpy as np
 import seaborn as sns
 from matplotlib.figure import Figure
 
+from hand_vae.metrics import NOISE_LEVELS
 from hand_vae.viz.figures import draw_energy_histogram
 from hand_vae.viz.style import PALETTE, figure_style, new_figure, save_figure
 
-NOISE_LEVELS = (0.02, 0.05, 0.1)  # rad; the corruption sets of hand_vae.eval_metrics
 KINDS = {
     "noise": {f"noise {s:g} rad": f"noise_{s:g}" for s in NOISE_LEVELS},
     "backbend": {"backbend (one finger negated)": "backbend"},

@@ -19,10 +19,6 @@ from hand_vae import metrics
 from hand_vae.rotations import to_flat
 from hand_vae.viz import figures
 
-# Axis-angle noise levels for the energy histogram, radians (std of i.i.d. Gaussian noise added to
-# each of the 90 components): 0.02 rad is the level a diagonal-σ VAE failed to detect on real data;
-# 0.1 rad is clearly visible in a picture.
-NOISE_LEVELS_RAD = (0.02, 0.05, 0.1)
 # β values for the trade-off figure (the model itself is fixed; training uses β ≤ --beta_max).
 BETAS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 FIGURE_NAMES = (
@@ -72,7 +68,7 @@ def evaluate_for_plots(model: nn.Module, poses: torch.Tensor, seed: int = 0, num
         out = model(x)
         energy = model.energy(x)  # (N,)
         energies = {"held-out": energy}
-        for sigma in NOISE_LEVELS_RAD:
+        for sigma in metrics.NOISE_LEVELS:
             energies[f"noise {sigma:g} rad"] = model.energy(x + sigma * torch.randn_like(x))
         x_hat = to_flat(model.reconstruct(x))  # (N, 90)
         gen = torch.Generator(device=device).manual_seed(seed)
