@@ -164,14 +164,14 @@ def calibrate(model: nn.Module, poses: torch.Tensor, batch_size: int = 8192) -> 
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from hand_vae.evaluate import add_dataset_source  # not at import: training imports this module
+
     p = argparse.ArgumentParser(
         prog="python -m hand_vae.calibration",
         description="Write validation-energy quantiles (the plausibility calibration) into a checkpoint.",
     )
     p.add_argument("--checkpoint", required=True, help="checkpoint to calibrate (e.g. best_model.ckpt)")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--consolidated_dir", help="directory written by create_consolidated_npz.py")
-    src.add_argument("--splits_dir", help="directory written by create_datamodule.py")
+    add_dataset_source(p)
     p.add_argument("--split", default="val", choices=("train", "val", "test"), help="split to calibrate on")
     p.add_argument("--output", help="write here instead of rewriting --checkpoint in place")
     return p
@@ -179,18 +179,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m hand_vae.calibration``; returns the exit code."""
+    from hand_vae.checkpoint import load_checkpoint, run_settings
     from hand_vae.evaluate import EvalError, load_splits
-    from hand_vae.prior import load_prior
+    from hand_vae.prior import prior_from_checkpoint
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     path = Path(args.checkpoint)
     try:
-        model = load_prior(path)
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = load_checkpoint(path)  # read once: rewritten below with the quantiles
+        model = prior_from_checkpoint(ckpt, path)
         args.poses = None
-        splits, source = load_splits(args, dict(ckpt["hyper_parameters"].get("run") or {}))
+        splits, source = load_splits(args, run_settings(ckpt))
         poses = splits.get(args.split)
         if poses is None or poses.shape[0] == 0:
             raise EvalError(f"the {args.split} split of the {source} is empty")

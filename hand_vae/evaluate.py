@@ -39,15 +39,21 @@ class EvalError(Exception):
     """A user mistake (missing file, bad shape, ...); reported as one line, exit code 2."""
 
 
+def add_dataset_source(p: argparse.ArgumentParser) -> argparse._MutuallyExclusiveGroup:
+    """``--consolidated_dir`` / ``--splits_dir`` (one of them; neither = the checkpoint's own data)."""
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--consolidated_dir", help="directory written by create_consolidated_npz.py")
+    src.add_argument("--splits_dir", help="directory written by create_datamodule.py")
+    return src
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m hand_vae.evaluate",
         description="Evaluate a hand VAE prior on held-out poses, optionally against classic priors.",
     )
     p.add_argument("--checkpoint", required=True, help="Lightning checkpoint (e.g. best_model.ckpt)")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--consolidated_dir", help="directory written by create_consolidated_npz.py")
-    src.add_argument("--splits_dir", help="directory written by create_datamodule.py")
+    src = add_dataset_source(p)
     src.add_argument("--poses", help="(N, 90) float .npy file of axis-angle poses, radians")
     p.add_argument("--split", default="test", choices=("train", "val", "test"), help="split to score")
     p.add_argument("--baselines", action="store_true", help="also fit and score Gaussian, GMM4/8, NN")
@@ -69,13 +75,13 @@ LOWER_IS_BETTER = ("nll",)
 
 def load_model(path: str) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The plain VAE of a training checkpoint (CPU, eval mode) and the run's settings."""
-    from hand_vae.prior import load_prior
+    from hand_vae.prior import prior_from_checkpoint
 
     try:
-        run = run_settings(load_checkpoint(path))
-        return load_prior(path), run
+        ckpt = load_checkpoint(path)  # read once: the model and the run's settings
     except CheckpointError as err:
         raise EvalError(f"--checkpoint: {err}") from err
+    return prior_from_checkpoint(ckpt, path), run_settings(ckpt)
 
 
 def verdicts(results: dict[str, dict[str, float | None]]) -> list[str]:

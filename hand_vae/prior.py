@@ -75,19 +75,29 @@ def load_prior(checkpoint_path: str | Path, map_location: str | torch.device = "
 
     path = Path(checkpoint_path)
     ckpt = load_checkpoint(path, map_location)  # CheckpointError (a ValueError) on any failure
+    return prior_from_checkpoint(ckpt, path).to(map_location)
+
+
+def prior_from_checkpoint(ckpt: dict, source: str | Path = "checkpoint") -> BaseHandVAE:
+    """The plain hand VAE of an already-read checkpoint dict (``checkpoint.load_checkpoint``), in
+    eval mode, on the device its tensors are on; for callers that also need the dict itself.
+
+    Raises:
+        ValueError: the weights do not match the checkpoint's hyper_parameters.
+    """
     hp = ckpt["hyper_parameters"]
     cfg_keys = {f.name for f in fields(VAEConfig)}
     model = build_model(**{k: v for k, v in hp.items() if k in cfg_keys})
     state = {k[len(STATE_PREFIX) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(STATE_PREFIX)}
     if BUFFER not in state:  # written before checkpoints carried the energy calibration
         state[BUFFER] = empty_quantiles()
-        log.info("%s has no energy calibration; plausibility() needs: %s", path, CALIBRATE_HINT)
+        log.info("%s has no energy calibration; plausibility() needs: %s", source, CALIBRATE_HINT)
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
-        raise ValueError(f"{path}: weights do not match its hyper_parameters ({err})") from err
-    log.info("Loaded a %s hand VAE (z_dim %d) from %s", model.model_type, model.z_dim, path)
-    return model.to(map_location).eval()
+        raise ValueError(f"{source}: weights do not match its hyper_parameters ({err})") from err
+    log.info("Loaded a %s hand VAE (z_dim %d) from %s", model.model_type, model.z_dim, source)
+    return model.eval()
 
 
 def _hypotheses_to_flat(hypotheses: torch.Tensor) -> torch.Tensor:
