@@ -82,3 +82,15 @@ def test_bench_ddp_skips_cleanly_without_gpus():
         pytest.skip("several GPUs: the skip path does not apply")
     out = run_bench("bench_ddp.py", [])
     assert out.startswith("SKIP:")
+
+
+@pytest.mark.slow
+def test_prior_quality_smoke_trains_through_the_cli_and_reports_the_latent(tmp_path):
+    out = run_bench("prior_quality.py", ["--smoke", "--proxy", "small", "--out", str(tmp_path / "pq.jsonl")])
+    row = re.search(
+        r"^\| vae:defaults \| (\S+) \|.*\| (\S+) \| (\S+) \| (\d+) \| CLI defaults \|$", out, re.M
+    )
+    assert row, out
+    nll, kl, nll_z0 = (float(v) for v in row.groups()[:3])
+    assert kl >= 0.0 and nll < 0.0 and nll_z0 < 0.0  # nats per pose of a density fitted to radians
+    assert (tmp_path / "pq.jsonl").read_text().count('"proxy": "small"') == 1
