@@ -6,7 +6,8 @@
 1. Steps. For each model (standard, so3) and configuration (``32_true`` eager, ``32_true_graphs``
    = ``--cuda_graphs on``, ``bf16_mixed``) it builds the run as the CLI does
    (``hand_vae.train.build_run`` with the CLI defaults, data on the GPU, index batches) on
-   ``--step_rows`` rows and trains one epoch cut to ``--warmup + --steps + --profile_steps`` batches:
+   ``--step_rows`` rows (default: just enough for the window at the largest batch size) and trains
+   one epoch cut to ``--warmup + --steps + --profile_steps`` batches:
      * ``step_ms``: wall time per step over ``--steps`` steps after ``--warmup`` (CUDA synchronised
        at both ends only), and from it samples/s and the projection to 100 epochs of ``--rows``;
      * over the next ``--profile_steps`` steps, under ``torch.profiler``: ``gpu_busy_ms_per_step``
@@ -19,7 +20,10 @@
    ``train_hand_vae_lightning.py --consolidated_dir DIR --max_epochs --cli_epochs`` runs in a child
    process with the CLI defaults (validation, checkpoints, test and its plots), once per
    ``--cli_graphs`` value: start-up (launch to the first training batch), each epoch's time including
-   validation, the whole wall time and the child's peak RSS against the data size.
+   validation, the whole wall time and the child's peak RSS against the data size; also the child's
+   RSS before the data is read (after imports and, on a GPU, the CUDA context) and its peak above
+   that baseline, as a ratio to the data size (the data lives on the GPU, so the host need not
+   hold it all).
 Lines ``gpu_...`` and ``cli_...`` are ``key = value`` for scripts; a section that fails prints
 ``FAILED`` and the command exits 1 after the others ran.
 """
@@ -151,6 +155,11 @@ def run_steps(argv: list[str], train: torch.Tensor, args: argparse.Namespace, na
         trainer.fit(naive_module, train_dataloaders=loader)
     else:
         trainer.fit(module, datamodule=datamodule)
+    if window.seconds != window.seconds:  # NaN: the epoch ended before the timed steps did
+        raise RuntimeError(
+            f"the epoch had {trainer.num_training_batches} batches, fewer than the {total} of the window "
+            "(--warmup + --steps + --profile_steps): raise --step_rows or shorten the window"
+        )
     out = {"step_ms": 1e3 * window.seconds / steps, "samples_per_s": window.samples / window.seconds}
     if window.profiled is not None:
         out.update(profile_counts(window.profiled, profile))
@@ -159,6 +168,14 @@ def run_steps(argv: list[str], train: torch.Tensor, args: argparse.Namespace, na
             getattr(module, "_graph_step", None) and module._graph_step.captured
         )
     return out
+
+
+def window_rows(args: argparse.Namespace) -> int:
+    """Rows that give every timed configuration its whole window of batches (and the naive path its own)."""
+    window = args.warmup + args.steps + args.profile_steps
+    rows = [window * (args.batch_size or DEFAULT_BATCH[m]) for m in args.models]
+    rows.append((args.warmup + args.naive_steps) * (args.batch_size or DEFAULT_BATCH["standard"]))
+    return max(rows)
 
 
 def section_steps(args: argparse.Namespace, workdir: str) -> None:
@@ -218,8 +235,23 @@ def write_dataset(rows: int, out_dir: Path) -> int:
     return rows * poses.shape[1] * 4
 
 
+def rss_bytes(field: str) -> int:
+    """``VmRSS`` (now) or ``VmHWM`` (peak) of this process from /proc/self/status; elsewhere the peak
+    (``ru_maxrss``), which before the data is read is an upper bound of the baseline."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, kB on Linux
+
+
 def cli_child(argv: list[str]) -> int:
-    """Run the CLI with a timing callback; print one JSON line of timings and the peak RSS."""
+    """Run the CLI with a timing callback; print one JSON line of timings, the RSS before the data is
+    read and the peak RSS."""
     from bench_train import quiet_lightning
     from pytorch_lightning import Callback
 
@@ -250,8 +282,12 @@ def cli_child(argv: list[str]) -> int:
         return trainer, module, datamodule, checkpoint
 
     hv_train.build_run = build_with_timing
+    accelerator = argv[argv.index("--accelerator") + 1] if "--accelerator" in argv else "auto"
+    if torch.cuda.is_available() and accelerator != "cpu":
+        torch.zeros(1, device="cuda")  # the CUDA context's host memory belongs to the baseline, not the data
+    marks["rss_before_data_bytes"] = rss_bytes("VmRSS")
     code = hv_train.main(argv)
-    marks["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    marks["peak_rss_bytes"] = rss_bytes("VmHWM")
     print("CLI_TIMING " + json.dumps({k: v for k, v in marks.items() if k != "t0"}), flush=True)
     return code
 
@@ -290,7 +326,11 @@ def section_cli(args: argparse.Namespace, workdir: str) -> None:
         print(f"{key}_epoch_with_validation_s = {min(epochs[1:] or epochs):.3f}")
         print(f"{key}_wall_s = {wall:.1f}")
         print(f"{key}_peak_rss_gb = {m['peak_rss_bytes'] / 1e9:.2f}")
-        print(f"{key}_rss_over_data = {m['peak_rss_bytes'] / nbytes:.2f}", flush=True)
+        print(f"{key}_rss_over_data = {m['peak_rss_bytes'] / nbytes:.2f}")
+        above = m["peak_rss_bytes"] - m["rss_before_data_bytes"]
+        print(f"{key}_rss_before_data_gb = {m['rss_before_data_bytes'] / 1e9:.2f}")
+        print(f"{key}_peak_rss_above_baseline_gb = {above / 1e9:.2f}")
+        print(f"{key}_peak_rss_above_baseline_over_data = {above / nbytes:.2f}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -303,7 +343,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rows", type=int, default=10_000_000, help="dataset size of the projection and the CLI run"
     )
-    parser.add_argument("--step_rows", type=int, default=2_000_000, help="rows in memory while timing steps")
+    parser.add_argument(
+        "--step_rows", type=int, default=None,
+        help="rows in memory while timing steps; default: (--warmup + --steps + --profile_steps) batches "
+        "of the largest batch size, so every window is filled",
+    )  # fmt: skip
     parser.add_argument(
         "--batch_size", type=int, default=None, help="default: the CLI's (8192 standard, 4096 so3)"
     )
@@ -325,6 +369,13 @@ def main(argv: list[str] | None = None) -> int:
         args.warmup, args.steps, args.profile_steps, args.naive_steps = 2, 3, 2, 2
         args.accelerator, args.data_on_device, args.cli_epochs, args.cli_graphs = "cpu", "always", 1, ["auto"]
         torch.set_num_threads(1)
+    needed = window_rows(args)
+    if args.step_rows is None:
+        args.step_rows = needed
+    elif not args.skip_steps and args.step_rows < needed:
+        parser.error(
+            f"--step_rows {args.step_rows:,} gives fewer batches than the timing window; need >= {needed:,}"
+        )
     args.failed = False
     from bench_train import matmul_gflops, quiet_lightning
 

@@ -137,8 +137,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "cuda_graphs",
         "auto",
-        "replay the whole training step (forward, backward, clipping, AdamW) from one CUDA graph; on: where it "
-        "applies (one CUDA device, 32-true, no --compile); auto: off until measured faster on a GPU; no effect on CPU",
+        "replay the whole training step (forward, backward, clipping, AdamW) from one CUDA graph; "
+        "auto: on where graphs apply (one CUDA device, 32-true, no --compile), see bench/README.md; "
+        "on: the same; off: eager; no effect on CPU",
         "run",
         str,
         ("auto", "on", "off"),

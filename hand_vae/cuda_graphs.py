@@ -16,9 +16,12 @@ Random numbers (the reparameterisation noise) come from the CUDA generator's Phi
 which a replay advances exactly as the eager calls would, so a replayed step draws the same noise
 as the eager one.
 
-``auto`` keeps graphs off until they are measured faster on a GPU, so today it equals ``off``;
-``on`` uses them where they apply (a CUDA device, one process, 32-bit precision, no
-``--compile``). On a CPU the setting has no effect.
+``auto`` and ``on`` both use graphs where they apply: one CUDA device, one process, 32-true
+precision, no ``--compile``. Elsewhere the step runs eagerly: under DDP (the gradient all-reduce is
+not captured), bf16/16 precision, ``--compile`` (its own graphs and guards), and on a CPU, where the
+setting has no effect. ``auto`` is on because ``bench/bench_gpu.py`` measured the graph step faster
+than the eager one with the same losses (tests/test_cuda_graphs.py); the numbers are in
+``bench/README.md``.
 """
 
 from __future__ import annotations
@@ -31,9 +34,6 @@ import torch
 log = logging.getLogger(__name__)
 
 CHOICES = ("auto", "on", "off")
-# What ``auto`` means where graphs apply. False until bench/bench_gpu.py has measured the graph path
-# faster than the eager one on a GPU with the same losses (tests/test_cuda_graphs.py).
-AUTO_MEANS_ON = False
 WARMUP_STEPS = 3  # eager steps on a side stream before capture (cuBLAS handles, autograd's threads)
 
 
@@ -43,7 +43,8 @@ def use_cuda_graphs(
     """Whether the training step is captured in a CUDA graph.
 
     Args:
-        setting: "auto", "on" or "off" (``--cuda_graphs``).
+        setting: "auto", "on" or "off" (``--cuda_graphs``); "auto" and "on" both mean on where
+            graphs apply (see the module docstring).
         device: the training device.
         precision: Lightning's precision string, e.g. "32-true".
         world_size: number of training processes.
@@ -55,8 +56,6 @@ def use_cuda_graphs(
     if setting not in CHOICES:
         raise ValueError(f"cuda_graphs must be one of {CHOICES}, got {setting!r}")
     if setting == "off" or device.type != "cuda":
-        return False
-    if setting == "auto" and not AUTO_MEANS_ON:
         return False
     why = []
     if world_size > 1:

@@ -33,6 +33,7 @@ class Case:
     fix: str
     exit_code: int = 2
     setup: Callable[[Path], None] | None = None
+    skip_reason: Callable[[], str | None] | None = None  # why the case cannot run on this machine
 
 
 # --------------------------------------------------------------------------- setups
@@ -245,6 +246,7 @@ CASES: tuple[Case, ...] = (
         ("--accelerator", "gpu"),
         "no CUDA GPU is available",
         "drop --accelerator gpu (auto picks the CPU) or run on a GPU machine",
+        skip_reason=lambda: "this machine has a CUDA GPU" if torch.cuda.is_available() else None,
     ),
     Case(
         "zero latent size",

@@ -19,6 +19,8 @@ def _script_main(script: str):
 
 @pytest.mark.parametrize("case", CASES, ids=[c.what for c in CASES])
 def test_bad_input_gives_clear_message_and_exit_code(case: Case, tmp_path, monkeypatch, capsys, caplog):
+    if case.skip_reason and (why := case.skip_reason()):
+        pytest.skip(why)
     monkeypatch.chdir(tmp_path)
     if case.setup:
         case.setup(tmp_path)

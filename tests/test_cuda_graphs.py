@@ -1,5 +1,6 @@
 """The CUDA-graph training step: its step function matches the normal step exactly (CPU), the
-replayed graph gives the eager losses over 100 steps (CUDA only), and ``auto`` stays off."""
+replayed graph gives the eager losses over 100 steps (CUDA only), and ``auto`` is on exactly where
+graphs apply (one CUDA device, 32-true, one process, no --compile)."""
 
 from __future__ import annotations
 
@@ -61,9 +62,19 @@ def test_static_step_runs_the_normal_step_exactly_on_cpu(monkeypatch, model_type
         torch.testing.assert_close(static.state_dict()[key], value, rtol=0, atol=0, equal_nan=True, msg=key)
 
 
-def test_auto_is_off_until_measured_and_every_setting_is_off_on_cpu():
-    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
-    assert not use_cuda_graphs("auto", cuda, "32-true", 1, False)
+def test_auto_is_on_exactly_where_graphs_apply_and_every_setting_is_off_on_cpu():
+    """``auto`` picks graphs for one CUDA device in fp32 (32-true), one process, no --compile, where
+    bench/bench_gpu.py measured them (bench/README.md), and nowhere else. Only the device type is
+    read, so this runs without a GPU."""
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert use_cuda_graphs("auto", cuda, "32-true", 1, False)
+    assert use_cuda_graphs("auto", torch.device("cuda", 0), "32-true", 1, False)
+    assert not use_cuda_graphs("auto", cpu, "32-true", 1, False)
+    assert not use_cuda_graphs("auto", cuda, "32-true", 2, False)  # DDP
+    assert not use_cuda_graphs("auto", cuda, "bf16-mixed", 1, False)
+    assert not use_cuda_graphs("auto", cuda, "16-mixed", 1, False)
+    assert not use_cuda_graphs("auto", cuda, "32-true", 1, True)  # --compile
+    assert not use_cuda_graphs("off", cuda, "32-true", 1, False)
     for setting in ("auto", "on", "off"):
         assert not use_cuda_graphs(setting, cpu, "32-true", 1, False)
     assert use_cuda_graphs("on", cuda, "32-true", 1, False)
