@@ -252,6 +252,34 @@ def test_source_fps_for_plain_arrays(tmp_path):
     assert kept == {"a": 30, "b": 60, "c": 120}
 
 
+def test_identical_content_under_two_names_refused(tmp_path, capsys):
+    raw = tmp_path / "raw"
+    for i in range(3):
+        write_array(raw / f"x{i}.npy", hand_track(10, i))
+    write_array(raw / "later" / "copy.npz", hand_track(10, 1))  # x1's poses again, other name and format
+    out = tmp_path / "c"
+    assert run_cli(create_consolidated_npz, "--input_dir", raw, "--output_dir", out) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and "later/copy.npz" in err[-1] and "x1.npy" in err[-1]
+    assert "identical" in err[-1] and "remove one copy" in err[-1]
+    assert not out.exists() and not list(tmp_path.glob(".c.*"))
+
+
+def test_train_smaller_than_val_warned(tmp_path, caplog):
+    raw = tmp_path / "raw"
+    for split, frames in (("train", 26), ("val", 100), ("test", 20)):
+        write_array(raw / split / f"{split}_clip.npy", hand_track(frames, frames))
+    args = ["--input_dir", raw, "--output_dir", tmp_path / "s", "--split_scheme", "dirs"]
+    assert run_cli(create_datamodule, *args) == 0
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("train has fewer poses (26) than val (100)" in line for line in lines), lines
+    assert read_meta(tmp_path / "s")["warnings"] == [line for line in lines if line.startswith("train has")]
+    caplog.clear()
+    write_array(raw / "val" / "val_clip.npy", hand_track(20, 0))
+    assert run_cli(create_datamodule, *args, "--overwrite") == 0
+    assert "train has only 26 poses (< 1000)" in read_meta(tmp_path / "s")["warnings"][0]
+
+
 @pytest.mark.parametrize(
     "files, extra, advice",
     [
@@ -278,7 +306,7 @@ def test_synthetic_default_is_the_quick_test_dir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert create_consolidated_npz.main(["--output_dir", "test_consolidated"]) == 0
     meta = read_meta(tmp_path / "test_consolidated")
-    assert meta["source"] == "synthetic"
+    assert meta["source"] == "synthetic" and meta["warnings"] == []
     assert {s: c["frames"] for s, c in meta["counts"].items()} == {"train": 36000, "val": 6000, "test": 6000}
     loaded = load_consolidated("test_consolidated")
     for split, seqs in default_splits(0).items():

@@ -9,7 +9,8 @@ from fake_raw import hand_track, truncate, write_array, write_grab, write_smplh,
 from hand_vae.data.cleaning import DropCounts, clean_sequence, constant_hands, subsample_indices
 from hand_vae.data.npz_io import read_npz_into, write_npz
 from hand_vae.data.sources import SourceError, detect_format, read_file
-from hand_vae.data.splits import SplitError, amass_split_of, assign_splits, check_ratios, split_by_ratio
+from hand_vae.data.splits import amass_split_of, assign_splits, check_ratios, split_by_ratio
+from hand_vae.data.staging import DatasetError
 
 # --------------------------------------------------------------------------- importers
 
@@ -72,6 +73,27 @@ def test_wrong_dims_give_clear_messages(tmp_path):
     np.save(flat, np.zeros(90, np.float32))
     with pytest.raises(SourceError, match="expected 2-D"):
         read_file(flat)
+
+
+@pytest.mark.parametrize("dims, cols", [(156, "66:156"), (165, "75:165")])
+def test_full_body_npy_gets_the_slice_to_save(tmp_path, dims, cols):
+    path = tmp_path / "body.npy"
+    np.save(path, np.zeros((5, dims)))
+    with pytest.raises(SourceError, match=rf"np.save\(out, poses\[:, {cols}\]\)"):
+        read_file(path)
+    # the advice works: the saved slice is read as the two hands
+    poses = np.random.default_rng(0).normal(size=(5, dims))
+    a, b = (int(c) for c in cols.split(":"))
+    np.save(path, poses[:, a:b])
+    np.testing.assert_array_equal(read_file(path).poses, poses[:, a:b].astype(np.float32))
+
+
+def test_per_joint_npy_accepted(tmp_path):
+    hands = hand_track(7, seed=2)
+    np.save(tmp_path / "joints.npy", hands.reshape(7, 30, 3))
+    seq = read_file(tmp_path / "joints.npy")
+    assert seq.poses.shape == (7, 90) and seq.poses.dtype == np.float32
+    np.testing.assert_array_equal(seq.poses, hands.astype(np.float32))
 
 
 def test_pickled_object_array_refused_without_trust(tmp_path):
@@ -173,7 +195,7 @@ def test_ratio_split_sizes_disjoint_and_seeded():
 def test_check_ratios_rejects_bad_values():
     assert check_ratios([0.7, 0.2, 0.1]) == (0.7, 0.2, 0.1)
     for bad in ([0.8, 0.1], [0.8, 0.3, 0.1], [1.2, -0.1, -0.1], [0.0, 0.5, 0.5]):
-        with pytest.raises(SplitError, match="--split_ratios"):
+        with pytest.raises(DatasetError, match="--split_ratios"):
             check_ratios(bad)
 
 
@@ -185,9 +207,9 @@ def test_amass_and_dirs_schemes():
     assert amass_split_of("CMU/01/x.npz") == "train"
     paths = {"a": "train/a.npy", "b": "val/b.npy", "c": "test/c.npy", "d": "vald/d.npy"}
     assert assign_splits(paths, "dirs") == {"train": ["a"], "val": ["b", "d"], "test": ["c"]}
-    with pytest.raises(SplitError, match="not under train/"):
+    with pytest.raises(DatasetError, match="not under train/"):
         assign_splits({"e": "extra/e.npy"}, "dirs")
-    with pytest.raises(SplitError, match="unknown --split_scheme"):
+    with pytest.raises(DatasetError, match="unknown --split_scheme"):
         assign_splits(paths, "subject")
 
 

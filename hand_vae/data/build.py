@@ -10,16 +10,22 @@ Bad input never disappears silently. Every file under the input dir ends up in e
 * ``ignored`` (not ``.npz``/``.npy``, hidden, or an AMASS body-shape side file).
 
 All four lists go to ``meta.json``; a non-empty ``skipped`` makes the CLI exit non-zero, and
-``strict`` stops at the first skipped file before anything is written. Input files are only read.
+``strict`` stops at the first skipped file before anything is written. Two files with identical
+poses (sha256 of the imported float32 frames) stop the build: a copy would leak between splits or
+count twice. A small or lopsided train split is warned about and listed in ``meta.json``'s
+``warnings``. Input files are only read.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from hand_vae.data import synthetic
 from hand_vae.data.cleaning import DropCounts, clean_sequence
@@ -33,13 +39,13 @@ from hand_vae.data.splits import (
     dirs_split_of,
     empty_split_advice,
 )
-from hand_vae.data.staging import check_output_dir
+from hand_vae.data.staging import DatasetError, check_output_dir
 
 logger = logging.getLogger(__name__)
 
-
-class BuildError(ValueError):
-    """A user mistake that stops the build before anything is written; one actionable line."""
+BuildError = DatasetError  # TEMPORARY until hand_vae/data/cli.py stops importing it
+# Fewer training poses than this get a warning: a prior fitted to so few will not generalise.
+MIN_TRAIN_POSES = 1_000
 
 
 @dataclass
@@ -107,26 +113,26 @@ class _Candidate:
 
 def _validate(cfg: BuildConfig) -> None:
     if cfg.layout not in LAYOUTS:
-        raise BuildError(f"unknown layout {cfg.layout!r}")
+        raise DatasetError(f"unknown layout {cfg.layout!r}")
     if cfg.format != "auto" and cfg.format not in FORMATS:
-        raise BuildError(f"--format must be auto or one of {', '.join(FORMATS)}, got {cfg.format!r}")
+        raise DatasetError(f"--format must be auto or one of {', '.join(FORMATS)}, got {cfg.format!r}")
     if cfg.target_fps is not None and not cfg.target_fps >= 0:
-        raise BuildError(
+        raise DatasetError(
             f"--target_fps must be a positive frame rate (0 = keep every frame), got {cfg.target_fps}"
         )
     if cfg.source_fps is not None and not cfg.source_fps > 0:
-        raise BuildError(f"--source_fps must be a positive frame rate, got {cfg.source_fps}")
+        raise DatasetError(f"--source_fps must be a positive frame rate, got {cfg.source_fps}")
     if cfg.shard_size < 1:
-        raise BuildError(f"--shard_size must be >= 1, got {cfg.shard_size}")
+        raise DatasetError(f"--shard_size must be >= 1, got {cfg.shard_size}")
     cfg.split_ratios = check_ratios(cfg.split_ratios)
     check_output_dir(cfg.output_dir, cfg.overwrite)  # fail before a long import, not after
     if cfg.input_dir is None:
         return
     src, out = Path(cfg.input_dir).resolve(), Path(cfg.output_dir).resolve()
     if not src.is_dir():
-        raise BuildError(f"--input_dir {cfg.input_dir} is not a directory")
+        raise DatasetError(f"--input_dir {cfg.input_dir} is not a directory")
     if out == src or src in out.parents or out in src.parents:
-        raise BuildError(f"--output_dir {cfg.output_dir} must not contain or be inside --input_dir")
+        raise DatasetError(f"--output_dir {cfg.output_dir} must not contain or be inside --input_dir")
 
 
 def _scan(cfg: BuildConfig) -> tuple[list[_Candidate], list[dict[str, str]], list[dict[str, str]]]:
@@ -148,7 +154,7 @@ def _scan(cfg: BuildConfig) -> tuple[list[_Candidate], list[dict[str, str]], lis
             name = stem.split("/", 1)[1] if cfg.split_scheme == "dirs" else stem
             candidates.append(_Candidate(rel, name))
     if not candidates and not skipped:
-        raise BuildError(
+        raise DatasetError(
             f"--input_dir {cfg.input_dir} holds no .npz/.npy files"
             + (f" ({len(ignored)} other files ignored, e.g. {ignored[0]['path']})" if ignored else "")
         )
@@ -184,7 +190,7 @@ def _skip(cfg: BuildConfig, skipped: list[dict[str, str]], rel: str, reason: str
     logger.warning("skipping %s: %s", rel, reason)
     skipped.append({"path": rel, "reason": reason})
     if cfg.strict:
-        raise BuildError(f"{rel}: {reason} (--strict: stopped, nothing written)")
+        raise DatasetError(f"{rel}: {reason} (--strict: stopped, nothing written)")
 
 
 def _rate(source_fps: float | None, fps: float | None) -> str:
@@ -209,19 +215,28 @@ def formats_line(sources: list[dict[str, Any]]) -> str:
 def _import_all(cfg: BuildConfig) -> tuple[dict[str, list[Any]], dict[str, Any]]:
     candidates, skipped, ignored = _scan(cfg)
     if cfg.strict and skipped:
-        raise BuildError(f"{skipped[0]['path']}: {skipped[0]['reason']} (--strict: stopped, nothing written)")
+        raise DatasetError(
+            f"{skipped[0]['path']}: {skipped[0]['reason']} (--strict: stopped, nothing written)"
+        )
     for s in skipped:
         logger.warning("skipping %s: %s", s["path"], s["reason"])
     target = cfg.target_fps or None
     counts = DropCounts()
     kept: dict[str, synthetic.PoseSequence] = {}
     sources, dropped, paths = [], [], {}
+    digests: dict[str, str] = {}  # sha256 of the imported frames -> first file holding them
+    copies: list[tuple[str, str]] = []
     for c in _progress(candidates):
         try:
             raw = read_file(Path(cfg.input_dir) / c.rel, cfg.format, cfg.trust_pickle)  # type: ignore[arg-type]
         except SourceError as err:
             _skip(cfg, skipped, c.rel, str(err))
             continue
+        digest = hashlib.sha256(np.ascontiguousarray(raw.poses, np.float32)).hexdigest()
+        if digest in digests:
+            copies.append((digests[digest], c.rel))
+            continue
+        digests[digest] = c.rel
         fps = raw.fps if raw.fps is not None else cfg.source_fps
         res = clean_sequence(raw.poses, fps, target, counts)
         if res.poses is None:
@@ -235,12 +250,18 @@ def _import_all(cfg: BuildConfig) -> tuple[dict[str, list[Any]], dict[str, Any]]
             {"path": c.rel, "name": c.name, "format": raw.format, "source_fps": fps, "fps": res.fps,
              "frames_read": len(raw.poses), "frames_kept": len(res.poses)}
         )  # fmt: skip
+    if copies:
+        more = f" (and {len(copies) - 1} more identical pairs)" if len(copies) > 1 else ""
+        raise DatasetError(
+            f"{copies[0][0]} and {copies[0][1]} hold identical poses{more}: a copy would leak between splits "
+            "or count twice; remove one copy; nothing written"
+        )
     if sources:
         logger.info("read %s", formats_line(sources))
     names = assign_splits(paths, cfg.split_scheme, cfg.split_ratios, cfg.seed)
     advice = empty_split_advice(names, cfg.split_scheme, cfg.split_ratios) if any(names.values()) else None
     if advice:
-        raise BuildError(f"{advice}; nothing written")
+        raise DatasetError(f"{advice}; nothing written")
     split_of = {n: s for s, ns in names.items() for n in ns}
     for entry in sources:
         entry["split"] = split_of[entry["name"]]
@@ -248,6 +269,19 @@ def _import_all(cfg: BuildConfig) -> tuple[dict[str, list[Any]], dict[str, Any]]
     extra = {"source": "files", "sources": sources, "skipped": skipped, "dropped": dropped,
              "ignored": ignored, "drops": counts.as_dict()}  # fmt: skip
     return splits, extra
+
+
+def _size_warnings(splits: dict[str, list[Any]]) -> list[str]:
+    """One-line warnings for a train split that is smaller than val or than :data:`MIN_TRAIN_POSES`."""
+    train, val = (sum(len(s.poses) for s in splits[name]) for name in ("train", "val"))
+    fix = "add sequences, or give your own split with --split_scheme dirs"
+    if train < val:
+        return [f"train has fewer poses ({train}) than val ({val}): the split put the longest clips in val; "
+                f"try another --seed, {fix}"]  # fmt: skip
+    if train < MIN_TRAIN_POSES:
+        return [f"train has only {train} poses (< {MIN_TRAIN_POSES}): a prior fitted to so few will not "
+                "generalise; add sequences"]  # fmt: skip
+    return []
 
 
 def _args(cfg: BuildConfig) -> dict[str, Any]:
@@ -273,8 +307,8 @@ def build_dataset(cfg: BuildConfig, created_by: str = "hand_vae.data.build") -> 
         The summary. ``summary.skipped`` non-empty means some input could not be used.
 
     Raises:
-        BuildError: bad settings, no usable input, or a skipped file under ``strict``.
-        DatasetError: the output dir cannot be written (exists without ``overwrite``, ...).
+        DatasetError: bad settings, no usable input, identical files, a skipped file under ``strict``,
+            or an output dir that cannot be written (exists without ``overwrite``, ...).
     """
     _validate(cfg)
     if cfg.input_dir is None:
@@ -299,10 +333,13 @@ def build_dataset(cfg: BuildConfig, created_by: str = "hand_vae.data.build") -> 
         splits, extra = _import_all(cfg)
         fps = cfg.target_fps or None
         if not any(splits.values()):
-            raise BuildError(
+            raise DatasetError(
                 f"no usable sequence under {cfg.input_dir}: {len(extra['skipped'])} files skipped, "
                 f"{len(extra['dropped'])} dropped by cleaning (see the warnings above); nothing written"
             )
+    extra["warnings"] = _size_warnings(splits)
+    for line in extra["warnings"]:
+        logger.warning("%s", line)
     extra = {"created_by": created_by, "fps": fps, **extra, "args": _args(cfg)}
     if cfg.layout == "consolidated":
         meta = write_consolidated(cfg.output_dir, splits, extra, cfg.shard_size, cfg.overwrite)

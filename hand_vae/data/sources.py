@@ -9,7 +9,7 @@ source frame rate when the file stores one.
 | ``amass_smplh``| ``*_poses.npz``     | ``poses`` (N,156): left ``66:111``, right ``111:156``; fps ``mocap_framerate`` |
 | ``amass_smplx``| ``*_stageii.npz``   | ``pose_hand`` (N,90), else ``poses`` (N,165) ``75:120`` / ``120:165``; fps ``mocap_frame_rate`` |
 | ``grab``      | ``*.npz`` (pickled)  | ``lhand``/``rhand`` -> ``params`` -> ``fullpose`` (T,45); fps ``framerate`` |
-| ``array``     | ``.npy`` / ``.npz``  | (N,90), or ``left_hand_pose`` + ``right_hand_pose`` (N,45); optional ``fps`` key |
+| ``array``     | ``.npy`` / ``.npz``  | (N,90) or (N,30,3), or ``left_hand_pose`` + ``right_hand_pose`` (N,45); optional ``fps`` key |
 
 Security: ``np.load(allow_pickle=True)`` can execute arbitrary code from the file, so it is used
 only when the caller passes ``trust_pickle=True`` (the CLI's ``--trust_pickle``). Without it a file
@@ -28,14 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
-from hand_vae.rotations import HAND_DIM, POSE_DIM
+from hand_vae.errors import UserError
+from hand_vae.rotations import BODY_HAND_SLICES, HAND_DIM, NUM_JOINTS, POSE_DIM
 
 FORMATS = ("amass_smplh", "amass_smplx", "grab", "array")
 EXTENSIONS = (".npz", ".npy")
 
-# Column slices of the left / right hand inside the full-body pose vectors (docs/design.md §2).
-SMPLH_POSE_DIM, SMPLH_LEFT, SMPLH_RIGHT = 156, slice(66, 111), slice(111, 156)
-SMPLX_POSE_DIM, SMPLX_LEFT, SMPLX_RIGHT = 165, slice(75, 120), slice(120, 165)
+# Full-body pose widths: SMPL+H (hands 66:156) and SMPL-X (hands 75:165), see rotations.BODY_HAND_SLICES.
+SMPLH_POSE_DIM, SMPLX_POSE_DIM = 156, 165
 
 # AMASS ships body-shape side files next to the motions; they hold no poses and are not errors.
 _SIDE_FILES = ("shape.npz",)
@@ -50,7 +50,7 @@ _PICKLE_HINT = (
 )
 
 
-class SourceError(ValueError):
+class SourceError(UserError, ValueError):
     """A raw file cannot be imported; the message is the one-line reason shown to the user."""
 
 
@@ -93,6 +93,12 @@ def _fps(value: object, key: str) -> float:
     if not np.isfinite(fps) or fps <= 0:
         raise SourceError(f"{key} = {value!r} is not a positive frame rate")
     return fps
+
+
+def _body_hands(poses: np.ndarray) -> np.ndarray:
+    """(N, 156) SMPL+H or (N, 165) SMPL-X full-body poses -> (N, 90) float32 ``[left 45 | right 45]``."""
+    _, start, stop = BODY_HAND_SLICES[poses.shape[1]]
+    return poses[:, start:stop].astype(np.float32)  # the left hand's 45 columns, then the right's
 
 
 def _join(left: np.ndarray, right: np.ndarray) -> np.ndarray:
@@ -199,7 +205,7 @@ def read_amass_smplh(data: Mapping[str, np.ndarray]) -> RawSequence:
     if poses.shape[1] != SMPLH_POSE_DIM:
         raise SourceError(f"poses has shape {_shape(poses)}, expected (N, {SMPLH_POSE_DIM}) for SMPL+H")
     fps = _fps(data["mocap_framerate"], "mocap_framerate") if "mocap_framerate" in data else None
-    return RawSequence(_join(poses[:, SMPLH_LEFT], poses[:, SMPLH_RIGHT]), fps, "amass_smplh")
+    return RawSequence(_body_hands(poses), fps, "amass_smplh")
 
 
 def read_amass_smplx(data: Mapping[str, np.ndarray]) -> RawSequence:
@@ -215,7 +221,7 @@ def read_amass_smplx(data: Mapping[str, np.ndarray]) -> RawSequence:
     poses = _two_d(data["poses"], "poses")
     if poses.shape[1] != SMPLX_POSE_DIM:
         raise SourceError(f"poses has shape {_shape(poses)}, expected (N, {SMPLX_POSE_DIM}) for SMPL-X")
-    return RawSequence(_join(poses[:, SMPLX_LEFT], poses[:, SMPLX_RIGHT]), fps, "amass_smplx")
+    return RawSequence(_body_hands(poses), fps, "amass_smplx")
 
 
 def _grab_hand(data: Mapping[str, np.ndarray], key: str) -> np.ndarray:
@@ -236,8 +242,21 @@ def read_grab(data: Mapping[str, np.ndarray]) -> RawSequence:
     return RawSequence(_join(_grab_hand(data, "lhand"), _grab_hand(data, "rhand")), fps, "grab")
 
 
+def _width_hint(dims: int, key: str) -> str:
+    """Advice for a plain array of the wrong width: a full-body ``poses`` member gets the --format that
+    reads it, any other full-body array the slice to save."""
+    if dims in BODY_HAND_SLICES:
+        body, start, stop = BODY_HAND_SLICES[dims]
+        if key == "poses":
+            return (
+                f"; AMASS {body}? use --format {'amass_smplh' if dims == SMPLH_POSE_DIM else 'amass_smplx'}"
+            )
+        return f"; a full {body} body pose? save its hands: np.save(out, poses[:, {start}:{stop}])"
+    return "; one hand? give left_hand_pose + right_hand_pose" if dims == HAND_DIM else ""
+
+
 def read_array(data: Mapping[str, np.ndarray]) -> RawSequence:
-    """Plain arrays: one (N,90) array, or ``left_hand_pose`` + ``right_hand_pose`` (N,45) each."""
+    """Plain arrays: one (N,90) or (N,30,3) array, or ``left_hand_pose`` + ``right_hand_pose`` (N,45) each."""
     fps = _fps(data["fps"], "fps") if "fps" in data else None
     if "left_hand_pose" in data and "right_hand_pose" in data:
         left = _two_d(data["left_hand_pose"], "left_hand_pose")
@@ -255,15 +274,14 @@ def read_array(data: Mapping[str, np.ndarray]) -> RawSequence:
             "expected 'hand_pose', a single array, or 'left_hand_pose' + 'right_hand_pose'"
         )
     label = key or "array"
-    poses = _two_d(np.asarray(data[key]), label)
+    poses = np.asarray(data[key])
+    if poses.shape[1:] == (NUM_JOINTS, 3):  # (N, 30, 3): per-joint axis-angle, the model's other layout
+        poses = poses.reshape(len(poses), POSE_DIM)
+    poses = _two_d(poses, label)
     if poses.shape[1] != POSE_DIM:
-        hint = {
-            HAND_DIM: " (one hand? give left_hand_pose + right_hand_pose)",
-            SMPLH_POSE_DIM: " (AMASS SMPL+H? use --format amass_smplh)",
-            SMPLX_POSE_DIM: " (AMASS SMPL-X? use --format amass_smplx)",
-        }.get(poses.shape[1], "")
         raise SourceError(
-            f"{label} has shape {_shape(poses)}, expected (N, {POSE_DIM}) = [left 45 | right 45]{hint}"
+            f"{label} has shape {_shape(poses)}, expected (N, {POSE_DIM}) = [left 45 | right 45] "
+            f"or (N, {NUM_JOINTS}, 3){_width_hint(poses.shape[1], key)}"
         )
     return RawSequence(poses.astype(np.float32), fps, "array")
 

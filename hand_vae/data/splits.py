@@ -15,6 +15,8 @@ import math
 
 import numpy as np
 
+from hand_vae.data.staging import DatasetError
+
 SPLITS = ("train", "val", "test")
 SCHEMES = ("ratio", "amass", "dirs")
 DEFAULT_RATIOS = (0.8, 0.1, 0.1)
@@ -35,23 +37,22 @@ DIR_ALIASES = {
 }
 
 
-class SplitError(ValueError):
-    """Bad split settings (a user mistake); the message is one actionable line."""
+SplitError = DatasetError  # TEMPORARY until hand_vae/data/cli.py stops importing it
 
 
 def check_ratios(ratios: tuple[float, ...] | list[float]) -> tuple[float, float, float]:
     """Validate ``--split_ratios``: three non-negative numbers summing to 1 with a non-empty train.
 
     Raises:
-        SplitError: otherwise.
+        DatasetError: otherwise.
     """
     if len(ratios) != 3:
-        raise SplitError(f"--split_ratios needs 3 numbers (train val test), got {len(ratios)}")
+        raise DatasetError(f"--split_ratios needs 3 numbers (train val test), got {len(ratios)}")
     r = tuple(float(x) for x in ratios)
     if any(not math.isfinite(x) or x < 0 for x in r) or r[0] <= 0:
-        raise SplitError(f"--split_ratios must be non-negative with train > 0, got {' '.join(map(str, r))}")
+        raise DatasetError(f"--split_ratios must be non-negative with train > 0, got {' '.join(map(str, r))}")
     if abs(sum(r) - 1.0) > 1e-6:
-        raise SplitError(f"--split_ratios must sum to 1, got {' '.join(map(str, r))} (sum {sum(r):g})")
+        raise DatasetError(f"--split_ratios must sum to 1, got {' '.join(map(str, r))} (sum {sum(r):g})")
     return r  # type: ignore[return-value]
 
 
@@ -124,7 +125,7 @@ def assign_splits(
         ``{"train": [...], "val": [...], "test": [...]}``, each sorted by name, disjoint.
 
     Raises:
-        SplitError: unknown scheme, or a ``dirs`` path outside the split folders.
+        DatasetError: unknown scheme, or a ``dirs`` path outside the split folders.
     """
     if scheme == "ratio":
         out = split_by_ratio(list(names_to_paths), ratios, seed)
@@ -134,10 +135,10 @@ def assign_splits(
             path = names_to_paths[name]
             split = amass_split_of(path) if scheme == "amass" else dirs_split_of(path)
             if split is None:
-                raise SplitError(f"{path} is not under train/, val/ or test/ (--split_scheme dirs)")
+                raise DatasetError(f"{path} is not under train/, val/ or test/ (--split_scheme dirs)")
             out[split].append(name)
     else:
-        raise SplitError(f"unknown --split_scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
+        raise DatasetError(f"unknown --split_scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
     return out
 
 

@@ -17,22 +17,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from hand_vae.errors import UserError, atomic_write
+
 META_NAME = "meta.json"
 
 
-class DatasetError(ValueError):
-    """A dataset directory cannot be written or read; the message is one actionable line."""
+class DatasetError(UserError, ValueError):
+    """A dataset cannot be built, written or read (bad flags, bad input, damaged dir); one actionable line."""
 
 
 def write_json_atomic(path: Path, obj: dict[str, Any]) -> None:
-    """Write JSON to a temp name, fsync, then ``os.replace``: readers see the old file or the new one."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write ``obj`` as indented JSON through :func:`hand_vae.errors.atomic_write`."""
+    atomic_write(path, lambda f: f.write((json.dumps(obj, indent=1) + "\n").encode()))
 
 
 def check_output_dir(out_dir: str | Path, overwrite: bool) -> None:
