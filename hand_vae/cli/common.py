@@ -13,7 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from hand_vae.data.layouts import load_dataset_dir
+from hand_vae.data.synthetic import default_splits, pose_tensors
 from hand_vae.errors import UserError
 from hand_vae.rotations import NUM_JOINTS, POSE_DIM, pose_shape_hint
 
@@ -48,6 +51,35 @@ def add_dataset_source(p: argparse.ArgumentParser) -> argparse._MutuallyExclusiv
     src.add_argument("--consolidated_dir", help="directory written by create_consolidated_npz.py")
     src.add_argument("--splits_dir", help="directory written by create_datamodule.py")
     return src
+
+
+def load_splits(
+    consolidated_dir: str | None, splits_dir: str | None, run_settings: dict
+) -> tuple[dict[str, torch.Tensor], str]:
+    """Every split of the chosen dataset source, and a description of it.
+
+    Args:
+        consolidated_dir: ``--consolidated_dir`` (or None).
+        splits_dir: ``--splits_dir`` (or None).
+        run_settings: the checkpoint's run settings: with neither flag, its own data source (its
+            dataset directory, else the embedded synthetic set with its seed).
+
+    Returns:
+        ({split: (N, 90) float32}, e.g. "dataset cons" or "embedded synthetic dataset (seed 0)").
+
+    Raises:
+        UserError: the directory cannot be read as a dataset.
+    """
+    run_dir = run_settings.get("consolidated_dir") or run_settings.get("splits_dir")
+    directory = consolidated_dir or splits_dir or run_dir
+    if directory:
+        try:
+            arrays = load_dataset_dir(Path(directory))
+        except (OSError, ValueError) as err:  # DatasetError is a ValueError
+            raise UserError(f"cannot read dataset {directory}: {err}") from err
+        return {k: torch.from_numpy(v[0]) for k, v in arrays.items()}, f"dataset {directory}"
+    seed = int(run_settings.get("seed", 0))
+    return pose_tensors(default_splits(seed=seed)), f"embedded synthetic dataset (seed {seed})"
 
 
 def read_array(path: str, flag: str) -> np.ndarray:
