@@ -319,14 +319,8 @@ def build_dataset(cfg: BuildConfig, created_by: str = "hand_vae.data.build") -> 
             cfg.output_dir,
         )
         splits = synthetic.default_splits(cfg.seed)
-        extra: dict[str, Any] = {
-            "source": "synthetic",
-            "sources": [],
-            "skipped": [],
-            "dropped": [],
-            "ignored": [],
-        }
-        extra["drops"] = DropCounts().as_dict()
+        extra: dict[str, Any] = {"source": "synthetic", "sources": [], "skipped": [], "dropped": [],
+                                 "ignored": [], "drops": DropCounts().as_dict()}  # fmt: skip
         fps = splits["train"][0].fps
     else:
         logger.info("scanning %s", cfg.input_dir)
@@ -345,12 +339,5 @@ def build_dataset(cfg: BuildConfig, created_by: str = "hand_vae.data.build") -> 
         meta = write_consolidated(cfg.output_dir, splits, extra, cfg.shard_size, cfg.overwrite)
     else:
         meta = write_splits_dir(cfg.output_dir, splits, extra, cfg.overwrite)
-    return BuildSummary(
-        Path(cfg.output_dir),
-        cfg.layout,
-        cfg.input_dir is None,
-        meta,
-        extra["skipped"],
-        extra["dropped"],
-        extra["ignored"],
-    )
+    lists = (extra["skipped"], extra["dropped"], extra["ignored"])
+    return BuildSummary(Path(cfg.output_dir), cfg.layout, cfg.input_dir is None, meta, *lists)
