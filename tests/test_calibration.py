@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from hand_vae.calibration import (
+from hand_vae.cli.calibrate import main
+from hand_vae.lightning_module import HandVAELightningModule
+from hand_vae.models.quantiles import (
     QUANTILE_LEVELS,
     STATE_KEY,
     NotCalibratedError,
     calibrate,
     energy_quantiles,
-    main,
     plausibility_from_quantiles,
 )
-from hand_vae.lightning_module import HandVAELightningModule
 from hand_vae.prior import is_plausible, load_prior, plausibility
 
 

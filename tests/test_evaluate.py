@@ -11,11 +11,12 @@ import torch
 from scipy.stats import multivariate_normal
 
 from hand_vae.baselines import NearestNeighbourPrior
+from hand_vae.cli.evaluate import main
 from hand_vae.data.layouts import write_consolidated
 from hand_vae.data.synthetic import generate_sequences, split_by_subject
-from hand_vae.eval_metrics import COLUMNS, auc, backbend, evaluate, swap_hands, top1
-from hand_vae.evaluate import main
+from hand_vae.evaluation.metrics import COLUMNS, auc, backbend, evaluate, swap_hands, top1, verdicts
 from hand_vae.lightning_module import HandVAELightningModule
+from hand_vae.viz.report import subsample
 
 
 def test_auc_and_top1_hand_computed() -> None:
@@ -27,6 +28,17 @@ def test_auc_and_top1_hand_computed() -> None:
     real = np.array([0.0, 5.0, 1.0])
     decoys = np.array([[1.0, 2.0], [1.0, 9.0], [1.0, 1.0]])  # win, lose, three-way tie
     assert top1(real, decoys) == pytest.approx((1.0 + 0.0 + 1.0 / 3.0) / 3.0)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_auc_equals_a_brute_force_pairwise_count(seed) -> None:
+    """P(pos > neg) + ½ P(tie) over every (neg, pos) pair, with ties, NaN and ±inf among the scores."""
+    rng = np.random.default_rng(seed)
+    neg, pos = np.round(rng.normal(0, 1, 57), 1), np.round(rng.normal(0.5, 1, 41), 1)
+    neg[:3], pos[:2] = (np.nan, np.inf, -np.inf), (np.inf, np.nan)
+    n, p = np.where(np.isnan(neg), np.inf, neg)[:, None], np.where(np.isnan(pos), np.inf, pos)[None, :]
+    oracle = ((p > n) + 0.5 * (p == n)).mean()
+    assert auc(neg, pos) == pytest.approx(oracle, abs=1e-12)
 
 
 def test_corruptions() -> None:
@@ -92,7 +104,6 @@ def test_cli_json_figures_and_gaussian_matches_scipy(tiny_data, tmp_path, capsys
     assert len(report["figures"]) == 4 and all((out / p.split("/")[-1]).is_file() for p in report["figures"])
     # The Gaussian's NLL is scipy's on the same poses, with the training split's mean and covariance.
     from hand_vae.data.layouts import load_dataset_dir
-    from hand_vae.evaluate import subsample
 
     arrays = load_dataset_dir(tiny_data / "cons")
     train = arrays["train"][0].astype(np.float64)
@@ -120,9 +131,20 @@ def test_cli_errors(tiny_data, tmp_path, caplog) -> None:
     assert main(["--checkpoint", ckpt, "--splits_dir", str(tmp_path / "nowhere")]) == 2
 
 
-def test_verdicts_name_the_best_baseline_and_the_gap() -> None:
-    from hand_vae.evaluate import verdicts
+def test_an_earlier_result_is_kept_unless_overwrite(tiny_data, tmp_path, caplog) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "evaluation.json").write_text("{}")
+    argv = ["--checkpoint", str(tiny_data / "tiny.ckpt"), "--consolidated_dir", str(tiny_data / "cons")]
+    argv += ["--num_samples", "2", "--max_poses", "10", "--no_figures", "--output_dir", str(out)]
+    assert main(argv) == 2
+    assert f"--output_dir {out} already holds evaluation.json" in caplog.text and "--overwrite" in caplog.text
+    assert (out / "evaluation.json").read_text() == "{}"  # untouched
+    assert main([*argv, "--overwrite"]) == 0
+    assert json.loads((out / "evaluation.json").read_text())["num_poses"] == 10
 
+
+def test_verdicts_name_the_best_baseline_and_the_gap() -> None:
     results = {
         "vae": {"neg_elbo": -50.0, "nll": -100.0, "auc_swap": 0.9, "top1_noise": 0.5},
         "gaussian": {"neg_elbo": None, "nll": -120.0, "auc_swap": 0.8, "top1_noise": 0.5},

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
 import pytest
 import torch
 
-from hand_vae import evaluate
-from hand_vae.fit_bench import CORRUPTIONS, corrupt, make_targets, run_fit_task
+from hand_vae.cli.evaluate import main
+from hand_vae.evaluation.fit_bench import CORRUPTIONS, corrupt, make_targets
 from hand_vae.kinematics import KEYPOINT_NAMES, hands_fk
 
 
@@ -42,7 +41,7 @@ def test_corruptions_hide_what_they_say(synthetic_poses):
         corrupt(y, "blur", g)
 
 
-def test_fit_task_writes_the_report(tmp_path, trained_models, synthetic_poses, capsys):
+def test_fit_task_writes_the_report(tmp_path, trained_models, synthetic_poses, capsys, caplog):
     from hand_vae.lightning_module import HandVAELightningModule
 
     model = trained_models["standard"]
@@ -52,14 +51,11 @@ def test_fit_task_writes_the_report(tmp_path, trained_models, synthetic_poses, c
         {"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()}, tmp_path / "m.ckpt"
     )
     np.save(tmp_path / "poses.npy", synthetic_poses["test"][::300].numpy())  # 20 held-out poses
-    args = evaluate.build_parser().parse_args(
-        ["--task", "fit", "--checkpoint", str(tmp_path / "m.ckpt"), "--poses", str(tmp_path / "poses.npy")]
-        + ["--max_poses", "4", "--output_dir", str(tmp_path / "out")]
-    )
-    assert args.task == "fit"
-    assert run_fit_task(argparse.Namespace(**vars(args), fit_steps=15)) == 0
+    argv = ["--task", "fit", "--checkpoint", str(tmp_path / "m.ckpt"), "--poses", str(tmp_path / "poses.npy")]
+    argv += ["--max_poses", "4", "--fit_steps", "15", "--output_dir", str(tmp_path / "out")]
+    assert main(argv) == 0
     report = json.loads((tmp_path / "out" / "fit_benchmark.json").read_text())
-    assert set(report["fit"]) == set(CORRUPTIONS) and report["num_poses"] == 4
+    assert set(report["fit"]) == set(CORRUPTIONS) and report["num_poses"] == 4 and report["steps"] == 15
     assert set(report["fit"]["tips"]) == {"none", "gaussian", "vae", "vae_latent"}
     assert report["fit"]["noisy_2mm"]["vae"]["mpjpe_hidden_mm"] is None
     assert "val split" in report["calibration"]
@@ -67,3 +63,5 @@ def test_fit_task_writes_the_report(tmp_path, trained_models, synthetic_poses, c
     assert set(report["auc_noise_0.02"]) >= {"two_hands", "one_hand_left", "one_hand_right"}
     out = capsys.readouterr().out
     assert "| tips | vae |" in out and (tmp_path / "out" / "fit_benchmark.md").is_file()
+    assert main(argv) == 2  # an earlier report is kept unless --overwrite
+    assert "already holds fit_benchmark.json" in caplog.text

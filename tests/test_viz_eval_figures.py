@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hand_vae.eval_metrics import auc
+from hand_vae.evaluation.metrics import auc
 from hand_vae.viz.eval_figures import corruption_figure, roc_curve, save_evaluation_figures, summary_figure
 
 

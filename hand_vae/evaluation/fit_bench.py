@@ -1,0 +1,250 @@
+"""Fitting benchmark, ``python -m hand_vae.evaluate --task fit``: how much a prior helps keypoint fitting.
+
+Protocol (in the spirit of the hand inverse-kinematics benchmark of DPoser-X): held-out poses are
+turned into target keypoints with the default forward kinematics (``kinematics.hands_fk``) under a
+random wrist rotation (uniform on SO(3)) and translation (σ = 0.3 m) per hand, then corrupted:
+
+* ``sparse``: 13 of the 21 keypoints of each hand hidden, at random;
+* ``partial``: two random fingers of each hand hidden (4 keypoints each);
+* ``tips``: only the wrist and the five fingertips visible;
+* ``noisy_Nmm``: Gaussian noise of σ = 2, 5 and 10 mm on every keypoint, all visible.
+
+Each set is fitted with ``fit_to_joints`` from the training split's mean pose, with no prior
+(plain inverse kinematics), with a full-covariance Gaussian fitted on the training split, with the
+VAE in pose space (its energy as the prior term) and with the VAE in latent space (x = decode(z),
+prior ½‖z‖²). Every prior has weight 1 and the keypoint σ is the true noise (2 mm where the visible
+keypoints are exact), i.e. each fit is the MAP estimate under its prior. Metrics against the clean
+targets: MPJPE in mm over the visible, the hidden and all keypoints; the mean per-joint geodesic
+angle between fitted and true articulated pose, degrees; the share of fitted poses that pass the
+VAE's 0.99 plausibility level. Also reported: how often clean and corrupted held-out poses (the
+pose-space corruptions of ``evaluation.metrics``) pass that level.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import roma
+import torch
+from torch import nn
+
+from hand_vae.baselines import GaussianPrior
+from hand_vae.evaluation.metrics import auc, corrupted_sets, scores
+from hand_vae.kinematics import NUM_KEYPOINTS, POINTS_PER_FINGER, hands_fk
+from hand_vae.models.quantiles import BUFFER, CALIBRATE_HINT, calibrate, is_calibrated, threshold_at
+from hand_vae.prior import energy_one_hand, fit_to_joints, log_prob_one_hand
+from hand_vae.rotations import HAND_DIM, NUM_HANDS, geodesic_angle_axis_angle, to_joints
+from hand_vae.viz.report import subsample
+
+log = logging.getLogger(__name__)
+
+NOISE_MM = (2, 5, 10)
+CORRUPTIONS = ("sparse", "partial", "tips") + tuple(f"noisy_{n}mm" for n in NOISE_MM)
+PRIORS = ("none", "gaussian", "vae", "vae_latent")
+NUM_POSES = 256  # poses fitted per corruption and prior unless max_poses says otherwise
+EXACT_SIGMA = 0.002  # keypoint σ (m) assumed where the visible keypoints are exact
+TIPS = (0,) + tuple(POINTS_PER_FINGER * (k + 1) for k in range(5))  # wrist + 5 fingertips
+COLUMNS = ("mpjpe_visible_mm", "mpjpe_hidden_mm", "mpjpe_all_mm", "geodesic_deg", "plausible_0.99")
+
+
+class GaussianEnergy(nn.Module):
+    """Differentiable −log N(x | mean, L Lᵀ) up to a constant, nats: the Gaussian baseline as a fitting prior."""
+
+    def __init__(self, prior: GaussianPrior) -> None:
+        super().__init__()
+        self.register_buffer("mean", prior.mean.clone())
+        self.register_buffer("chol", prior.chol * float(getattr(prior, "scale", 1.0)))
+
+    def energy(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 90) or (B, 30, 3) -> (B,) nats."""
+        diff = x.reshape(x.shape[0], -1).double() - self.mean  # (B, 90)
+        y = torch.linalg.solve_triangular(self.chol, diff.T, upper=False)  # (90, B)
+        return (0.5 * y.square().sum(0)).float()
+
+
+def make_targets(poses: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Clean keypoints (N, 2, 21, 3) metres: FK of each hand, random rotation and translation."""
+    N = poses.shape[0]
+    quat = torch.nn.functional.normalize(torch.randn(N, NUM_HANDS, 4, generator=g), dim=-1)  # uniform
+    R = roma.unitquat_to_rotmat(quat)  # (N, 2, 3, 3)
+    t = 0.3 * torch.randn(N, NUM_HANDS, 1, 3, generator=g)
+    return hands_fk(poses) @ R.transpose(-1, -2) + t
+
+
+def corrupt(clean: torch.Tensor, kind: str, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Observed keypoints, visibility (N, 2, 21) bool and the keypoint σ (m) to fit with."""
+    N = clean.shape[0]
+    visible = torch.ones(N, NUM_HANDS, NUM_KEYPOINTS, dtype=torch.bool)
+    if kind == "sparse":  # 8 of 21 visible per hand
+        order = torch.rand(N, NUM_HANDS, NUM_KEYPOINTS, generator=g).argsort(-1)
+        visible = order < NUM_KEYPOINTS - 13
+    elif kind == "partial":  # two of five fingers hidden per hand
+        fingers = torch.rand(N, NUM_HANDS, 5, generator=g).argsort(-1)[..., :2]  # (N, 2, 2)
+        finger_of = (
+            torch.arange(NUM_KEYPOINTS).sub(1).div(POINTS_PER_FINGER, rounding_mode="floor")
+        )  # wrist: -1
+        visible = ~(finger_of[None, None, :, None] == fingers[:, :, None, :]).any(-1)
+    elif kind == "tips":
+        visible = torch.zeros_like(visible)
+        visible[..., list(TIPS)] = True
+    elif kind.startswith("noisy_"):
+        sigma = float(kind[len("noisy_") : -2]) / 1000.0
+        return clean + sigma * torch.randn(clean.shape, generator=g), visible, sigma
+    else:
+        raise ValueError(f"unknown corruption {kind!r}")
+    return torch.where(visible[..., None], clean, torch.full_like(clean, float("nan"))), visible, EXACT_SIGMA
+
+
+def _metrics(res, energy, clean, visible, poses, thr: float | None) -> dict[str, float | None]:
+    d = (res.joints - clean).norm(dim=-1) * 1000.0  # (N, 2, 21) mm
+    hidden = ~visible
+    geo = geodesic_angle_axis_angle(to_joints(res.poses), to_joints(poses)).mean()
+    return {
+        "mpjpe_visible_mm": float(d[visible].mean()),
+        "mpjpe_hidden_mm": float(d[hidden].mean()) if hidden.any() else None,
+        "mpjpe_all_mm": float(d.mean()),
+        "geodesic_deg": float(torch.rad2deg(geo)),
+        "plausible_0.99": None if thr is None else float((energy <= thr).float().mean()),
+        "converged": float(res.converged.float().mean()),
+    }
+
+
+def fit_benchmark(
+    vae: nn.Module,
+    poses: torch.Tensor,
+    train: torch.Tensor,
+    steps: int = 300,
+    seed: int = 0,
+    priors: tuple[str, ...] = PRIORS,
+    corruptions: tuple[str, ...] = CORRUPTIONS,
+) -> dict[str, dict[str, dict]]:
+    """Every (corruption, prior) fit on held-out poses.
+
+    Args:
+        vae: the hand VAE; its stored calibration gives the plausibility column (None without one).
+        poses: (N, 90) held-out poses, made into keypoints.
+        train: (M, 90) training poses: the Gaussian prior and the initial (mean) pose.
+        steps: optimisation steps per fit.
+        seed: seed of the targets and corruptions.
+
+    Returns:
+        {corruption: {prior: {metric: value or None}}}.
+    """
+    vae = vae.eval()
+    thr = threshold_at(getattr(vae, BUFFER), 0.99) if is_calibrated(getattr(vae, BUFFER)) else None
+    gauss = GaussianEnergy(GaussianPrior().fit(train))
+    init = train.mean(0, keepdim=True)  # (1, 90): every prior starts from the same pose
+    g = torch.Generator().manual_seed(seed)
+    clean = make_targets(poses, g)
+    out: dict[str, dict[str, dict]] = {}
+    for kind in corruptions:
+        observed, visible, sigma = corrupt(clean, kind, g)
+        out[kind] = {}
+        for name in priors:
+            prior = {"none": None, "gaussian": gauss}.get(name, vae)
+            space = "latent" if name == "vae_latent" else "pose"
+            t0 = time.perf_counter()
+            res = fit_to_joints(
+                prior, observed, visible, joint_sigma=sigma, steps=steps, init=init, space=space
+            )
+            with torch.no_grad():
+                energy = vae.energy(res.poses)  # (N,) the VAE's, whatever prior was fitted with
+            out[kind][name] = _metrics(res, energy, clean, visible, poses, thr)
+            log.info("fit %-10s %-10s %.1f s: %s", kind, name, time.perf_counter() - t0, out[kind][name])
+    return out
+
+
+@torch.no_grad()
+def plausibility_pass_rates(vae: nn.Module, poses: torch.Tensor, seed: int = 0, level: float = 0.99) -> dict:
+    """Share of clean and corrupted held-out poses (N, 90) whose energy passes the ``level`` quantile."""
+    thr = threshold_at(getattr(vae, BUFFER), level)
+    sets = {"clean": poses}
+    sets.update({k: v for k, v in corrupted_sets(poses, seed, 0.02).items() if not k.startswith("decoys")})
+    return {k: float((vae.energy(v) <= thr).float().mean()) for k, v in sets.items()}
+
+
+@torch.no_grad()
+def one_hand_auc(vae: nn.Module, poses: torch.Tensor, seed: int = 0, sigma: float = 0.02) -> dict[str, float]:
+    """AUC of real vs noised held-out poses (σ rad on every number) from one hand alone, beside two hands.
+
+    The noised copies are ``evaluation.metrics``' ``noise_{σ}`` set; a one-hand score sees only that
+    hand's 45 numbers of the same clean and noised poses. ``*_iwae`` use −log p with K = 100.
+    """
+    noisy = corrupted_sets(poses, seed, sigma)[f"noise_{sigma:g}"]
+    gen = torch.Generator().manual_seed(seed)
+
+    def blocks(fn, x: torch.Tensor) -> np.ndarray:  # the one-hand scores do not chunk themselves
+        return np.concatenate([scores(fn, c) for c in x.split(2048)])
+
+    out = {"two_hands": auc(scores(vae.energy, poses), scores(vae.energy, noisy))}
+    for side, s in (("left", slice(0, HAND_DIM)), ("right", slice(HAND_DIM, 2 * HAND_DIM))):
+
+        def energy(x: torch.Tensor, side: str = side) -> torch.Tensor:
+            return energy_one_hand(vae, x, side)
+
+        def neg_log_prob(x: torch.Tensor, side: str = side) -> torch.Tensor:
+            return -log_prob_one_hand(vae, x, side, num_samples=100, generator=gen)
+
+        out[f"one_hand_{side}"] = auc(blocks(energy, poses[:, s]), blocks(energy, noisy[:, s]))
+        out[f"one_hand_{side}_iwae"] = auc(
+            blocks(neg_log_prob, poses[:, s]), blocks(neg_log_prob, noisy[:, s])
+        )
+    return out
+
+
+def run_fit_benchmark(
+    vae: nn.Module,
+    poses: torch.Tensor,
+    splits: dict[str, torch.Tensor],
+    max_poses: int | None = None,
+    steps: int = 300,
+    seed: int = 0,
+) -> dict:
+    """The whole ``--task fit`` report: the fits, the pass rates and the one-hand AUCs.
+
+    Args:
+        vae: the hand VAE; calibrated here on ``splits["val"]`` when the checkpoint has no calibration.
+        poses: (N, 90) held-out poses.
+        splits: {"train": (M, 90), "val": (V, 90), ...} of the run's dataset.
+        max_poses: poses per fit (default ``NUM_POSES``); when given, the pass rates and AUCs also
+            use a seeded subset of this size instead of every held-out pose (a shorter run).
+        steps: optimisation steps per fit.
+        seed: seed of the subsets, targets and corruptions.
+
+    Returns:
+        The report dict (``num_poses``, ``steps``, ``seed``, ``calibration``, ``units``, ``fit``,
+        ``plausibility_pass_0.99``, ``auc_noise_0.02``).
+    """
+    note = "stored in the checkpoint"
+    if not is_calibrated(getattr(vae, BUFFER)):
+        calibrate(vae, splits["val"])
+        note = f"none in the checkpoint: computed here from the val split ({CALIBRATE_HINT} stores it)"
+        log.warning("checkpoint has no energy calibration; using the val split")
+    subset = subsample(poses, max_poses or NUM_POSES, seed)
+    scored = subsample(poses, max_poses, seed)
+    log.info("Fitting %d poses x %d corruptions x %d priors", len(subset), len(CORRUPTIONS), len(PRIORS))
+    return {
+        "num_poses": len(subset),
+        "steps": steps,
+        "seed": seed,
+        "calibration": note,
+        "units": {"mpjpe": "mm", "geodesic_deg": "degrees", "plausible_0.99": "share of fitted poses"},
+        "fit": fit_benchmark(vae, subset, splits["train"], steps=steps, seed=seed),
+        "plausibility_pass_0.99": plausibility_pass_rates(vae, scored, seed),
+        "auc_noise_0.02": one_hand_auc(vae, scored, seed),
+    }
+
+
+def markdown_table(results: dict[str, dict[str, dict]]) -> str:
+    """One row per (corruption, prior); numbers in mm / degrees / share."""
+    lines = ["| corruption | prior | " + " | ".join(COLUMNS) + " |", "|" + "---|" * (len(COLUMNS) + 2)]
+    for kind, rows in results.items():
+        for name, row in rows.items():
+            cells = [
+                "–" if row[c] is None else (f"{row[c]:.2f}" if "plausible" in c else f"{row[c]:.1f}")
+                for c in COLUMNS
+            ]
+            lines.append(f"| {kind} | {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
