@@ -1,18 +1,15 @@
-"""Fitting poses to 3D keypoints (hand_vae.fit) and its CLI; few frames and steps, so seconds each."""
+"""Fitting poses to 3D keypoints (hand_vae.fit; its CLI in test_fit_cli.py); few frames and steps, so seconds each."""
 
 from __future__ import annotations
 
 import copy
 
-import numpy as np
 import pytest
 import torch
 
+from hand_vae.evaluation.fit_bench import GaussianEnergy, corrupt, make_targets
 from hand_vae.fit import fit_to_joints
-from hand_vae.fit_bench import GaussianEnergy, corrupt, make_targets
-from hand_vae.fit_cli import main
 from hand_vae.kinematics import hands_fk
-from hand_vae.lightning_module import HandVAELightningModule
 from hand_vae.rotations import geodesic_angle_axis_angle, to_joints
 
 
@@ -146,59 +143,3 @@ def test_fit_checks_its_input(vae):
         fit_to_joints(None, y, joint_sigma=0.0)
     with pytest.raises(TypeError, match="prior must be"):
         fit_to_joints(torch.nn.Linear(2, 2), y)
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def write_checkpoint(path, model) -> None:
-    module = HandVAELightningModule(**model.cfg.to_dict())  # the same model settings
-    module.model.load_state_dict(model.state_dict())
-    torch.save({"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()}, path)
-
-
-def test_cli_fits_and_writes_npz(tmp_path, synthetic_poses, vae, capsys):
-    write_checkpoint(tmp_path / "m.ckpt", vae)
-    _, y = targets(synthetic_poses, 3, seed=5)
-    y[1, 0] = float("nan")
-    np.save(tmp_path / "j.npy", y.numpy())
-    mask = np.ones((3, 2, 21), dtype=bool)
-    mask[2, 1, 5:9] = False
-    np.save(tmp_path / "mask.npy", mask)
-    argv = ["--checkpoint", str(tmp_path / "m.ckpt"), "--joints", str(tmp_path / "j.npy")]
-    out = tmp_path / "out" / "fitted.npz"
-    assert main(argv + ["--mask", str(tmp_path / "mask.npy"), "--output", str(out), "--steps", "60"]) == 0
-    assert "fitted 3 frames (5 hands present)" in capsys.readouterr().out
-    got = np.load(out)
-    assert got["poses"].shape == (3, 90) and got["joints"].shape == (3, 2, 21, 3)
-    assert got["hand_present"].tolist() == [[True, True], [False, True], [True, True]]
-    assert "plausibility" not in got  # uncalibrated checkpoint: no score rather than a wrong one
-
-
-@pytest.mark.parametrize(
-    "case, message",
-    [
-        ("missing", "no such file"),
-        ("shape", "expected shape (T, 2, 21, 3)"),
-        ("millimetres", "look like millimetres"),
-        ("mask", "--mask: expected shape"),
-        ("all_hidden", "no visible keypoint"),
-        ("checkpoint", "--checkpoint"),
-    ],
-)
-def test_cli_errors(tmp_path, synthetic_poses, vae, caplog, case, message):
-    write_checkpoint(tmp_path / "m.ckpt", vae)
-    _, y = targets(synthetic_poses, 2)
-    arr = {
-        "shape": y[:, 0].numpy(),
-        "millimetres": 1000 * y.numpy(),
-        "all_hidden": np.full((2, 2, 21, 3), np.nan),
-    }
-    np.save(tmp_path / "j.npy", arr.get(case, y.numpy()))
-    np.save(tmp_path / "mask.npy", np.ones((2, 21)))
-    argv = ["--joints", str(tmp_path / ("nope.npy" if case == "missing" else "j.npy")), "--output", "o.npz"]
-    argv += ["--checkpoint", str(tmp_path / ("nope.ckpt" if case == "checkpoint" else "m.ckpt"))]
-    if case == "mask":
-        argv += ["--mask", str(tmp_path / "mask.npy")]
-    assert main(argv) == 2
-    assert message in caplog.text
