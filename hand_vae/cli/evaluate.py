@@ -53,12 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an earlier result in --output_dir")
     p.add_argument("--num_samples", type=int, default=1000, help="importance samples K of the IWAE NLL")
     p.add_argument("--seed", type=int, default=0, help="seed of corruptions, sampling and subsets")
-    p.add_argument(
-        "--max_poses",
-        type=int,
-        default=None,
-        help="score a seeded subset of N poses (--task fit: 256 fitted)",
-    )
+    p.add_argument("--max_poses", type=int, help="score a seeded subset of N poses (--task fit: 256 fitted)")
     p.add_argument("--energy", default="elbo", choices=("elbo", "iwae"), help="VAE energy for AUC/top-1")
     p.add_argument("--energy_samples", type=int, default=100, help="K of --energy iwae")
     p.add_argument("--hypothesis_noise", type=float, default=0.02, help="σ (rad) of noise decoys")
@@ -84,9 +79,7 @@ def _check(args: argparse.Namespace) -> None:
         )
 
 
-def _poses(
-    args: argparse.Namespace, splits: dict[str, torch.Tensor], source: str
-) -> tuple[torch.Tensor, str]:
+def _poses(args: argparse.Namespace, splits: dict, source: str) -> tuple[torch.Tensor, str]:
     """The held-out poses (N, 90) and what they are."""
     if args.poses:
         poses, what = torch.from_numpy(read_poses(args.poses)), f"file {args.poses}"
@@ -97,8 +90,9 @@ def _poses(
     return poses, what
 
 
-def _write_json(path: Path, report: dict) -> None:
-    atomic_write(path, lambda f: f.write((json.dumps(report, indent=2) + "\n").encode()))
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda f: f.write((text + "\n").encode()))
 
 
 def score(args: argparse.Namespace) -> int:
@@ -119,12 +113,10 @@ def score(args: argparse.Namespace) -> int:
     if args.baselines:
         from hand_vae.baselines import fit_baselines  # start-up, as above
 
-        t0 = time.perf_counter()
+        t0, train = time.perf_counter(), splits["train"]
         # Each density's floor and scale are chosen on the validation split, as the VAE's settings are.
-        baselines = fit_baselines(splits["train"], seed=args.seed, val=splits.get("val"))
-        log.info(
-            "Fitted baselines on %d training poses in %.1f s", len(splits["train"]), time.perf_counter() - t0
-        )
+        baselines = fit_baselines(train, seed=args.seed, val=splits.get("val"))
+        log.info("Fitted baselines on %d training poses in %.1f s", len(train), time.perf_counter() - t0)
     log.info("Scoring %d poses (%s)", poses.shape[0], what)
     settings = ("num_samples", "seed", "energy", "energy_samples", "hypothesis_noise", "max_poses")
     results, energies = evaluate(
@@ -142,9 +134,7 @@ def score(args: argparse.Namespace) -> int:
         "model_type": getattr(model, "model_type", None),
         "data": what,
         "num_poses": int(poses.shape[0]),
-        "baselines_fitted_on": f"train split of the {source} ({len(splits['train'])} poses)"
-        if args.baselines
-        else None,
+        "baselines_fitted_on": f"train split of the {source} ({len(train)} poses)" if baselines else None,
         "settings": {k: getattr(args, k) for k in settings},
         "units": {"neg_elbo": "nats/pose", "nll": "nats/pose", "geodesic_deg": "degrees"},
         # Floor (rad²) and scale of each baseline density, chosen on the validation split.
@@ -153,7 +143,7 @@ def score(args: argparse.Namespace) -> int:
         "verdicts": verdicts(results),
         "figures": figures,
     }
-    _write_json(out_dir / REPORT["score"], report)
+    _write(out_dir / REPORT["score"], json.dumps(report, indent=2))
     lines = [f"\n{what}, {report['num_poses']} poses, checkpoint {args.checkpoint}", markdown_table(results)]
     if report["verdicts"]:
         lines += ["", "Verdict, per metric (the VAE against the best baseline on that metric):"]
@@ -183,11 +173,9 @@ def fit(args: argparse.Namespace) -> int:
     finally:
         torch.set_num_threads(threads)  # in-process callers keep theirs
     report = {"checkpoint": str(args.checkpoint), "data": what, **report}
-    out_dir = Path(args.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(out_dir / REPORT["fit"], report)
-    table = markdown_table(report["fit"])
-    atomic_write(out_dir / "fit_benchmark.md", lambda f: f.write((table + "\n").encode()))
+    out_dir, table = Path(args.output_dir), markdown_table(report["fit"])
+    _write(out_dir / REPORT["fit"], json.dumps(report, indent=2))
+    _write(out_dir / "fit_benchmark.md", table)
     rates = ", ".join(f"{k} {v:.3f}" for k, v in report["plausibility_pass_0.99"].items())
     aucs = ", ".join(f"{k} {v:.3f}" for k, v in report["auc_noise_0.02"].items())
     print(  # noqa: T201 - the CLI's summary

@@ -11,7 +11,6 @@ millimetres are refused with the factor to divide by. Mistakes give one line and
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import warnings
 from pathlib import Path
@@ -24,8 +23,6 @@ from hand_vae.errors import UserError, atomic_write
 from hand_vae.kinematics import NUM_KEYPOINTS
 from hand_vae.preflight import cpu_threads
 from hand_vae.rotations import NUM_HANDS
-
-log = logging.getLogger("hand_vae.fit")
 
 OUTPUT_KEYS = """\
 The output .npz holds, per frame t (T frames) and hand (2, hand 0 = left):
@@ -57,20 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=OUTPUT_KEYS,
         formatter_class=_Help,
     )
-    p.add_argument(
-        "--checkpoint", required=True, help="trained prior (e.g. checkpoints/NAME/best_model.ckpt)"
-    )
-    p.add_argument(
-        "--joints", required=True, help="(T, 2, 21, 3) float .npy, metres, hand 0 = left; NaN = hidden"
-    )
+    p.add_argument("--checkpoint", required=True, help="trained prior, e.g. checkpoints/NAME/best_model.ckpt")
+    p.add_argument("--joints", required=True, help="(T, 2, 21, 3) .npy, metres, hand 0 = left; NaN = hidden")
     p.add_argument("--mask", help="(T, 2, 21) .npy, nonzero = visible")
     p.add_argument("--output", required=True, help="output .npz (keys below)")
     p.add_argument("--prior_weight", type=float, default=1.0, help="weight of the prior's energy")
     p.add_argument("--joint_sigma", type=float, default=0.002, help="keypoint noise σ, metres")
     p.add_argument("--steps", type=int, default=300, help="optimisation steps")
-    p.add_argument(
-        "--space", default="pose", choices=("pose", "latent"), help="optimise the pose or the latent"
-    )
+    p.add_argument("--space", default="pose", choices=("pose", "latent"), help="optimise the pose or z")
     p.add_argument("--fit_scale", action="store_true", help="also fit a scale per hand")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, default=0, help="CPU threads; 0 = auto (1 below 4096 frames)")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 
 import numpy as np
 import roma
@@ -175,21 +176,16 @@ def one_hand_auc(vae: nn.Module, poses: torch.Tensor, seed: int = 0, sigma: floa
     noisy = corrupted_sets(poses, seed, sigma)[f"noise_{sigma:g}"]
     gen = torch.Generator().manual_seed(seed)
 
-    def blocks(fn, x: torch.Tensor) -> np.ndarray:  # the one-hand scores do not chunk themselves
-        return np.concatenate([scores(fn, c) for c in x.split(2048)])
+    def pair(
+        fn, cols: slice = slice(None)
+    ) -> float:  # clean vs noised, in blocks: one-hand scores don't chunk
+        return auc(*(np.concatenate([scores(fn, c) for c in x[:, cols].split(2048)]) for x in (poses, noisy)))
 
-    out = {"two_hands": auc(scores(vae.energy, poses), scores(vae.energy, noisy))}
-    for side, s in (("left", slice(0, HAND_DIM)), ("right", slice(HAND_DIM, 2 * HAND_DIM))):
-
-        def energy(x: torch.Tensor, side: str = side) -> torch.Tensor:
-            return energy_one_hand(vae, x, side)
-
-        def neg_log_prob(x: torch.Tensor, side: str = side) -> torch.Tensor:
-            return -log_prob_one_hand(vae, x, side, num_samples=100, generator=gen)
-
-        out[f"one_hand_{side}"] = auc(blocks(energy, poses[:, s]), blocks(energy, noisy[:, s]))
-        out[f"one_hand_{side}_iwae"] = auc(
-            blocks(neg_log_prob, poses[:, s]), blocks(neg_log_prob, noisy[:, s])
+    out = {"two_hands": pair(vae.energy)}
+    for side, cols in (("left", slice(0, HAND_DIM)), ("right", slice(HAND_DIM, 2 * HAND_DIM))):
+        out[f"one_hand_{side}"] = pair(partial(energy_one_hand, vae, side=side), cols)
+        out[f"one_hand_{side}_iwae"] = pair(
+            lambda x, side=side: -log_prob_one_hand(vae, x, side, num_samples=100, generator=gen), cols
         )
     return out
 
@@ -214,8 +210,7 @@ def run_fit_benchmark(
         seed: seed of the subsets, targets and corruptions.
 
     Returns:
-        The report dict (``num_poses``, ``steps``, ``seed``, ``calibration``, ``units``, ``fit``,
-        ``plausibility_pass_0.99``, ``auc_noise_0.02``).
+        The report: ``fit`` (``fit_benchmark``), ``plausibility_pass_0.99``, ``auc_noise_0.02``, settings.
     """
     note = "stored in the checkpoint"
     if not is_calibrated(getattr(vae, BUFFER)):
