@@ -36,12 +36,11 @@ import torch
 
 from hand_vae import metrics
 from hand_vae.baselines import fit_baselines
-from hand_vae.checkpoint import load_checkpoint
+from hand_vae.checkpoint import load_checkpoint, vae_from_checkpoint
 from hand_vae.data.layouts import write_consolidated
 from hand_vae.data.synthetic import default_splits, pose_tensors, small_proxy_splits
 from hand_vae.eval_metrics import evaluate
 from hand_vae.losses import kl_per_dim
-from hand_vae.prior import prior_from_checkpoint
 
 PROXIES = {"small": small_proxy_splits, "default": default_splits}
 # Training protocol per proxy (the real-data check uses batch 256 for 300 epochs on ~4k frames).
@@ -87,7 +86,7 @@ def run_proxy(proxy: str, extra: list[str], name: str, args: argparse.Namespace,
     train_s = time.perf_counter() - t0
     ckpt = work / "ckpt" / f"{proxy}_{name}" / "best_model.ckpt"
     state = load_checkpoint(ckpt)
-    model, best_epoch = prior_from_checkpoint(state, ckpt), state["epoch"]
+    model, best_epoch = vae_from_checkpoint(state, ckpt), state["epoch"]
     baselines = {} if args.no_baselines else fit_baselines(tensors["train"], val=tensors["val"])
     baselines.pop("nearest_neighbour", None)
     results, _ = evaluate(model, test, baselines, num_samples=args.num_samples, seed=0)

@@ -1,27 +1,46 @@
-"""Reading a training checkpoint: the one place that opens a ``.ckpt`` written by this project.
+"""Checkpoint loading: the one place that turns a ``.ckpt`` written by this project into a model.
 
-Used by resume (``hand_vae.train``), by ``hand_vae.prior.load_prior`` and by
-``python -m hand_vae.evaluate``. A checkpoint is data, never code: it is read with
-``torch.load(weights_only=True)``, so a file carrying a pickled object that could run code is
-refused. Every failure is a :class:`CheckpointError` with one line saying which of three things
-went wrong:
+Used by resume (training), ``hand_vae.prior.load_prior``, evaluation, calibration and the bench
+scripts. A checkpoint is data, never code: it is read with ``torch.load(weights_only=True)``, so a
+file carrying a pickled object that could run code is refused. Every failure is a
+:class:`CheckpointError` with one line naming the file and what went wrong:
 
 * ``no such checkpoint: PATH`` (also a ``FileNotFoundError``);
+* ``PATH is a run directory; give one of its checkpoints: PATH/best_model.ckpt, PATH/last.ckpt``;
 * ``PATH is not a readable checkpoint (...)``: truncated, not a torch file, or a pickle payload;
-* ``PATH is not a hand VAE checkpoint (...)``: a torch file without this project's keys.
+* ``PATH is not a hand VAE checkpoint (...)``: a torch file without this project's keys;
+* ``PATH: weights do not match its hyper_parameters (...)``.
+
+A checkpoint knows what it was trained on: ``hyper_parameters["run"]`` holds the training run's
+settings (data source, pose counts per split, seed, ...). A prior trained on the embedded
+synthetic demo data says so with a warning when it is loaded.
 """
 
 from __future__ import annotations
 
+import logging
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from hand_vae.errors import UserError
+from hand_vae.models import BaseHandVAE, VAEConfig, build_model
+from hand_vae.models.quantiles import BUFFER, CALIBRATE_HINT, empty_quantiles
+
+log = logging.getLogger(__name__)
+
 REQUIRED_KEYS = ("hyper_parameters", "state_dict")
+STATE_PREFIX = "model."  # HandVAELightningModule keeps the plain VAE as ``self.model``
+PREFERRED = ("best_model.ckpt", "last.ckpt")  # listed first when a run directory is given
+SYNTHETIC_WARNING = (
+    "%s: this prior was trained on the embedded SYNTHETIC dataset (a demo, not a hand prior); "
+    "train on your data with --consolidated_dir"
+)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint that cannot be used; the message is one line naming the file and the reason."""
 
 
@@ -34,6 +53,16 @@ def _first_line(err: BaseException, limit: int = 160) -> str:
     text = str(err).strip().splitlines()[0] if str(err).strip() else ""
     text = text if len(text) <= limit else text[: limit - 1] + "…"
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def _directory_error(p: Path) -> CheckpointError:
+    rank = {name: i for i, name in enumerate(PREFERRED)}
+    found = sorted(p.glob("*.ckpt"), key=lambda f: (rank.get(f.name, len(rank)), f.name))
+    if not found:
+        return CheckpointError(f"{p} is a directory with no .ckpt file in it; give a checkpoint file")
+    return CheckpointError(
+        f"{p} is a run directory; give one of its checkpoints: {', '.join(map(str, found))}"
+    )
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -49,9 +78,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
     Raises:
         CheckpointNotFoundError: no such file.
-        CheckpointError: the file is unreadable or is not a hand VAE checkpoint.
+        CheckpointError: a directory, an unreadable file or not a hand VAE checkpoint.
     """
     p = Path(path)
+    if p.is_dir():
+        raise _directory_error(p)
     if not p.is_file():
         raise CheckpointNotFoundError(f"no such checkpoint: {p}")
     try:
@@ -68,3 +99,63 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 def run_settings(ckpt: dict[str, Any]) -> dict[str, Any]:
     """The training run's settings saved in a checkpoint (data source, seed, experiment name, ...)."""
     return dict(ckpt["hyper_parameters"].get("run") or {})
+
+
+def trained_on_synthetic(run: dict[str, Any]) -> bool:
+    """Whether run settings say the embedded synthetic data (False when unknown: no run settings)."""
+    return bool(run) and not run.get("consolidated_dir") and not run.get("splits_dir")
+
+
+def vae_from_checkpoint(ckpt: dict[str, Any], source: str | Path = "checkpoint") -> BaseHandVAE:
+    """The plain hand VAE of an already-read checkpoint dict (``load_checkpoint``), in eval mode.
+
+    The model is rebuilt with ``build_model`` from the checkpoint's ``hyper_parameters`` and its
+    ``model.*`` weights (no Lightning object), on the device the weights were loaded onto. A
+    checkpoint written before checkpoints carried the energy calibration loads with NaN quantiles
+    (``plausibility`` then names the fix). Logs one warning when the prior was trained on the
+    embedded synthetic data.
+
+    Args:
+        ckpt: the dict from ``load_checkpoint``.
+        source: the file it came from, for messages.
+
+    Raises:
+        CheckpointError: the weights do not match the checkpoint's hyper_parameters.
+    """
+    hp = ckpt["hyper_parameters"]
+    cfg_keys = {f.name for f in fields(VAEConfig)}
+    state = {k[len(STATE_PREFIX) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(STATE_PREFIX)}
+    device = next(iter(state.values())).device if state else torch.device("cpu")
+    model = build_model(**{k: v for k, v in hp.items() if k in cfg_keys}).to(device)
+    if BUFFER not in state:  # written before checkpoints carried the energy calibration
+        state[BUFFER] = empty_quantiles()
+        log.info("%s has no energy calibration; plausibility() needs: %s", source, CALIBRATE_HINT)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise CheckpointError(
+            f"{source}: weights do not match its hyper_parameters ({_first_line(err)})"
+        ) from err
+    if trained_on_synthetic(run_settings(ckpt)):
+        log.warning(SYNTHETIC_WARNING, source)
+    log.info("Loaded a %s hand VAE (z_dim %d) from %s", model.model_type, model.z_dim, source)
+    return model.eval()
+
+
+def load_vae(
+    path: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[BaseHandVAE, dict[str, Any]]:
+    """Load the plain hand VAE of a checkpoint file, in eval mode, and its run settings.
+
+    Args:
+        path: a ``.ckpt`` written by ``train_hand_vae_lightning.py``.
+        map_location: device to load onto.
+
+    Returns:
+        The ``StandardHandVAE`` or ``SO3HandVAE`` and the training run's settings (``run_settings``).
+
+    Raises:
+        CheckpointError: as for ``load_checkpoint`` and ``vae_from_checkpoint``.
+    """
+    ckpt = load_checkpoint(path, map_location)
+    return vae_from_checkpoint(ckpt, path), run_settings(ckpt)

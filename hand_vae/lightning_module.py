@@ -9,7 +9,7 @@ Metrics, all per epoch (batch-weighted means accumulated on the device, logged o
     reconstruction at z = μ) and ``val/active_units`` (``hand_vae.metrics``); the same under
     ``test/``.
 Each validation epoch also stores the quantiles of the validation energies in the model's
-``energy_quantiles`` buffer (``hand_vae.calibration``), so every checkpoint carries its calibration.
+``energy_quantiles`` buffer (``hand_vae.models.quantiles``), so every checkpoint carries its calibration.
 
 The training step is ours (manual optimisation): zero the gradients, forward, backward, clip the
 gradient norm, AdamW. It never waits for the host, and with ``--cuda_graphs`` it is replayed from
@@ -27,11 +27,11 @@ import torch
 from typing_extensions import override
 
 from hand_vae import metrics
-from hand_vae.calibration import STATE_KEY, empty_quantiles, energy_quantiles
 from hand_vae.config import OptimConfig
 from hand_vae.cuda_graphs import StaticStep, use_cuda_graphs
 from hand_vae.losses import beta_schedule, free_bits_kl
 from hand_vae.models import VAEConfig, build_model
+from hand_vae.models.quantiles import STATE_KEY, empty_quantiles, energy_quantiles
 from hand_vae.reliability import NonFiniteGuard
 from hand_vae.rotations import swap_and_mirror_hands
 

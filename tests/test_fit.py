@@ -115,6 +115,19 @@ def test_frames_with_one_hand(synthetic_poses, vae):
     assert mpjpe_mm(res.joints[present], y[present]) < 1.5
 
 
+def test_fit_takes_float64_numpy_keypoints(synthetic_poses, vae):
+    """Keypoints as a user holds them (numpy float64): the same fit, float32 CPU tensors back."""
+    _, y = targets(synthetic_poses, 2, seed=6)
+    y[0, 1, 5:9] = float("nan")
+    mask = torch.ones(2, 2, 21, dtype=torch.bool)
+    expected = fit_to_joints(vae, y, mask=mask, steps=20)
+    got = fit_to_joints(vae, y.double().numpy(), mask=mask.numpy(), steps=20)
+    for name in ("poses", "joints", "transl", "joint_error_mm", "energy"):
+        value = getattr(got, name)
+        assert value.dtype == torch.float32 and value.device.type == "cpu", name
+        torch.testing.assert_close(value, getattr(expected, name), equal_nan=True, atol=1e-4, rtol=1e-4)
+
+
 def test_frames_are_fitted_independently(synthetic_poses, vae):
     _, y = targets(synthetic_poses, 3, seed=4)
     model = copy.deepcopy(vae)

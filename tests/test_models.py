@@ -1,6 +1,7 @@
 """Both VAEs: shapes, the scoring API, the IWAE bound, and that they actually learn."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -34,10 +35,57 @@ def test_forward_shapes(model):
     assert model.reconstruct(torch.randn(5, 90)).shape == (5, 90)
 
 
-@pytest.mark.parametrize("shape", [(5, 45), (5, 63), (90,), (5, 15, 3), (5, 30, 6)])
+@pytest.mark.parametrize("shape", [(5, 45), (5, 63), (89,), (30, 2), (5, 15, 3), (5, 30, 6), (2, 5, 90)])
 def test_bad_shapes_raise_value_error(model, shape):
     with pytest.raises(ValueError, match=r"\(B, 90\) or \(B, 30, 3\)"):
         model.energy(torch.zeros(shape))
+
+
+@pytest.mark.parametrize(
+    "shape, hint",
+    [
+        ((4, 156), "[:, 66:156]"),
+        ((4, 165), "[:, 75:165]"),
+        ((4, 45), "energy_one_hand"),
+        ((45,), "energy_one_hand"),
+    ],
+)
+def test_bad_shapes_say_what_to_do(model, shape, hint):
+    """Full-body SMPL+H / SMPL-X vectors get their hand slice; one hand gets the one-hand API."""
+    with pytest.raises(ValueError, match=re.escape(hint)):
+        model.energy(torch.zeros(shape))
+    with pytest.raises(ValueError, match=re.escape(hint)):
+        model.log_prob(torch.zeros(shape), num_samples=2)
+
+
+def test_energy_takes_what_users_hold(model):
+    """float64 numpy (as AMASS stores poses), float64 tensors and single poses; float32 back."""
+    x = torch.randn(6, 90, generator=torch.Generator().manual_seed(0)) * 0.3
+    with torch.no_grad():
+        e = model.energy(x)
+        for other in (x.double(), x.double().numpy(), x.numpy(), x.reshape(6, 30, 3).double().numpy()):
+            got = model.energy(other)
+            assert isinstance(got, torch.Tensor) and got.dtype == torch.float32 and got.device == x.device
+            torch.testing.assert_close(got, e)
+        for one in (x[0], x[0].reshape(30, 3), x[0].double().numpy()):
+            single = model.energy(one)
+            assert single.shape == () and single.dtype == torch.float32
+            torch.testing.assert_close(single, e[0])
+    assert model.log_prob(x[0].double().numpy(), num_samples=4).shape == ()
+    assert model.log_prob(x.double(), num_samples=4).dtype == torch.float32
+    leaf = x.double().requires_grad_(True)  # the cast is differentiable
+    model.energy(leaf).sum().backward()
+    assert leaf.grad is not None and leaf.grad.dtype == torch.float64 and torch.isfinite(leaf.grad).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_energy_comes_back_on_the_input_device(model):
+    gpu = model.cuda()
+    x = torch.randn(5, 90) * 0.3
+    with torch.no_grad():
+        on_cpu, on_gpu = gpu.energy(x.double()), gpu.energy(x.cuda())
+    assert on_cpu.device.type == "cpu" and on_gpu.device.type == "cuda" and on_cpu.dtype == torch.float32
+    torch.testing.assert_close(on_cpu, on_gpu.cpu(), atol=1e-4, rtol=1e-4)
 
 
 def test_energy_deterministic_shape_and_differentiable(model):

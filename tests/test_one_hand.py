@@ -180,3 +180,20 @@ def test_one_hand_checks_its_input(trained_models):
     x = torch.zeros(2, 45, requires_grad=True)
     energy_one_hand(model, x, "right").sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_one_hand_takes_what_users_hold(trained_models, synthetic_poses):
+    """float64 numpy and a single hand (45,) / (15, 3); float32 back on the input's device."""
+    model = trained_models["so3"]
+    left = synthetic_poses["test"][:5, :HAND_DIM]
+    with torch.no_grad():
+        expected = energy_one_hand(model, left, "left")
+        got = energy_one_hand(model, left.double().numpy(), "left")
+    assert got.dtype == torch.float32 and got.device.type == "cpu"
+    torch.testing.assert_close(got, expected)
+    one = energy_one_hand(model, left[2].reshape(15, 3).double(), "left")
+    assert one.shape == ()
+    torch.testing.assert_close(one, expected[2], atol=1e-4, rtol=1e-4)
+    gen = torch.Generator().manual_seed(0)
+    lp = log_prob_one_hand(model, left[0].double().numpy(), "left", num_samples=8, generator=gen)
+    assert lp.shape == () and lp.dtype == torch.float32

@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import logging
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
+from hand_vae.checkpoint import CheckpointError, load_checkpoint, load_vae, vae_from_checkpoint
 from hand_vae.lightning_module import HandVAELightningModule
-from hand_vae.prior import export_energy, load_prior, project_to_prior, rank_hypotheses, sample_poses
+from hand_vae.prior import (
+    calibrate,
+    energy,
+    export_energy,
+    is_plausible,
+    load_prior,
+    log_prob,
+    plausibility,
+    project_to_prior,
+    rank_hypotheses,
+    sample_poses,
+)
 from hand_vae.rotations import geodesic_angle_axis_angle, to_joints
 
 MODEL_TYPES = ("standard", "so3")
@@ -28,12 +43,15 @@ def noised(x: torch.Tensor, std: float, seed: int = 1) -> torch.Tensor:
     return x + std * torch.randn(x.shape, generator=g)
 
 
-def write_checkpoint(path, model_type: str) -> HandVAELightningModule:
+def write_checkpoint(path, model_type: str, run: dict | None = None) -> HandVAELightningModule:
     """A checkpoint with Lightning's layout (hyper_parameters + ``model.``-prefixed state_dict)."""
     torch.manual_seed(0)
-    module = HandVAELightningModule(model_type=model_type, z_dim=4, hidden=16, dropout=0.1).eval()
+    module = HandVAELightningModule(model_type=model_type, z_dim=4, hidden=16, dropout=0.1, run=run).eval()
     torch.save({"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()}, path)
     return module
+
+
+SYNTHETIC_RUN = {"consolidated_dir": None, "splits_dir": None, "seed": 0, "data_counts": None}
 
 
 # --------------------------------------------------------------------------- load_prior
@@ -61,6 +79,60 @@ def test_load_prior_errors(tmp_path):
         load_prior(tmp_path / "other.ckpt")
 
 
+def test_a_run_directory_names_its_checkpoints(tmp_path):
+    run = tmp_path / "quick_test"
+    run.mkdir()
+    for name in ("last.ckpt", "hand_vae_epoch_03_val_loss_1.000.ckpt", "best_model.ckpt"):
+        write_checkpoint(run / name, "standard")
+    expected = f"{run} is a run directory; give one of its checkpoints: {run / 'best_model.ckpt'}, {run / 'last.ckpt'}"
+    for load in (load_prior, load_vae, load_checkpoint):
+        with pytest.raises(CheckpointError) as err:
+            load(run)
+        assert str(err.value).startswith(expected) and "\n" not in str(err.value)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="empty is a directory with no .ckpt file"):
+        load_prior(tmp_path / "empty")
+
+
+def test_a_synthetic_prior_warns_on_load_and_a_real_one_does_not(tmp_path, caplog):
+    write_checkpoint(tmp_path / "synthetic.ckpt", "standard", run=SYNTHETIC_RUN)
+    write_checkpoint(
+        tmp_path / "real.ckpt", "standard", run={**SYNTHETIC_RUN, "consolidated_dir": "consolidated"}
+    )
+    write_checkpoint(tmp_path / "splits.ckpt", "standard", run={**SYNTHETIC_RUN, "splits_dir": "splits"})
+    with caplog.at_level(logging.INFO):
+        load_prior(tmp_path / "synthetic.ckpt")
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "trained on the embedded SYNTHETIC dataset" in warnings[0].getMessage()
+    assert "--consolidated_dir" in warnings[0].getMessage()
+    caplog.clear()
+    for name in ("real", "splits"):
+        vae, run = load_vae(tmp_path / f"{name}.ckpt")
+        assert not vae.training and (run["consolidated_dir"] or run["splits_dir"])
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_a_checkpoint_written_before_the_change_still_loads(tmp_path, caplog):
+    """Lightning's full layout, no ``run`` settings and no energy calibration (the oldest format)."""
+    module = write_checkpoint(tmp_path / "new.ckpt", "so3")
+    hp = {k: v for k, v in module.hparams.items() if k != "run"}
+    state = {k: v for k, v in module.state_dict().items() if not k.endswith("energy_quantiles")}
+    old = {"epoch": 7, "global_step": 70, "pytorch-lightning_version": "2.5.0", "hyper_parameters": hp}
+    torch.save(
+        {**old, "state_dict": state, "optimizer_states": [], "lr_schedulers": []}, tmp_path / "old.ckpt"
+    )
+    with caplog.at_level(logging.INFO):
+        prior = load_prior(tmp_path / "old.ckpt")
+    assert prior.model_type == "so3" and torch.isnan(prior.energy_quantiles).all()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # unknown data: no claim
+    with torch.no_grad():
+        torch.testing.assert_close(prior.energy(torch.zeros(3, 90)), module.model.energy(torch.zeros(3, 90)))
+    ckpt = load_checkpoint(tmp_path / "old.ckpt")
+    ckpt["state_dict"] = {k: v for k, v in ckpt["state_dict"].items() if "decoder" not in k}
+    with pytest.raises(CheckpointError, match="weights do not match"):
+        vae_from_checkpoint(ckpt, "old.ckpt")
+
+
 class _Payload:
     def __reduce__(self):
         return (print, ("pwned",))
@@ -70,6 +142,69 @@ def test_load_prior_refuses_pickled_code(tmp_path):
     torch.save({"hyper_parameters": {}, "state_dict": {}, "x": _Payload()}, tmp_path / "evil.ckpt")
     with pytest.raises(ValueError, match="not a readable checkpoint"):
         load_prior(tmp_path / "evil.ckpt")
+
+
+# --------------------------------------------------------------------------- what users hold
+
+
+def test_the_api_takes_float64_numpy_and_single_poses(trained_models, synthetic_poses):
+    prior = trained_models["standard"]
+    x = held_out(synthetic_poses, 12)  # (12, 90) float32
+    with torch.no_grad():
+        expected = prior.energy(x)
+    for got in (
+        energy(prior, x.double().numpy()),
+        energy(prior, x.double()),
+        prior.energy(x.double().numpy()),
+    ):
+        assert got.dtype == torch.float32 and got.device.type == "cpu"
+        torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(energy(prior, x[3].double().numpy()), expected[3])
+    assert log_prob(prior, x.double().numpy(), num_samples=4).dtype == torch.float32
+    hyp = x.reshape(3, 4, 90)
+    e_np, best_np = rank_hypotheses(prior, hyp.double().numpy())
+    e_t, best_t = rank_hypotheses(prior, hyp)
+    torch.testing.assert_close(e_np, e_t)
+    assert e_np.dtype == torch.float32 and torch.equal(best_np, best_t)
+    den = project_to_prior(prior, x.double().numpy(), steps=5)
+    assert den.dtype == torch.float32 and den.shape == (12, 90)
+    torch.testing.assert_close(den, project_to_prior(prior, x, steps=5))
+    one = project_to_prior(prior, x[0].reshape(30, 3).double(), steps=5)
+    assert one.shape == (90,) and one.dtype == torch.float32
+    calibrated = copy.deepcopy(prior)
+    calibrate(calibrated, synthetic_poses["val"])
+    p = plausibility(calibrated, x.double().numpy())
+    assert p.dtype == torch.float32 and p.shape == (12,)
+    torch.testing.assert_close(p, plausibility(calibrated, x))
+    assert torch.equal(is_plausible(calibrated, x.double().numpy()), is_plausible(calibrated, x))
+    assert is_plausible(calibrated, x[0].double().numpy()).shape == ()
+
+
+@pytest.mark.parametrize(
+    "shape, hint", [((4, 156), "[:, 66:156]"), ((4, 165), "[:, 75:165]"), ((4, 45), "energy_one_hand")]
+)
+def test_the_api_says_what_to_do_with_a_wrong_shape(trained_models, shape, hint):
+    prior = trained_models["standard"]
+    for call in (energy, plausibility, is_plausible, project_to_prior):
+        with pytest.raises(ValueError) as err:
+            call(prior, np.zeros(shape))
+        assert hint in str(err.value), (call.__name__, str(err.value))
+
+
+def test_poses_far_outside_the_calibration_warn_once(trained_models, synthetic_poses, caplog):
+    prior = copy.deepcopy(trained_models["standard"])
+    calibrate(prior, synthetic_poses["val"])
+    with caplog.at_level(logging.WARNING):
+        plausibility(prior, held_out(synthetic_poses, 64))
+        assert not caplog.records  # held-out poses: no warning
+        far = 2.0 * torch.randn(
+            64, 90, generator=torch.Generator().manual_seed(0)
+        )  # e.g. degrees, not radians
+        energy(prior, far)
+        plausibility(prior, far)
+        is_plausible(prior, far)
+    assert len(caplog.records) == 1
+    assert "less plausible than 99.9% of validation poses: wrong convention, units or data?" in caplog.text
 
 
 # --------------------------------------------------------------------------- rank_hypotheses

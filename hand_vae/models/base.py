@@ -8,32 +8,43 @@ user calls (``encode``, ``decode``, ``forward``, ``reconstruct``, ``sample``, ``
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
+from hand_vae.errors import UserError
 from hand_vae.losses import kl_per_dim
-from hand_vae.rotations import NUM_JOINTS, POSE_DIM, to_joints
+from hand_vae.models.quantiles import BUFFER, empty_quantiles
+from hand_vae.rotations import NUM_JOINTS, POSE_DIM, pose_shape_hint, to_joints
 
 ENERGY_CHUNK = 8192  # rows per energy() chunk: keeps the MLP's temporaries in cache
 
 
-def _setting(default, help: str, group: str = "model", **extra):
-    """A dataclass field that also defines its CLI flag (``hand_vae.config`` reads the metadata)."""
-    return field(default=default, metadata={"help": help, "group": group, **extra})
+class SettingError(UserError, ValueError):
+    """A setting outside its valid range; the one-line message names the flag (exit code 2)."""
+
+
+def _setting(default, help: str, **meta):
+    """A dataclass field that also defines its CLI flag (``hand_vae.settings`` reads the metadata)."""
+    return field(default=default, metadata={"help": help, **meta})
 
 
 @dataclass
 class VAEConfig:
-    """A hand VAE: the one definition of every model setting and its default.
+    """A hand VAE: the one definition of every model setting, its default and its valid range.
 
-    The training CLI derives its model flags (help, group, default) from these fields, the
-    LightningModule saves the ones it was given as hyperparameters, and ``build_model`` builds from
-    them. Plain types only, so they live in a checkpoint. Group ``model`` shapes the network (a resume
-    may not change it); group ``optim`` regularises it (a resume keeps the checkpoint's value).
-    ``min_sigma=None`` resolves to the measured default for the likelihood's units, see
-    ``DEFAULT_MIN_SIGMA``; ``whiten`` and ``cov_rank`` only apply to the standard model.
+    The training CLI derives its model flags from these fields (``hand_vae.settings``), the
+    LightningModule saves them as hyperparameters and ``build_model`` builds from them. Plain types
+    only, so they live in a checkpoint; a resume may not change them. ``min_sigma=None`` resolves to
+    the default for the likelihood's units (``DEFAULT_MIN_SIGMA``); ``whiten`` and ``cov_rank`` only
+    apply to the standard model.
+
+    Raises:
+        SettingError: a size below its minimum, dropout outside [0, 1), or a σ floor that is not
+            positive or, in whitened units, not below the starting σ of 1.
     """
 
     model_type: str = _setting(
@@ -43,29 +54,25 @@ class VAEConfig:
     )
     z_dim: int = _setting(24, "latent dimension")
     hidden: int = _setting(256, "hidden layer width of encoder and decoder")
-    num_layers: int = _setting(2, "hidden layers per MLP")
+    num_layers: int = _setting(2, "hidden layers per MLP (0: linear)")
     cov_rank: int = _setting(
         0,
         "standard model: rank of a learned low-rank part of the decoder covariance (0 = none; the whitened "
         "likelihood is already full-covariance)",
     )
-    # Default measured with `python bench/prior_quality.py` (README "Expected Results"): whitened, the
-    # CLI defaults score NLL −232.8 on the default proxy's unseen subject against −228.6 for the best
-    # val-tuned Gaussian, and equal it (−217.5) on the one-subject proxy; the old unwhitened rank-32
-    # default scored −112.7. cov_rank 0 and min_sigma 0.05 (whitened units) are the settings measured.
+    # whiten, cov_rank and min_sigma defaults: chosen with `python bench/prior_quality.py` (numbers in
+    # the README's "Expected Results" and docs/design.md §4).
     whiten: bool = _setting(
         True,
         "standard model: model poses whitened by the full-covariance Gaussian of the training distribution (floor "
         "and scale chosen on val), so the VAE starts exactly at that Gaussian and moves away only as far as val "
         "supports (docs/design.md §4, §7); --no-whiten: diagonal sigma in radians",
-        action="bool_optional",
     )
-    dropout: float = _setting(0.0, "dropout after each hidden layer", "optim")
+    dropout: float = _setting(0.0, "dropout after each hidden layer")
     min_sigma: float | None = _setting(
         None,
         "smooth floor of the learned likelihood scale sigma (stops it collapsing onto the training set); whitened "
         "units (fraction of the data's spread) when whitened, radians with --no-whiten (default: 0.05 and 0.005)",
-        "optim",
     )
 
     def __post_init__(self) -> None:
@@ -73,14 +80,65 @@ class VAEConfig:
             self.whiten, self.cov_rank = False, 0  # the SO(3) likelihood has its own whitening
         if self.min_sigma is None:
             self.min_sigma = DEFAULT_MIN_SIGMA[self.model_type != "standard" or self.whiten]
+        for name, low in (("z_dim", 1), ("hidden", 1), ("num_layers", 0), ("cov_rank", 0)):
+            if getattr(self, name) < low:
+                raise SettingError(f"--{name} must be >= {low}, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise SettingError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.min_sigma <= 0:
+            raise SettingError(f"--min_sigma must be > 0, got {self.min_sigma}")
+        if self.min_sigma >= 1 and (self.whiten or self.model_type != "standard"):
+            # σ starts at 1 in whitened units; a floor at or above it could never be left.
+            raise SettingError(
+                f"--min_sigma {self.min_sigma} is in whitened units (a fraction of the data's spread) and must "
+                "be < 1; for a floor in radians use the standard model with --no-whiten"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-# σ floor per likelihood unit, measured on held-out subjects: whitened units (SO(3), whitened
-# standard) and radians (standard with --no-whiten).
+# σ floor per likelihood unit: whitened units (SO(3), whitened standard) and radians (--no-whiten).
 DEFAULT_MIN_SIGMA = {True: 0.05, False: 0.005}
+
+
+def as_pose_batch(
+    x: torch.Tensor | np.ndarray, like: torch.Tensor, dim: int = POSE_DIM, name: str = "hand pose"
+) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+    """What a user holds -> a pose batch the model can score, and the way back for the result.
+
+    Accepts a torch tensor (any float dtype, any device) or a numpy array, shaped (B, dim),
+    (B, dim/3, 3) or one pose (dim,) / (dim/3, 3). A differentiable cast: gradients reach ``x``.
+
+    Args:
+        x: the poses, axis-angle radians.
+        like: a tensor of the model (a parameter): its device and dtype are used.
+        dim: numbers per pose: 90 (two hands) or 45 (one hand).
+        name: what the poses are, for the error message.
+
+    Returns:
+        (B, dim) on ``like``'s device and dtype, and ``back(out)``: moves a result (B, ...) to the
+        input's device (the CPU for a numpy array, as a tensor) and drops B for a single pose.
+
+    Raises:
+        ValueError: any other shape; the message hints at full-body vectors and one-hand arrays.
+    """
+    t = torch.as_tensor(x)
+    shape = tuple(t.shape)
+    # The batch size is never compared with a number: torch.export keeps B dynamic.
+    single = (t.dim() == 1 and shape[0] == dim) or (t.dim() == 2 and shape[1] == 3 and shape[0] == dim // 3)
+    batch = (t.dim() == 2 and shape[1] == dim) or (t.dim() == 3 and shape[1:] == (dim // 3, 3))
+    if not single and not batch:
+        raise ValueError(
+            f"{name} must have shape (B, {dim}) or (B, {dim // 3}, 3), got {shape}{pose_shape_hint(shape)}"
+        )
+    device = t.device
+
+    def back(out: torch.Tensor) -> torch.Tensor:
+        out = out.to(device)
+        return out[0] if single else out
+
+    return t.reshape(-1, dim).to(device=like.device, dtype=like.dtype), back
 
 
 def mlp(d_in: int, hidden: int, d_out: int, num_layers: int, dropout: float) -> nn.Sequential:
@@ -116,8 +174,8 @@ class BaseHandVAE(nn.Module):
         self.cfg = cfg
         self.encoder = mlp(encoder_in, cfg.hidden, 2 * cfg.z_dim, cfg.num_layers, cfg.dropout)
         # Validation energies at levels linspace(0, 1, 1001), NaN until calibrated; saved in every
-        # checkpoint so plausibility scores are comparable across models (hand_vae.calibration).
-        self.register_buffer("energy_quantiles", torch.full((1001,), float("nan")))
+        # checkpoint so plausibility scores are comparable across models (hand_vae.models.quantiles).
+        self.register_buffer(BUFFER, empty_quantiles())
 
     @property
     def model_type(self) -> str:
@@ -215,28 +273,35 @@ class BaseHandVAE(nn.Module):
         z = torch.randn((n, self.z_dim), generator=generator, device=p.device, dtype=p.dtype)
         return self.decode(z)
 
-    def energy(self, x: torch.Tensor, chunk_size: int | None = ENERGY_CHUNK) -> torch.Tensor:
+    def energy(self, x: torch.Tensor | np.ndarray, chunk_size: int | None = ENERGY_CHUNK) -> torch.Tensor:
         """Plausibility score: the negative ELBO evaluated at z = mu(x), in nats (lower = better).
 
         ``energy = recon_nll(x | decode(mu)) + KL(q(z|x) ‖ p(z))``. Deterministic (no sampling;
         call ``.eval()`` so dropout is off), differentiable in x, one value per pose.
 
         Args:
-            x: (B, 90) or (B, 30, 3).
-            chunk_size: rows per chunk for large batches; None = one pass (e.g. for torch.export).
+            x: (B, 90), (B, 30, 3) or one pose (90,) / (30, 3); a tensor of any float dtype on any
+                device, or a numpy array (``as_pose_batch``).
+            chunk_size: rows per chunk for large batches (faster on CPU, ``bench/bench_energy.py``);
+                None = one pass (e.g. for torch.export).
 
         Returns:
-            (B,) nats.
+            (B,) nats (a scalar for one pose) in the model's dtype (float32 unless trained with
+            64-true), on x's device (the CPU for a numpy array).
         """
-        joints = to_joints(x)
-        if chunk_size is not None and joints.shape[0] > chunk_size:
-            # Large batches in cache-sized chunks: +49% poses/s at B = 65,536 on CPU (bench_energy).
-            return torch.cat([self.energy(c, None) for c in joints.split(chunk_size)])
+        flat, back = as_pose_batch(x, next(self.parameters()))
+        if chunk_size is None or flat.shape[0] <= chunk_size:
+            return back(self._energy(to_joints(flat)))
+        return back(torch.cat([self._energy(to_joints(c)) for c in flat.split(chunk_size)]))
+
+    def _energy(self, joints: torch.Tensor) -> torch.Tensor:  # (B, 30, 3) -> (B,)
         mu, logvar = self.encode(joints)
         return self.recon_nll(joints, self.decode_params(mu)) + kl_per_dim(mu, logvar).sum(-1)
 
     @torch.no_grad()
-    def log_prob(self, x: torch.Tensor, num_samples: int = 100, chunk_size: int = 128) -> torch.Tensor:
+    def log_prob(
+        self, x: torch.Tensor | np.ndarray, num_samples: int = 100, chunk_size: int = 128
+    ) -> torch.Tensor:
         """Importance-weighted lower bound on log p(x) (Burda et al., "Importance Weighted
         Autoencoders", ICLR 2016): ``log 1/K Σ_k p(x|z_k) p(z_k) / q(z_k|x)``, z_k ~ q(z|x).
 
@@ -244,14 +309,15 @@ class BaseHandVAE(nn.Module):
         processed ``chunk_size`` at a time with a running logsumexp, so memory is O(B · chunk).
 
         Args:
-            x: (B, 90) or (B, 30, 3).
+            x: as for ``energy``.
             num_samples: K.
             chunk_size: importance samples per chunk.
 
         Returns:
-            (B,) nats (a log-density, higher = more plausible).
+            (B,) nats (a log-density, higher = more plausible), as for ``energy``.
         """
-        joints = to_joints(x)
+        flat, back = as_pose_batch(x, next(self.parameters()))
+        joints = to_joints(flat)
         B, Z = joints.shape[0], self.z_dim
         mu, logvar = self.encode(joints)
         std = torch.exp(0.5 * logvar)
@@ -269,4 +335,4 @@ class BaseHandVAE(nn.Module):
             log_qz = -0.5 * (eps.square() + logvar).sum(-1)
             total = torch.logaddexp(total, torch.logsumexp(log_px_z + log_pz - log_qz, dim=0))
             done += k
-        return total - math.log(num_samples)
+        return back(total - math.log(num_samples))

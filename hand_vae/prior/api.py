@@ -2,9 +2,11 @@
 
 Every function takes ``prior``: a plain hand VAE (``hand_vae.models.BaseHandVAE``, what
 ``load_prior`` returns) or a ``HandVAELightningModule`` (its ``.model`` is used). Both model
-types (standard and SO(3)) work. Poses are axis-angle radians in the two-hand layout of docs/design.md §1:
-``(B, 90)`` = ``[left 45 | right 45]`` or ``(B, 30, 3)``. Energies are the model's ``energy(x)``:
-the negative ELBO at z = mu(x), in nats, lower = more plausible.
+types (standard and SO(3)) work. Poses are axis-angle radians in the two-hand layout of
+docs/design.md §1: ``(B, 90)`` = ``[left 45 | right 45]``, ``(B, 30, 3)`` or one pose ``(90,)`` /
+``(30, 3)``, as a torch tensor of any float dtype on any device or a numpy array. Results come back
+on the input's device (a CPU tensor for a numpy array) as float32. Energies are the model's
+``energy(x)``: the negative ELBO at z = mu(x), in nats, lower = more plausible.
 
     prior = load_prior("checkpoints/my_experiment/best_model.ckpt")
     energies, best = rank_hypotheses(prior, hypotheses)      # (B, K), (B,)
@@ -17,29 +19,27 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import fields
+import weakref
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
-from hand_vae.calibration import (
-    BUFFER,
-    CALIBRATE_HINT,
-    empty_quantiles,
-    plausibility_from_quantiles,
-    threshold_at,
-)
-from hand_vae.models import BaseHandVAE, VAEConfig, build_model
-from hand_vae.one_hand import energy_one_hand, log_prob_one_hand
-from hand_vae.rotations import NUM_JOINTS, POSE_DIM, to_flat
+from hand_vae.checkpoint import load_vae
+from hand_vae.models import BaseHandVAE
+from hand_vae.models.base import as_pose_batch
+from hand_vae.models.quantiles import is_calibrated, plausibility_from_quantiles, threshold_at
+from hand_vae.rotations import NUM_JOINTS, POSE_DIM
 
 log = logging.getLogger(__name__)
 
-STATE_PREFIX = "model."  # HandVAELightningModule keeps the plain VAE as ``self.model``
+PoseArray = torch.Tensor | np.ndarray
+OUTSIDE_LEVEL = 0.999  # a batch mostly above this validation quantile gets one warning per model
+_warned_outside: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 
 
-def _as_vae(prior: nn.Module) -> BaseHandVAE:
+def as_vae(prior: nn.Module) -> BaseHandVAE:
     """The plain VAE inside ``prior`` (itself, or a LightningModule's ``.model``)."""
     if isinstance(prior, BaseHandVAE):
         return prior
@@ -52,11 +52,10 @@ def _as_vae(prior: nn.Module) -> BaseHandVAE:
 
 
 def load_prior(checkpoint_path: str | Path, map_location: str | torch.device = "cpu") -> BaseHandVAE:
-    """Load the plain hand VAE from a training checkpoint, in eval mode.
+    """Load the plain hand VAE from a training checkpoint, in eval mode (``checkpoint.load_vae``).
 
-    The checkpoint is read with ``torch.load(weights_only=True)``, so a file carrying arbitrary
-    pickled code is refused. The model is rebuilt with ``build_model`` from the checkpoint's
-    ``hyper_parameters`` and its ``model.*`` weights; no Lightning object is created.
+    Read with ``torch.load(weights_only=True)``: a file carrying pickled code is refused. Warns
+    once when the prior was trained on the embedded synthetic demo data.
 
     Args:
         checkpoint_path: a ``.ckpt`` written by ``train_hand_vae_lightning.py`` (e.g.
@@ -68,100 +67,92 @@ def load_prior(checkpoint_path: str | Path, map_location: str | torch.device = "
         deterministic).
 
     Raises:
-        FileNotFoundError: no such file.
-        ValueError: the file is not a readable hand VAE checkpoint.
+        CheckpointError: (a ValueError; ``CheckpointNotFoundError`` is also a FileNotFoundError)
+            no such file, a run directory, or not a readable hand VAE checkpoint.
     """
-    from hand_vae.checkpoint import load_checkpoint
-
-    path = Path(checkpoint_path)
-    ckpt = load_checkpoint(path, map_location)  # CheckpointError (a ValueError) on any failure
-    return prior_from_checkpoint(ckpt, path).to(map_location)
+    return load_vae(checkpoint_path, map_location)[0]
 
 
-def prior_from_checkpoint(ckpt: dict, source: str | Path = "checkpoint") -> BaseHandVAE:
-    """The plain hand VAE of an already-read checkpoint dict (``checkpoint.load_checkpoint``), in
-    eval mode, on the device its tensors are on; for callers that also need the dict itself.
-
-    Raises:
-        ValueError: the weights do not match the checkpoint's hyper_parameters.
-    """
-    hp = ckpt["hyper_parameters"]
-    cfg_keys = {f.name for f in fields(VAEConfig)}
-    model = build_model(**{k: v for k, v in hp.items() if k in cfg_keys})
-    state = {k[len(STATE_PREFIX) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(STATE_PREFIX)}
-    if BUFFER not in state:  # written before checkpoints carried the energy calibration
-        state[BUFFER] = empty_quantiles()
-        log.info("%s has no energy calibration; plausibility() needs: %s", source, CALIBRATE_HINT)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        raise ValueError(f"{source}: weights do not match its hyper_parameters ({err})") from err
-    log.info("Loaded a %s hand VAE (z_dim %d) from %s", model.model_type, model.z_dim, source)
-    return model.eval()
-
-
-def _hypotheses_to_flat(hypotheses: torch.Tensor) -> torch.Tensor:
-    """(B, K, 90) or (B, K, 30, 3) -> (B·K, 90)."""
-    shape = tuple(hypotheses.shape)
-    if hypotheses.dim() == 3 and shape[2] == POSE_DIM:
-        B, K = shape[:2]
-    elif hypotheses.dim() == 4 and shape[2:] == (NUM_JOINTS, 3):
-        B, K = shape[:2]
-    else:
-        raise ValueError(
-            f"hypotheses must have shape (B, K, {POSE_DIM}) or (B, K, {NUM_JOINTS}, 3), got {shape}"
+def _warn_if_outside(vae: BaseHandVAE, energies: torch.Tensor) -> None:
+    """One warning per model when most of a batch is less plausible than 99.9% of validation poses."""
+    q = vae.energy_quantiles
+    if vae in _warned_outside or energies.numel() == 0 or not is_calibrated(q):
+        return
+    if (energies.detach() > threshold_at(q, OUTSIDE_LEVEL)).float().mean() > 0.5:
+        _warned_outside.add(vae)
+        log.warning(
+            "these poses are less plausible than %.1f%% of validation poses: wrong convention, units or data? "
+            "(two-hand axis-angle radians [left 45 | right 45]; an SMPL+H pose's hands are [:, 66:156])",
+            100 * OUTSIDE_LEVEL,
         )
-    if B == 0 or K == 0:
-        raise ValueError(f"hypotheses must hold at least one pose per frame, got shape {shape}")
-    return hypotheses.reshape(B * K, POSE_DIM)  # (B·K, 90)
+
+
+def energy(prior: nn.Module, poses: PoseArray) -> torch.Tensor:
+    """The prior's energy (−ELBO at z = mu(x)), differentiable in ``poses``.
+
+    The same values as ``prior.energy(poses)``; this one also warns (once per model) when most of
+    the batch is far outside the calibration range, a sign of a wrong convention or units.
+
+    Args:
+        prior: a hand VAE (``load_prior``) or a ``HandVAELightningModule``; use eval mode.
+        poses: (B, 90), (B, 30, 3) or one pose, radians.
+
+    Returns:
+        (B,) float32 nats, lower = more plausible, on the input's device.
+    """
+    vae = as_vae(prior)
+    e = vae.energy(poses)
+    _warn_if_outside(vae, e)
+    return e
+
+
+def log_prob(prior: nn.Module, poses: PoseArray, num_samples: int = 100) -> torch.Tensor:
+    """Importance-weighted lower bound on log p(x) with ``num_samples`` samples (``BaseHandVAE.log_prob``).
+
+    Returns:
+        (B,) float32 nats, higher = more plausible, on the input's device.
+    """
+    return as_vae(prior).log_prob(poses, num_samples=num_samples)
 
 
 @torch.no_grad()
-def rank_hypotheses(
-    prior: nn.Module, hypotheses: torch.Tensor, chunk_size: int = 65536
-) -> tuple[torch.Tensor, torch.Tensor]:
+def rank_hypotheses(prior: nn.Module, hypotheses: PoseArray) -> tuple[torch.Tensor, torch.Tensor]:
     """Score K pose hypotheses per frame and pick the most plausible one.
 
     Not differentiable (runs under ``no_grad``); for a differentiable score use
     ``prior.energy(x)``. A hypothesis whose energy is NaN (e.g. a NaN pose) is never picked
-    unless all of its frame's hypotheses are NaN.
+    unless all of its frame's hypotheses are NaN. Large B·K are scored in chunks.
 
     Args:
         prior: a hand VAE (``load_prior``) or a ``HandVAELightningModule``; use eval mode.
-        hypotheses: (B, K, 90) or (B, K, 30, 3) axis-angle poses, radians.
-        chunk_size: poses scored per forward pass (bounds memory for large B·K).
+        hypotheses: (B, K, 90) or (B, K, 30, 3) axis-angle poses, radians, any float dtype.
 
     Returns:
-        energies (B, K) in nats (lower = more plausible) and best (B,) int64, the index of the
-        lowest-energy hypothesis of each frame.
+        energies (B, K) float32 nats (lower = more plausible) and best (B,) int64, the index of the
+        lowest-energy hypothesis of each frame, on the input's device.
 
     Raises:
         ValueError: bad shape.
     """
-    vae = _as_vae(prior)
-    B, K = hypotheses.shape[:2] if hypotheses.dim() >= 2 else (0, 0)
-    flat = _hypotheses_to_flat(hypotheses)  # (B·K, 90)
-    p = next(vae.parameters())
-    flat = flat.to(device=p.device, dtype=p.dtype)
-    energies = torch.cat([vae.energy(c) for c in flat.split(chunk_size)]).reshape(B, K)  # (B, K)
-    # torch.argmin returns a NaN's index; rank NaN energies last instead.
-    best = torch.nan_to_num(energies, nan=float("inf")).argmin(dim=1)  # (B,)
-    return energies, best
-
-
-def _check_poses(poses: torch.Tensor, name: str = "poses") -> torch.Tensor:
-    if not isinstance(poses, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(poses).__name__}")
-    if poses.dim() not in (2, 3) or poses.shape[0] == 0:
+    vae = as_vae(prior)
+    h = torch.as_tensor(hypotheses)
+    shape = tuple(h.shape)
+    if (
+        not ((h.dim() == 3 and shape[2] == POSE_DIM) or (h.dim() == 4 and shape[2:] == (NUM_JOINTS, 3)))
+        or 0 in shape[:2]
+    ):
         raise ValueError(
-            f"{name} must have shape (B, {POSE_DIM}) or (B, {NUM_JOINTS}, 3), got {tuple(poses.shape)}"
+            f"hypotheses must have shape (B, K, {POSE_DIM}) or (B, K, {NUM_JOINTS}, 3) with B, K >= 1, got {shape}"
         )
-    return to_flat(poses)  # raises ValueError naming the accepted shapes
+    B, K = shape[:2]
+    energies = vae.energy(h.reshape(B * K, POSE_DIM)).reshape(B, K)  # (B, K)
+    # torch.argmin returns a NaN's index; rank NaN energies last instead.
+    return energies, torch.nan_to_num(energies, nan=float("inf")).argmin(dim=1)
 
 
 def project_to_prior(
     prior: nn.Module,
-    poses: torch.Tensor,
+    poses: PoseArray,
     steps: int = 100,
     weight: float = 50.0,
     lr: float = 0.01,
@@ -186,24 +177,24 @@ def project_to_prior(
 
     Args:
         prior: a hand VAE (``load_prior``) or a ``HandVAELightningModule``; use eval mode.
-        poses: (B, 90) or (B, 30, 3) noisy axis-angle poses, radians.
+        poses: (B, 90), (B, 30, 3) or one pose: noisy axis-angle, radians.
         steps: optimisation steps (0 returns the input).
         weight: data-term weight, nats per rad² (> 0).
         lr: Adam step size, radians per step.
 
     Returns:
-        (B, 90) denoised poses, radians.
+        (B, 90) float32 denoised poses, radians, on the input's device ((90,) for one pose).
 
     Raises:
         ValueError: bad shape, negative steps or non-positive weight / lr.
     """
-    vae = _as_vae(prior)
-    x0 = _check_poses(poses)  # (B, 90)
+    vae = as_vae(prior)
+    x0, back = as_pose_batch(poses, next(vae.parameters()), name="poses")  # (B, 90)
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
     if not weight > 0 or not lr > 0:
         raise ValueError(f"weight and lr must be > 0, got weight={weight}, lr={lr}")
-    differentiable = poses.requires_grad and torch.is_grad_enabled()
+    differentiable = isinstance(poses, torch.Tensor) and poses.requires_grad and torch.is_grad_enabled()
     if not differentiable:
         x0 = x0.detach()
     # Adam written out in tensor ops (Kingma & Ba, ICLR 2015) so the unrolled steps stay
@@ -225,7 +216,7 @@ def project_to_prior(
             # eps inside the sqrt: sqrt has an infinite derivative at 0, which would give NaN
             # second-order gradients for a coordinate whose gradient is exactly zero.
             x = x - lr * m_hat / torch.sqrt(v_hat + eps**2)
-    return x if differentiable else x.detach()
+    return back(x if differentiable else x.detach())
 
 
 @torch.no_grad()
@@ -238,66 +229,63 @@ def sample_poses(prior: nn.Module, n: int, generator: torch.Generator | None = N
         generator: a ``torch.Generator`` on the model's device, for reproducible samples.
 
     Returns:
-        (n, 90) axis-angle poses, radians, ``[left 45 | right 45]``.
+        (n, 90) axis-angle poses, radians, ``[left 45 | right 45]``, on the model's device.
 
     Raises:
         ValueError: n < 1.
     """
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive int, got {n!r}")
-    return _as_vae(prior).sample(n, generator=generator)
+    return as_vae(prior).sample(n, generator=generator)
 
 
 @torch.no_grad()
-def plausibility(prior: nn.Module, poses: torch.Tensor, chunk_size: int = 65536) -> torch.Tensor:
+def plausibility(prior: nn.Module, poses: PoseArray) -> torch.Tensor:
     """Calibrated plausibility: the share of validation poses whose energy is higher, in [0, 1].
 
     0.5 = as plausible as the median validation pose; 0.01 = only 1% of validation poses score
     worse. It is 1 − the empirical CDF of the validation energies stored in the checkpoint
     (``energy_quantiles``, 1001 quantiles, linear in between), so it is monotone non-increasing in
     ``energy`` and comparable across models and datasets. Not differentiable; for fitting use
-    ``prior.energy``.
+    ``prior.energy``. Warns once per model when most of a batch is far outside the validation range.
 
     Args:
         prior: a hand VAE (``load_prior``) or a ``HandVAELightningModule``, eval mode.
-        poses: (B, 90) or (B, 30, 3) axis-angle, radians.
-        chunk_size: poses per energy pass.
+        poses: (B, 90), (B, 30, 3) or one pose, radians.
 
     Returns:
-        (B,) float32 in [0, 1]; a NaN pose gives 0.
+        (B,) float32 in [0, 1] on the input's device; a NaN pose gives 0.
 
     Raises:
         NotCalibratedError: the checkpoint carries no quantiles (written before calibration
             existed); the message names ``python -m hand_vae.calibration``, which adds them.
     """
-    vae = _as_vae(prior)
-    x = _check_poses(poses).to(vae.energy_quantiles.device)
-    energy = torch.cat([vae.energy(c) for c in x.split(chunk_size)])
-    return plausibility_from_quantiles(energy, vae.energy_quantiles)
+    vae = as_vae(prior)
+    e = energy(vae, poses)
+    return plausibility_from_quantiles(e, vae.energy_quantiles)
 
 
 @torch.no_grad()
-def is_plausible(prior: nn.Module, poses: torch.Tensor, level: float = 0.99) -> torch.Tensor:
+def is_plausible(prior: nn.Module, poses: PoseArray, level: float = 0.99) -> torch.Tensor:
     """Whether each pose's energy is at or below the ``level`` quantile of validation energies.
 
     At ``level = 0.99``, 99% of validation poses pass; equivalently ``plausibility >= 1 − level``.
 
     Args:
         prior: a hand VAE (``load_prior``) or a ``HandVAELightningModule``, eval mode.
-        poses: (B, 90) or (B, 30, 3) axis-angle, radians.
+        poses: (B, 90), (B, 30, 3) or one pose, radians.
         level: quantile level in [0, 1].
 
     Returns:
-        (B,) bool; False for a NaN pose.
+        (B,) bool on the input's device; False for a NaN pose.
 
     Raises:
         NotCalibratedError: as for ``plausibility``.
         ValueError: level outside [0, 1].
     """
-    vae = _as_vae(prior)
-    threshold = threshold_at(vae.energy_quantiles, level)
-    x = _check_poses(poses).to(vae.energy_quantiles.device)
-    return torch.cat([vae.energy(c) for c in x.split(65536)]) <= threshold
+    vae = as_vae(prior)
+    e = energy(vae, poses)  # first: a wrong shape is the first thing to fix
+    return e <= threshold_at(vae.energy_quantiles, level)
 
 
 class EnergyFunction(nn.Module):
@@ -338,7 +326,7 @@ def export_energy(prior: nn.Module, path: str | Path) -> Path:
     Returns:
         The path written.
     """
-    vae = copy.deepcopy(_as_vae(prior)).to(device="cpu", dtype=torch.float32).eval()
+    vae = copy.deepcopy(as_vae(prior)).to(device="cpu", dtype=torch.float32).eval()
     fn = EnergyFunction(vae).eval()
     example = torch.zeros(2, POSE_DIM)  # (2, 90); B = 2 because torch.export specialises 0 and 1
     batch = torch.export.Dim("batch", min=1)
@@ -349,17 +337,3 @@ def export_energy(prior: nn.Module, path: str | Path) -> Path:
     torch.export.save(program, out)
     log.info("Exported the %s prior's energy to %s", vae.model_type, out)
     return out
-
-
-__all__ = [
-    "EnergyFunction",
-    "energy_one_hand",
-    "export_energy",
-    "is_plausible",
-    "log_prob_one_hand",
-    "plausibility",
-    "load_prior",
-    "project_to_prior",
-    "rank_hypotheses",
-    "sample_poses",
-]

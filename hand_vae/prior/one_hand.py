@@ -31,62 +31,48 @@ the image of ``energy``: the negative ELBO with the same proposal evaluated at i
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
 from hand_vae.losses import kl_per_dim
+from hand_vae.models import BaseHandVAE
+from hand_vae.models.base import as_pose_batch
+from hand_vae.prior.api import as_vae
 from hand_vae.rotations import HAND_DIM, JOINTS_PER_HAND, mirror_axis_angle
 
 SIDES = ("left", "right")
 
 
-def _check(pose45: torch.Tensor, side: str) -> torch.Tensor:
-    """(B, 45) or (B, 15, 3) -> (B, 45), or a ValueError naming what is accepted."""
-    if side not in SIDES:
-        raise ValueError(f"side must be 'left' or 'right', got {side!r}")
-    if not isinstance(pose45, torch.Tensor):
-        raise TypeError(f"pose45 must be a torch.Tensor, got {type(pose45).__name__}")
-    shape = tuple(pose45.shape)
-    if (
-        not (
-            (pose45.dim() == 2 and shape[1] == HAND_DIM)
-            or (pose45.dim() == 3 and shape[1:] == (JOINTS_PER_HAND, 3))
-        )
-        or shape[0] == 0
-    ):
-        raise ValueError(
-            f"one-hand pose must have shape (B, {HAND_DIM}) or (B, {JOINTS_PER_HAND}, 3), got {shape}"
-        )
-    return pose45.reshape(shape[0], HAND_DIM)
-
-
-def stand_in(pose45: torch.Tensor, side: str) -> torch.Tensor:
+def stand_in(x: torch.Tensor, side: str) -> torch.Tensor:
     """Two-hand stand-in: the present hand plus its mirror as the absent one.
 
     Args:
-        pose45: (B, 45) axis-angle of the present hand, radians.
+        x: (B, 45) axis-angle of the present hand, radians.
         side: which hand it is, "left" or "right".
 
     Returns:
         (B, 90) ``[left 45 | right 45]``.
     """
-    x = _check(pose45, side)
     B = x.shape[0]
     mirrored = mirror_axis_angle(x.reshape(B, JOINTS_PER_HAND, 3)).reshape(B, HAND_DIM)
     return torch.cat([x, mirrored] if side == "left" else [mirrored, x], dim=1)
 
 
-def _vae_with_side(prior: nn.Module):
-    from hand_vae.prior import _as_vae  # deferred: hand_vae.prior re-exports this module's API
+def _inputs(
+    prior: nn.Module, pose45: torch.Tensor | np.ndarray, side: str
+) -> tuple[BaseHandVAE, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+    """-> the VAE, the hand as (B, 45) on its device and dtype, and the way back for a result."""
+    if side not in SIDES:
+        raise ValueError(f"side must be 'left' or 'right', got {side!r}")
+    vae = as_vae(prior)
+    x, back = as_pose_batch(pose45, next(vae.parameters()), dim=HAND_DIM, name="one-hand pose")
+    return vae, x, back
 
-    vae = _as_vae(prior)
-    if not hasattr(vae, "side_log_likelihood"):
-        raise TypeError(f"{type(vae).__name__} has no side_log_likelihood(); one-hand scores need it")
-    return vae
 
-
-def energy_one_hand(prior: nn.Module, pose45: torch.Tensor, side: str) -> torch.Tensor:
+def energy_one_hand(prior: nn.Module, pose45: torch.Tensor | np.ndarray, side: str) -> torch.Tensor:
     """One-hand energy: −ELBO of p(x_s) at the stand-in proposal's mean, nats (lower = better).
 
     ``−log p(x_s | z = μ(x̃)) + KL(q(z|x̃) ‖ N(0, I))`` with x̃ = the present hand plus its mirror
@@ -95,22 +81,22 @@ def energy_one_hand(prior: nn.Module, pose45: torch.Tensor, side: str) -> torch.
 
     Args:
         prior: a hand VAE (``load_prior``) or a ``HandVAELightningModule``.
-        pose45: (B, 45) or (B, 15, 3) axis-angle of one hand, radians, MANO order.
+        pose45: (B, 45), (B, 15, 3) or one hand (45,) / (15, 3): axis-angle, radians, MANO order;
+            a tensor of any float dtype and device, or a numpy array.
         side: "left" or "right".
 
     Returns:
-        (B,) nats.
+        (B,) nats on the input's device.
     """
-    vae = _vae_with_side(prior)
-    x = _check(pose45, side)
+    vae, x, back = _inputs(prior, pose45, side)
     mu, logvar = vae.encode(stand_in(x, side))
-    return -vae.side_log_likelihood(x, side, vae.decode_params(mu)) + kl_per_dim(mu, logvar).sum(-1)
+    return back(-vae.side_log_likelihood(x, side, vae.decode_params(mu)) + kl_per_dim(mu, logvar).sum(-1))
 
 
 @torch.no_grad()
 def log_prob_one_hand(
     prior: nn.Module,
-    pose45: torch.Tensor,
+    pose45: torch.Tensor | np.ndarray,
     side: str,
     num_samples: int = 100,
     chunk_size: int = 128,
@@ -125,19 +111,18 @@ def log_prob_one_hand(
 
     Args:
         prior: a hand VAE (``load_prior``) or a ``HandVAELightningModule``.
-        pose45: (B, 45) or (B, 15, 3) axis-angle of one hand, radians.
+        pose45: as for ``energy_one_hand``.
         side: "left" or "right".
         num_samples: K (>= 1).
         chunk_size: samples per chunk.
         generator: a ``torch.Generator`` on the model's device, for reproducible estimates.
 
     Returns:
-        (B,) nats (a log-density, higher = more plausible).
+        (B,) float32 nats (a log-density, higher = more plausible), on the input's device.
     """
-    vae = _vae_with_side(prior)
+    vae, x, back = _inputs(prior, pose45, side)
     if num_samples < 1 or chunk_size < 1:
         raise ValueError(f"num_samples and chunk_size must be >= 1, got {num_samples}, {chunk_size}")
-    x = _check(pose45, side)
     mu, logvar = vae.encode(stand_in(x, side))
     B, Z = mu.shape
     std = torch.exp(0.5 * logvar)
@@ -154,4 +139,4 @@ def log_prob_one_hand(
         log_w = log_px_z - 0.5 * z.square().sum(-1) + 0.5 * (eps.square() + logvar).sum(-1)
         total = torch.logaddexp(total, torch.logsumexp(log_w.double(), dim=0))
         done += k
-    return (total - math.log(num_samples)).float()
+    return back((total - math.log(num_samples)).float())
