@@ -9,9 +9,9 @@ import pytorch_lightning as pl
 import torch
 
 from hand_vae import metrics
-from hand_vae.calibration import STATE_KEY, energy_quantiles
 from hand_vae.data.datamodule import HandPoseDataModule
 from hand_vae.lightning_module import HandVAELightningModule
+from hand_vae.models.quantiles import STATE_KEY, energy_quantiles
 
 
 def _fit_one_epoch(tmp_path):
