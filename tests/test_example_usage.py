@@ -1,4 +1,4 @@
-"""example_usage.py: a straight script of short examples on a given checkpoint; --help; clear errors."""
+"""example_usage.py: interactive in a terminal, every example otherwise; --help is a guide; clear errors."""
 
 from __future__ import annotations
 
@@ -32,6 +32,26 @@ def test_help_names_the_checkpoint_and_how_to_train_it(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "checkpoints/demo/best_model.ckpt" in res.stdout and "--experiment_name demo" in res.stdout
     assert not list(tmp_path.iterdir())  # --help writes nothing
+    # A usage guide: every example, the API call it shows and the files it writes.
+    assert len(res.stdout.splitlines()) >= 20
+    for title, call, files in example_usage.EXAMPLES:
+        assert title in res.stdout and call in res.stdout and files in res.stdout
+
+
+def test_in_a_terminal_it_asks_which_example(tmp_path, capsys, monkeypatch):
+    ckpt = tiny_checkpoint(tmp_path / "m.ckpt")
+    answers = iter(["9", "3"])  # a wrong choice is explained, then example 3 runs alone
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    monkeypatch.setattr("builtins.input", lambda prompt: next(answers))
+    out = tmp_path / "out"
+    assert example_usage.main(["--checkpoint", str(ckpt), "--out_dir", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "type a number from 1 to 6" in printed and "3. Sample poses" in printed
+    assert "1. Score poses:" not in printed and "5. Export:" not in printed
+    assert [p.name for p in out.iterdir()] == ["samples.png"]
+    monkeypatch.setattr("builtins.input", lambda prompt: "q")
+    assert example_usage.main(["--checkpoint", str(ckpt), "--out_dir", str(tmp_path / "none")]) == 0
+    assert not (tmp_path / "none").exists()
 
 
 def test_missing_or_bad_checkpoint_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch):
