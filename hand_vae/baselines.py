@@ -1,6 +1,8 @@
 """Classic pose priors to compare a hand VAE against, all fitted on the same training poses.
 
 * ``GaussianPrior``: one full-covariance Gaussian (MANO-PCA style; exact log-density).
+* ``StudentTPrior``: one multivariate Student-t (heavy tails: an unseen subject's unusual pose
+  costs it logarithmically, a Gaussian quadratically; ``hand_vae.student_t``).
 * ``GMMPrior``: a mixture of full-covariance Gaussians fitted by EM (SMPLify style).
 * ``NearestNeighbourPrior``: Euclidean distance to the closest training pose in the flat 90-D
   axis-angle space (Pose-NDF style, without the learned field); a score, not a density.
@@ -14,17 +16,22 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 
 import torch
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.mixture import GaussianMixture
 
 from hand_vae.gaussian import SCALES, fit_gaussian, gaussian_log_prob, tune_gaussian
-from hand_vae.rotations import to_flat
+from hand_vae.rotations import swap_and_mirror_hands, to_flat
+from hand_vae.student_t import fit_t, t_log_prob, tune_student_t
 
 log = logging.getLogger(__name__)
 
 # Added to every covariance diagonal, rad²; scikit-learn's ``reg_covar`` default. It keeps the
 # Cholesky factor defined when a dimension never varies (e.g. a constant-hand clip slipped in).
 REG_COVAR = 1e-6
+DEFAULT_NU = 10.0  # the Student-t's degrees of freedom when there is no validation split to choose on
 
 
 def _flat64(x: torch.Tensor) -> torch.Tensor:
@@ -80,21 +87,58 @@ class GaussianPrior:
         return -self.log_prob(x)
 
 
-class GMMPrior:
-    """Gaussian mixture with full covariances, fitted by expectation-maximisation.
+class StudentTPrior(GaussianPrior):
+    """Multivariate Student-t: t_ν(mean, scale² · Σ) with Σ the EM scatter (floor ``reg`` included).
 
-    k-means++ seeding of the means (Arthur & Vassilvitskii 2007), then EM (Dempster et al. 1977;
-    Bishop, PRML §9.2.2) until the mean log-likelihood gains less than ``tol`` nats per pose.
-    EM runs in float32 on poses whitened by the training set's own Gaussian (float64): whitening
-    turns a condition number of ~1e5 into one float32 handles, and float32 halves EM's time on
-    a CPU. The change of variables adds the constant ``−log|det L|`` to every log-density.
+    ``StudentTPrior.tuned`` chooses ν, floor and scale on validation poses
+    (``student_t.tune_student_t``); ν = inf is the Gaussian. ``cov`` holds the scatter matrix.
+
+    Args:
+        nu: degrees of freedom (> 0, inf allowed).
+        reg: diagonal floor of the scatter, rad².
+        scale: multiplies the Cholesky factor of the scatter.
+    """
+
+    def __init__(self, nu: float = DEFAULT_NU, reg: float = REG_COVAR, scale: float = 1.0) -> None:
+        super().__init__(reg, scale)
+        self.nu = nu
+
+    def fit(self, x: torch.Tensor) -> StudentTPrior:
+        """EM fit (ν fixed) on poses (N, 90) or (N, 30, 3); returns self."""
+        if math.isinf(self.nu):
+            return super().fit(x)
+        self.mean, self.chol, _ = fit_t(_flat64(x), self.nu, self.reg)
+        self.cov = self.chol @ self.chol.T
+        return self
+
+    @classmethod
+    def tuned(cls, x: torch.Tensor, val: torch.Tensor) -> StudentTPrior:
+        """The t of poses x (N, 90) with ν, floor and scale chosen on val (M, 90); settings in
+        ``.settings`` ({"nu", "floor", "scale", "val_nll"})."""
+        mean, chol, settings = tune_student_t(_flat64(x), _flat64(val))
+        prior = cls(settings["nu"], settings["floor"], settings["scale"])
+        prior.mean, prior.chol = mean, chol / settings["scale"]
+        prior.cov = prior.chol @ prior.chol.T
+        prior.settings = settings
+        return prior
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """Exact log-density, (B,) nats (float64)."""
+        if self.chol is None:
+            raise RuntimeError("call fit() first")
+        return t_log_prob(_flat64(x), self.mean, self.chol * self.scale, self.nu)
+
+
+class GMMPrior:
+    """Gaussian mixture with full covariances (SMPLify style), fitted by scikit-learn's EM
+    (``sklearn.mixture.GaussianMixture``, k-means initialisation) in float64.
 
     Args:
         n_components: K.
         max_iter: EM iteration cap.
         tol: convergence threshold on the mean log-likelihood, nats per pose.
-        reg: added to every component covariance diagonal (in pose space), rad².
-        seed: seed of the k-means++ initialisation (the only randomness).
+        reg: added to every component covariance diagonal, rad² (scikit-learn's ``reg_covar``).
+        seed: seed of the initialisation (the only randomness).
         scale: multiplies every component's standard deviations after fitting.
     """
 
@@ -114,83 +158,42 @@ class GMMPrior:
         self.n_components, self.max_iter, self.tol, self.reg = n_components, max_iter, tol, reg
         self.scale = scale
         self.seed = seed
-        self.whiten: GaussianPrior | None = None
         self.weights: torch.Tensor | None = None  # (K,)
-        self.means: torch.Tensor | None = None  # (K, D), whitened space
-        self.chols: torch.Tensor | None = None  # (K, D, D), whitened space
+        self.means: torch.Tensor | None = None  # (K, D)
+        self.chols: torch.Tensor | None = None  # (K, D, D), Cholesky factors of Σ_k + reg · I
         self.converged = False
         self.n_iter = 0
-
-    def _to_white(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, D) float64 -> L⁻¹ (x − m), (B, D) float32."""
-        w = torch.linalg.solve_triangular(self.whiten.chol, (x - self.whiten.mean).T, upper=False)
-        return w.T.float().contiguous()
-
-    def _init_means(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        N, K = x.shape[0], self.n_components
-        idx = [int(torch.randint(N, (1,), generator=g))]
-        d2 = (x - x[idx[0]]).square().sum(-1)  # (N,)
-        for _ in range(1, K):
-            nxt = int(torch.multinomial(d2 / d2.sum(), 1, generator=g)) if d2.sum() > 0 else 0
-            idx.append(nxt)
-            d2 = torch.minimum(d2, (x - x[nxt]).square().sum(-1))
-        return x[idx].clone()  # (K, D)
-
-    def _m_step(self, x: torch.Tensor, resp: torch.Tensor) -> None:
-        N, D = x.shape
-        nk = resp.sum(0) + 10 * torch.finfo(x.dtype).eps  # (K,)
-        self.weights = nk / N
-        self.means = resp.T @ x / nk[:, None]  # (K, D)
-        cov = torch.empty(self.n_components, D, D, dtype=x.dtype)
-        for k in range(self.n_components):  # one (N, D) block at a time keeps memory O(N·D)
-            diff = x - self.means[k]  # (N, D)
-            cov[k] = (resp[:, k, None] * diff).T @ diff / nk[k]
-        self.chols = torch.linalg.cholesky(cov + self._reg_white)
-
-    def _joint(self, xw: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
-        """log w_k + log N(xw | μ_k, scale² Σ_k) in the whitened space: (B, K)."""
-        chols = self.chols * scale
-        blocks = [gaussian_log_prob(c, self.means, chols) for c in xw.split(8192)]
-        return torch.cat(blocks) + self.weights.log()
 
     def fit(self, x: torch.Tensor) -> GMMPrior:
         """Fit on poses (N, 90) or (N, 30, 3); returns self."""
         x64 = _flat64(x)
         if x64.shape[0] < max(self.n_components, 2):
             raise ValueError(f"need at least {max(self.n_components, 2)} poses, got {x64.shape[0]}")
-        self.whiten = GaussianPrior(reg=self.reg).fit(x64)
-        # reg·I in pose space is reg·L⁻¹L⁻ᵀ in the whitened space (so GMM(1) is the Gaussian).
-        eye = torch.eye(x64.shape[1], dtype=x64.dtype)
-        l_inv = torch.linalg.solve_triangular(self.whiten.chol, eye, upper=False)  # (D, D)
-        self._reg_white = (self.reg * l_inv @ l_inv.T).float()
-        xw = self._to_white(x64)  # (N, D)
-        g = torch.Generator().manual_seed(self.seed)
-        # Hard assignment to the nearest k-means++ seed gives the first responsibilities.
-        nearest = torch.cdist(xw, self._init_means(xw, g)).argmin(1)
-        self._m_step(xw, torch.nn.functional.one_hot(nearest, self.n_components).float())
-        prev = -math.inf
-        self.converged = False
-        for it in range(1, self.max_iter + 1):
-            joint = self._joint(xw)  # (N, K)
-            ll = torch.logsumexp(joint, 1)  # (N,)
-            self._m_step(xw, (joint - ll[:, None]).exp())
-            mean_ll = float(ll.double().mean())
-            self.n_iter = it
-            if mean_ll - prev < self.tol:
-                self.converged = True
-                break
-            prev = mean_ll
+        gm = GaussianMixture(
+            self.n_components,
+            covariance_type="full",
+            tol=self.tol,
+            reg_covar=self.reg,
+            max_iter=self.max_iter,
+            random_state=self.seed,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)  # logged below, once
+            gm.fit(x64.numpy())
+        self.weights, self.means = torch.from_numpy(gm.weights_), torch.from_numpy(gm.means_)
+        self.chols = torch.linalg.cholesky(torch.from_numpy(gm.covariances_))
+        self.converged, self.n_iter = bool(gm.converged_), int(gm.n_iter_)
         if not self.converged:
             log.warning("GMM(%d) EM did not converge in %d iterations", self.n_components, self.max_iter)
         return self
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """log Σ_k w_k N(x | μ_k, Σ_k), (B,) nats (float64)."""
+        """log Σ_k w_k N(x | μ_k, scale² Σ_k), (B,) nats (float64)."""
         if self.chols is None:
             raise RuntimeError("call fit() first")
-        log_det_l = torch.diagonal(self.whiten.chol).log().sum()
-        joint = self._joint(self._to_white(_flat64(x)), self.scale)
-        return torch.logsumexp(joint, 1).double() - log_det_l
+        chols = self.chols * self.scale
+        joint = [gaussian_log_prob(c, self.means, chols) for c in _flat64(x).split(8192)]  # (b, K) each
+        return torch.logsumexp(torch.cat(joint) + self.weights.log(), 1)
 
     def energy(self, x: torch.Tensor) -> torch.Tensor:
         """−log p(x), (B,) nats."""
@@ -244,29 +247,33 @@ def fit_baselines(
 ) -> dict[str, object]:
     """All baselines of the evaluation, fitted on ``train`` (N, 90).
 
-    With ``val``, the Gaussians' floor and scale are chosen on it (``GaussianPrior.tuned``) and the
-    GMMs' scale (at the Gaussian's floor); otherwise they keep ``REG_COVAR`` and scale 1. With ``mirror``, a Gaussian on train ∪ swap_and_mirror(train) is
-    added (left-right mirroring is the cheapest augmentation a hand prior has).
+    With ``val``, the Gaussians' floor and scale and the Student-t's ν, floor and scale are chosen
+    on it (``GaussianPrior.tuned``, ``StudentTPrior.tuned``), and the GMMs' scale (at the
+    Gaussian's floor); otherwise they keep ``REG_COVAR``, scale 1 and ν = ``DEFAULT_NU``. With
+    ``mirror``, the Gaussian and the t are also fitted on train ∪ swap_and_mirror(train)
+    (left-right mirroring is the cheapest augmentation a hand prior has).
 
     Returns:
-        name -> fitted prior: ``gaussian``, [``gaussian_mirrored``], ``gmm4``, ``gmm8``,
-        ``nearest_neighbour``. Each density carries its chosen settings in ``.settings``
-        ({"floor", "scale"[, "val_nll"]}) so reports can state them.
+        name -> fitted prior: ``gaussian``, [``gaussian_mirrored``], ``student_t``,
+        [``student_t_mirrored``], ``gmm4``, ``gmm8``, ``nearest_neighbour``. Each density carries
+        its chosen settings in ``.settings`` ({"floor", "scale"[, "nu"][, "val_nll"]}).
     """
-    from hand_vae.rotations import swap_and_mirror_hands
-
     if val is not None and len(val) == 0:
         val = None
-    data = {"gaussian": train}
+    data = {"": train}
     if mirror:
-        data["gaussian_mirrored"] = torch.cat([train, swap_and_mirror_hands(to_flat(train))])
+        data["_mirrored"] = torch.cat([train, swap_and_mirror_hands(to_flat(train))])
     priors: dict[str, object] = {}
-    for name, x in data.items():
-        if val is None:
-            priors[name] = GaussianPrior().fit(x)
-            priors[name].settings = {"floor": REG_COVAR, "scale": 1.0}
-        else:
-            priors[name] = GaussianPrior.tuned(x, val)
+    for family, cls in (("gaussian", GaussianPrior), ("student_t", StudentTPrior)):
+        for suffix, x in data.items():
+            if val is None:
+                prior = cls().fit(x)
+                prior.settings = {"floor": REG_COVAR, "scale": 1.0}
+                if cls is StudentTPrior:
+                    prior.settings["nu"] = prior.nu
+            else:
+                prior = cls.tuned(x, val)
+            priors[family + suffix] = prior
     # Each floor costs a GMM a full EM fit (minutes on 36k poses): GMMs take the plain Gaussian's
     # val-chosen floor and choose only their scale, which is free.
     floor = priors["gaussian"].settings["floor"]

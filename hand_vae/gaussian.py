@@ -11,6 +11,7 @@ chosen on validation poses, as a VAE's settings are, so comparisons are fair.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -20,6 +21,31 @@ from hand_vae.losses import LOG_2PI
 FLOORS = (1e-6, 1e-5, 1e-4, 4e-4, 1e-3)
 SCALES = (1.0, 1.1, 1.2, 1.35, 1.5, 1.75, 2.0)
 CHUNK_ROWS = 1 << 18  # rows per float64 block when accumulating moments
+# A fitted density for choose_on_val: (settings, mean (D,), L (D, D), log_prob(x, mean, L) -> (M,)).
+Candidate = tuple[
+    dict[str, float],
+    torch.Tensor,
+    torch.Tensor,
+    Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+]
+
+
+def mahalanobis(x: torch.Tensor, mean: torch.Tensor, chol: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Squared Mahalanobis distances of the rows of x under scatter L Lᵀ, and log|det L Lᵀ|.
+
+    Args:
+        x: (B, D).
+        mean: (..., D) means; leading dims broadcast against a new axis after B.
+        chol: (..., D, D) lower Cholesky factors.
+
+    Returns:
+        (B, ...) squared distances and (...) log-determinants.
+    """
+    D = x.shape[-1]
+    diff = x.reshape(x.shape[0], *([1] * (mean.dim() - 1)), D) - mean  # (B, ..., D)
+    y = torch.linalg.solve_triangular(chol, diff.movedim(0, -1), upper=False)  # (..., D, B)
+    log_det = 2.0 * torch.diagonal(chol, dim1=-2, dim2=-1).log().sum(-1)  # (...)
+    return y.square().sum(-2).movedim(-1, 0), log_det
 
 
 def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, chol: torch.Tensor) -> torch.Tensor:
@@ -33,12 +59,8 @@ def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, chol: torch.Tensor) -
     Returns:
         (B, ...) nats.
     """
-    D = x.shape[-1]
-    diff = x.reshape(x.shape[0], *([1] * (mean.dim() - 1)), D) - mean  # (B, ..., D)
-    y = torch.linalg.solve_triangular(chol, diff.movedim(0, -1), upper=False)  # (..., D, B)
-    maha = y.square().sum(-2).movedim(-1, 0)  # (B, ...)
-    log_det = 2.0 * torch.diagonal(chol, dim1=-2, dim2=-1).log().sum(-1)  # (...)
-    return -0.5 * (maha + log_det + D * LOG_2PI)
+    maha, log_det = mahalanobis(x, mean, chol)
+    return -0.5 * (maha + log_det + x.shape[-1] * LOG_2PI)
 
 
 def fit_gaussian(x: torch.Tensor, floor: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,6 +96,32 @@ def moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean_c + shift, scatter / N - torch.outer(mean_c, mean_c)
 
 
+def choose_on_val(
+    val: torch.Tensor, candidates: Iterable[Candidate], scales: tuple[float, ...] = SCALES
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+    """The fitted density × scale with the best validation NLL: the one tuning routine of every
+    classic family (this module's Gaussian, ``student_t``'s multivariate t).
+
+    Args:
+        val: (M, D) features, float64, on the candidates' device.
+        candidates: (settings, mean (D,), L (D, D), log_prob) per fitted density, where
+            log_prob(x, mean, L) -> (M,) nats; L is scaled by each of ``scales`` in turn.
+        scales: candidate multipliers of L.
+
+    Returns:
+        mean, scale · L of the best, and its settings plus {"scale", "val_nll"}.
+    """
+    best: tuple[float, torch.Tensor, torch.Tensor, dict[str, float]] | None = None
+    for settings, mean, chol, log_prob in candidates:
+        for scale in scales:
+            nll = float(-log_prob(val, mean, scale * chol).mean())
+            if best is None or nll < best[0]:
+                best = (nll, mean, scale * chol, {**settings, "scale": scale, "val_nll": nll})
+    if best is None:
+        raise ValueError("no candidate densities to choose from")
+    return best[1], best[2], best[3]
+
+
 def tune_gaussian(
     train: torch.Tensor,
     val: torch.Tensor | None,
@@ -95,14 +143,7 @@ def tune_gaussian(
     if val is None or val.shape[0] == 0:
         mean, chol = fit_gaussian(train, floors[0])
         return mean, chol, {"floor": floors[0], "scale": 1.0, "val_nll": math.nan}
-    val = val.detach().double().to(train.device)
-    best: tuple[float, torch.Tensor, torch.Tensor, dict[str, float]] | None = None
     mean, cov = moments(train)  # one pass over the data for every floor
     eye = torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
-    for floor in floors:
-        chol = torch.linalg.cholesky(cov + floor * eye)
-        for scale in scales:
-            nll = float(-gaussian_log_prob(val, mean, scale * chol).mean())
-            if best is None or nll < best[0]:
-                best = (nll, mean, scale * chol, {"floor": floor, "scale": scale, "val_nll": nll})
-    return best[1], best[2], best[3]
+    fits = (({"floor": f}, mean, torch.linalg.cholesky(cov + f * eye), gaussian_log_prob) for f in floors)
+    return choose_on_val(val.detach().double().to(train.device), fits, scales)
