@@ -128,10 +128,6 @@ class SO3HandVAE(BaseHandVAE):
     """
 
     def __init__(self, cfg: VAEConfig) -> None:
-        if not 0.0 < cfg.min_sigma < 1.0:
-            raise ValueError(
-                f"so3: min_sigma must be in (0, 1) (whitened units; σ starts at 1), got {cfg.min_sigma}"
-            )
         super().__init__(cfg, encoder_in=NUM_JOINTS * D6)
         self.decoder = mlp(cfg.z_dim, cfg.hidden, NUM_JOINTS * D6, cfg.num_layers, cfg.dropout)
         # Zero head + identity offset: every z decodes to the mean pose at initialisation.

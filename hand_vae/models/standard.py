@@ -64,10 +64,6 @@ class StandardHandVAE(BaseHandVAE):
         # Start at σ ≈ 0.1 rad, the scale of pose noise we care about; whitened coordinates
         # have unit spread, so there start at σ = 1 with a zero decoder output, i.e. exactly at the
         # full-covariance Gaussian, and let training improve on it.
-        if cfg.whiten and cfg.min_sigma >= 1.0:
-            raise ValueError(
-                f"min_sigma is in whitened units with whiten on and must be < 1, got {cfg.min_sigma}"
-            )
         start = 1.0 if cfg.whiten else max(0.1, 2.0 * cfg.min_sigma)
         # σ = min_sigma + exp(raw): solve for raw so that σ starts exactly at ``start``.
         self.raw_log_sigma = nn.Parameter(torch.full((POSE_DIM,), math.log(start - cfg.min_sigma)))
