@@ -20,6 +20,11 @@ Assumptions (all approximate, see ``hand_vae.anatomy`` for axes and sizes):
   * The left hand is built in the right hand's frame and then mirrored, (x, y, z) -> (x, −y, −z)
     (docs/design.md §1), so mirror augmentation is exact on this data.
   * Full MANO convention: the flat hand is the zero vector.
+  * Optional capture noise (``CaptureNoise``): what a capture system adds to the hand's motion,
+    i.i.d. per frame (jitter on every joint angle) plus rare per-joint outliers (a marker swap, a
+    self-occlusion). Without it the data are cleaner than any capture, and every prior separates
+    real from noisy poses perfectly; with it, sharp and blunt priors differ (``bench/prior_quality.py``).
+    It is drawn from its own random stream, so the noiseless arrays are the same with or without it.
 """
 
 from __future__ import annotations
@@ -65,6 +70,24 @@ class PoseSequence:
     subject: str
     poses: np.ndarray
     fps: float
+
+
+@dataclass(frozen=True)
+class CaptureNoise:
+    """Per-frame measurement error added to every clip (radians, on the axis-angle numbers).
+
+    Attributes:
+        sigma: std of the i.i.d. Gaussian jitter on every axis-angle component of every frame.
+        outlier_prob: probability that one joint of one frame is an outlier.
+        outlier_sigma: std of the extra error on an outlier joint's 3 numbers.
+    """
+
+    sigma: float = 0.01
+    outlier_prob: float = 0.01
+    outlier_sigma: float = 0.15
+
+
+CAPTURE_NOISE = CaptureNoise()  # the level the proxies of bench/prior_quality.py use
 
 
 @dataclass(frozen=True)
@@ -163,6 +186,14 @@ def _tremor(rng: np.random.Generator, T: int, std: float) -> np.ndarray:
     return out
 
 
+def _capture_error(rng: np.random.Generator, T: int, noise: CaptureNoise) -> np.ndarray:
+    """Jitter plus outliers, (T, 90): see ``CaptureNoise``."""
+    err = rng.normal(0.0, noise.sigma, size=(T, 2 * JOINTS_PER_HAND, 3))
+    outlier = rng.random((T, 2 * JOINTS_PER_HAND, 1)) < noise.outlier_prob
+    err += outlier * rng.normal(0.0, noise.outlier_sigma, size=(T, 2 * JOINTS_PER_HAND, 3))
+    return err.reshape(T, POSE_DIM)
+
+
 def generate_sequences(
     num_subjects: int = 8,
     sequences_per_subject: int = 40,
@@ -171,6 +202,7 @@ def generate_sequences(
     bimanual_prob: float = 0.5,
     seed: int = 0,
     hand_roles: bool = False,
+    capture_noise: CaptureNoise | None = None,
 ) -> list[PoseSequence]:
     """Generate the synthetic two-hand dataset (see module docstring for the assumptions).
 
@@ -185,11 +217,15 @@ def generate_sequences(
             the left hand holds (slow power grasps), the right manipulates (the subject's whole
             repertoire); ``bimanual_prob`` is then unused. Left-right mirroring is then a real
             augmentation with a real cost: the mirrored left hand is not a typical right hand.
+        capture_noise: add this capture error to every frame (None: none); drawn from a second
+            stream seeded by ``seed``, so the arrays without it are unchanged and the error of
+            subject s does not depend on ``num_subjects``.
 
     Returns:
         ``num_subjects * sequences_per_subject`` clips, each with poses (T, 90) float32.
     """
     rng = np.random.default_rng(seed)
+    noise_rng = np.random.default_rng([seed, 1])
     mirror = np.array([1.0, -1.0, -1.0])
     sequences: list[PoseSequence] = []
     for s in range(num_subjects):
@@ -203,6 +239,8 @@ def generate_sequences(
             right = _right_hand_pose(right_params, subject) + _tremor(rng, T, subject.tremor)
             left = (_right_hand_pose(left_params, subject) + _tremor(rng, T, subject.tremor)) * mirror
             poses = np.concatenate([left.reshape(T, HAND_DIM), right.reshape(T, HAND_DIM)], axis=1)
+            if capture_noise is not None:
+                poses = poses + _capture_error(noise_rng, T, capture_noise)
             sequences.append(PoseSequence(f"{sid}/seq{q:03d}", sid, poses.astype(np.float32), fps))
     return sequences
 
@@ -245,7 +283,9 @@ def stack_poses(sequences: list[PoseSequence]) -> tuple[np.ndarray, np.ndarray]:
     return poses, index
 
 
-def small_proxy_splits(seed: int = 0) -> dict[str, list[PoseSequence]]:
+def small_proxy_splits(
+    seed: int = 0, capture_noise: CaptureNoise | None = None
+) -> dict[str, list[PoseSequence]]:
     """A small-data, unseen-subject proxy of real captures (how the defaults are tuned, with
     ``default_splits``; ``bench/prior_quality.py``).
 
@@ -253,9 +293,44 @@ def small_proxy_splits(seed: int = 0) -> dict[str, list[PoseSequence]]:
     train = subject00's first 6 clips (3,600 frames), val = its 7th clip, test = subjects 01-03
     (12,600 frames): one person to learn from, new people to be judged on, as with a small real capture.
     """
-    seqs = generate_sequences(4, 7, 600, hand_roles=True, seed=seed)
+    seqs = generate_sequences(4, 7, 600, hand_roles=True, seed=seed, capture_noise=capture_noise)
     first = [s for s in seqs if s.subject == "subject00"]
     return {"train": first[:-1], "val": first[-1:], "test": [s for s in seqs if s.subject != "subject00"]}
+
+
+MANY_TEST_SUBJECTS = 4
+
+
+def many_subject_splits(
+    n_train_subjects: int = 20,
+    seed: int = 0,
+    capture_noise: CaptureNoise | None = CAPTURE_NOISE,
+    sequences_per_subject: int = 8,
+    frames_per_sequence: int = 300,
+) -> dict[str, list[PoseSequence]]:
+    """A many-subject proxy of the datasets users train on (tens of subjects), capture noise on.
+
+    test = subjects 00-03 (four unseen people, 9,600 frames with the defaults); train = the first 7
+    clips of each of the next ``n_train_subjects`` subjects (42,000 frames for 20), val = their 8th
+    clip (held-out clips of the training people, as a by-sequence split of a real dataset gives).
+    Subjects are generated in order, so the test set is the same for every ``n_train_subjects``
+    and the training sets are nested: the subjects-vs-gain curve of ``bench/prior_quality.py``.
+    """
+    if n_train_subjects < 1 or sequences_per_subject < 2:
+        raise ValueError("need at least 1 training subject and 2 clips per subject")
+    seqs = generate_sequences(
+        MANY_TEST_SUBJECTS + n_train_subjects,
+        sequences_per_subject,
+        frames_per_sequence,
+        seed=seed,
+        capture_noise=capture_noise,
+    )
+    test_ids = {f"subject{s:02d}" for s in range(MANY_TEST_SUBJECTS)}
+    splits: dict[str, list[PoseSequence]] = {"train": [], "val": [], "test": []}
+    for seq in seqs:
+        last = seq.name.endswith(f"seq{sequences_per_subject - 1:03d}")
+        splits["test" if seq.subject in test_ids else "val" if last else "train"].append(seq)
+    return splits
 
 
 def pose_tensors(splits: dict[str, list[PoseSequence]]) -> dict[str, torch.Tensor]:
