@@ -1,8 +1,8 @@
 """The whole training step replayed from one CUDA graph (``--cuda_graphs``).
 
-At batch 8192 the standard model's step is ~1 ms of GPU work but several ms of Python and kernel
-launches (forward, backward, clipping and AdamW are ~170 launches). A CUDA graph records those
-launches once and replays them with a single call, so the step costs about its GPU time.
+The models are small, so a training step costs mostly Python and kernel launches (forward,
+backward, clipping and AdamW), not GPU work. A CUDA graph records those launches once and replays
+them with a single call, so the step costs about its GPU time (``bench/bench_gpu.py``).
 
 What a graph needs, and how the training step provides it:
   * every tensor the step reads lives at a fixed address: the batch is copied into a static input
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -124,3 +125,25 @@ class StaticStep:
         log.info("Captured the training step in a CUDA graph (batch %s)", tuple(self.x.shape))
         graph.replay()  # capture records the kernels without running them
         return self.out
+
+
+def lightning_step(optimizer: Any, step: StaticStep, batch: torch.Tensor) -> torch.Tensor:
+    """Run ``step(batch)`` as one step of Lightning's optimizer wrapper ``optimizer``.
+
+    The captured graph updates the weights itself, so Lightning's ``optimizer.step()`` is not
+    called; its two private hooks around that step are, because they are where Lightning counts
+    optimizer steps (``trainer.global_step``, which checkpoints, logging and ``max_steps`` read).
+    The only use of Lightning internals in the project (tests/test_cuda_graphs.py checks them).
+
+    Args:
+        optimizer: the ``LightningOptimizer`` of ``self.optimizers()``.
+        step: the static (graphed) optimisation step.
+        batch: (B, ...) the batch.
+
+    Returns:
+        ``step``'s output (a static buffer on a replay).
+    """
+    optimizer._on_before_step()
+    out = step(batch)
+    optimizer._on_after_step()
+    return out

@@ -1,4 +1,4 @@
-"""``HandVAELightningModule``: training, validation and test around a plain hand VAE.
+"""``HandVAELightningModule``: the training step, the metrics and the optimiser around a plain hand VAE.
 
 Metrics, all per epoch (batch-weighted means accumulated on the device, logged once an epoch):
   * ``train/loss`` = mean(recon_nll + β · KL_freebits), the optimised objective;
@@ -7,19 +7,18 @@ Metrics, all per epoch (batch-weighted means accumulated on the device, logged o
     epochs; best checkpoints monitor it. ``val/recon_nll``, ``val/kl``, ``val/energy_mean`` (the
     model's ``energy``), ``val/geodesic_deg`` (mean per-joint angle between input and
     reconstruction at z = μ) and ``val/active_units`` (``hand_vae.metrics``); the same under
-    ``test/``.
-Each validation epoch also stores the quantiles of the validation energies in the model's
-``energy_quantiles`` buffer (``hand_vae.models.quantiles``), so every checkpoint carries its calibration.
+    ``test/``. ``validation_step`` returns the batch's energies, from which the training assembly's
+    ``EnergyQuantiles`` callback calibrates the model (``hand_vae.training``).
 
 The training step is ours (manual optimisation): zero the gradients, forward, backward, clip the
 gradient norm, AdamW. It never waits for the host, and with ``--cuda_graphs`` it is replayed from
-one CUDA graph (``hand_vae.cuda_graphs``).
+one CUDA graph (``hand_vae.cuda_graphs``). The whitening is fitted by whoever holds the data, before
+training (``hand_vae.training.fit_whitening``); a checkpoint carries it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 from typing import Any
 
 import pytorch_lightning as pl
@@ -27,15 +26,11 @@ import torch
 from typing_extensions import override
 
 from hand_vae import metrics
-from hand_vae.config import OptimConfig
-from hand_vae.cuda_graphs import StaticStep, use_cuda_graphs
+from hand_vae.cuda_graphs import StaticStep, lightning_step, use_cuda_graphs
 from hand_vae.losses import beta_schedule, free_bits_kl
 from hand_vae.models import VAEConfig, build_model
-from hand_vae.models.quantiles import STATE_KEY, empty_quantiles, energy_quantiles
-from hand_vae.reliability import NonFiniteGuard
-from hand_vae.rotations import swap_and_mirror_hands
-
-log = logging.getLogger(__name__)
+from hand_vae.models.quantiles import STATE_KEY, empty_quantiles
+from hand_vae.settings import OptimConfig, RunConfig
 
 TRAIN_METRICS = ("loss", "recon_nll", "kl", "beta", "recon_sigma")
 EVAL_METRICS = ("loss", "recon_nll", "kl", "energy_mean", "geodesic_deg")
@@ -44,48 +39,40 @@ EVAL_METRICS = ("loss", "recon_nll", "kl", "energy_mean", "geodesic_deg")
 class HandVAELightningModule(pl.LightningModule):
     """Wraps ``hand_vae.models.build_model(...)`` as ``self.model``.
 
-    All constructor arguments are plain ``str``/``int``/``float``/``bool``/``dict`` and are saved
-    as hyperparameters, so ``load_from_checkpoint(path)`` rebuilds the model with torch's default
-    ``weights_only=True``.
+    All constructor arguments are plain types and are saved as hyperparameters, so
+    ``load_from_checkpoint(path)`` rebuilds the model with torch's default ``weights_only=True``.
 
     Args:
-        run: the training run's settings (``config.SETTINGS`` outside the model and optimiser
-            groups), saved for resuming. The module reads ``gradient_clip_val``, ``compile`` and
-            ``cuda_graphs`` from it; absent keys mean no clipping, no compile, ``auto``.
-        **settings: ``VAEConfig`` fields (the model) and ``OptimConfig`` fields (learning rate,
-            weight decay, β warm-up, free bits); anything not given takes those classes' defaults,
-            so every default is defined once.
+        run: the run's other settings (``Settings.run_hparams()``: data, run, length), saved for
+            resuming; the step reads ``gradient_clip_val``, ``compile`` and ``cuda_graphs`` from it
+            (``RunConfig``'s defaults where absent).
+        **settings: ``VAEConfig`` and ``OptimConfig`` fields; absent ones take those defaults.
     """
 
     def __init__(self, run: dict | None = None, **settings: Any) -> None:
         super().__init__()
         model_keys = {f.name for f in dataclasses.fields(VAEConfig)}
         optim_keys = {f.name for f in dataclasses.fields(OptimConfig)}
-        unknown = set(settings) - model_keys - optim_keys
-        if unknown:
+        if unknown := set(settings) - model_keys - optim_keys:
             raise TypeError(f"HandVAELightningModule got unknown settings {sorted(unknown)}")
         self.optim = OptimConfig(**{k: v for k, v in settings.items() if k in optim_keys})
         self.model = build_model(**{k: v for k, v in settings.items() if k in model_keys})
-        # Saved resolved (every field, defaults included), so a checkpoint rebuilds the same model
-        # even if a default changes later.
+        run_keys = {f.name for f in dataclasses.fields(RunConfig)}
+        self.run_cfg = RunConfig(**{k: v for k, v in (run or {}).items() if k in run_keys})
+        # Saved resolved (every field, defaults included): a checkpoint rebuilds the same model even
+        # if a default changes later.
         self.save_hyperparameters({**self.model.cfg.to_dict(), **dataclasses.asdict(self.optim), "run": run})
         # Our step clips and steps itself (the same code is captured in a CUDA graph); Lightning
         # still counts steps, moves data, runs the precision plugin and DDP.
         self.automatic_optimization = False
-        run = run or {}
-        self.clip = float(run.get("gradient_clip_val") or 0.0)
-        # β of the current step as a device tensor, filled in place: no host-to-device copy per step,
+        # β of the current step as a device tensor filled in place: no host-to-device copy per step,
         # and a captured graph reads the new value.
         self.register_buffer("beta", torch.zeros(()), persistent=False)
         self.train_means = metrics.RunningMean(TRAIN_METRICS)
         self.eval_means = metrics.RunningMean(EVAL_METRICS)
-        self.kl_means = metrics.RunningMean(
-            [f"z{i}" for i in range(self.model.z_dim)]
-        )  # mean KL per dimension
-        self.energies: list[torch.Tensor] = []  # this evaluation epoch's energies, on the device
+        self.kl_means = metrics.RunningMean([f"z{i}" for i in range(self.model.z_dim)])  # KL per dim
         self.cuda_graphs = False
         self._graph_step: StaticStep | None = None
-        self._compiled = False
 
     @override
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -94,49 +81,26 @@ class HandVAELightningModule(pl.LightningModule):
 
     def beta_at(self, step: int) -> float:
         """β for optimiser step ``step`` (linear warm-up per step, ``losses.beta_schedule``)."""
-        opt = self.optim
         batches = self.trainer.num_training_batches if self._trainer is not None else 1
         per_epoch = int(batches) if batches != float("inf") and batches > 0 else 1
-        return beta_schedule(step, opt.beta_max, opt.kl_warmup_epochs, per_epoch)
-
-    @override
-    def configure_callbacks(self) -> list[pl.Callback]:
-        # Lightning calls this again for trainer.test(); one guard is enough (and a second one makes
-        # Lightning print an "override" notice on every run).
-        if self._trainer is not None and any(isinstance(c, NonFiniteGuard) for c in self.trainer.callbacks):
-            return []
-        return [NonFiniteGuard()]
-
-    def _fit_whitening(self) -> None:
-        """Start the model at the validation-tuned Gaussian of the distribution it trains on
-        (train ∪ mirrored train with mirroring). On resume the checkpoint's buffers replace it."""
-        dm = self.trainer.datamodule
-        train = dm.split_tensor("train", device=None)
-        if dm.hparams.mirror_augment:
-            train = torch.cat([train, swap_and_mirror_hands(train)])
-        chosen = self.model.fit_whitening(train, dm.split_tensor("val", device=None))
-        log.info(
-            "starting from the full-covariance Gaussian with %s",
-            ", ".join(f"{k} {v:.3g}" for k, v in chosen.items()),
-        )
+        return beta_schedule(step, self.optim.beta_max, self.optim.kl_warmup_epochs, per_epoch)
 
     @override
     def setup(self, stage: str) -> None:
-        run = self.hparams.run or {}
-        if stage == "fit" and not bool(getattr(self.model, "white_fitted", True)):
-            self._fit_whitening()
-        if run.get("compile") and not self._compiled:
+        if stage != "fit":
+            return
+        if self.run_cfg.compile and not getattr(self.model, "_compiled_call_impl", None):
             self.model.compile()  # compiles the module's call in place: state_dict keys unchanged
-            self._compiled = True
-        if stage == "fit":
-            trainer = self.trainer
-            self.cuda_graphs = use_cuda_graphs(
-                run.get("cuda_graphs", "auto"),
-                trainer.strategy.root_device,
-                trainer.precision,
-                trainer.world_size,
-                self._compiled,
-            )
+        trainer = self.trainer
+        self.cuda_graphs = use_cuda_graphs(self.run_cfg.cuda_graphs, trainer.strategy.root_device,
+                                           trainer.precision, trainer.world_size, self.run_cfg.compile)  # fmt: skip
+
+    @override
+    def on_train_start(self) -> None:
+        # After a resume restored the optimizer's state: the learning rate and weight decay given now
+        # apply (there is no scheduler, so they are the run's settings, not state).
+        for group in self.optimizers().optimizer.param_groups:
+            group.update(lr=self.optim.learning_rate, weight_decay=self.optim.weight_decay)
 
     # ------------------------------------------------------------------ the objective
     def model_step(
@@ -174,8 +138,8 @@ class HandVAELightningModule(pl.LightningModule):
         optimizer.zero_grad(set_to_none=False)
         loss, stats = self._train_stats(batch)
         loss.backward()
-        if self.clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.parameters(), self.clip)
+        if self.run_cfg.gradient_clip_val > 0:
+            torch.nn.utils.clip_grad_norm_(self.parameters(), self.run_cfg.gradient_clip_val)
         optimizer.step()
         return stats
 
@@ -185,8 +149,8 @@ class HandVAELightningModule(pl.LightningModule):
         loss, stats = self._train_stats(batch)
         optimizer.zero_grad()
         self.manual_backward(loss)
-        if self.clip > 0:
-            self.clip_gradients(optimizer, gradient_clip_val=self.clip, gradient_clip_algorithm="norm")
+        if (clip := self.run_cfg.gradient_clip_val) > 0:
+            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
         optimizer.step()
         return stats
 
@@ -194,14 +158,8 @@ class HandVAELightningModule(pl.LightningModule):
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         self.beta.fill_(self.beta_at(self.global_step))
         if self.cuda_graphs:
-            if self._graph_step is None:
-                self._graph_step = StaticStep(self.update_step)
-            optimizer = self.optimizers()
-            # Lightning counts optimizer steps (global_step) in these two hooks of its optimizer's
-            # step(); the captured graph performs the update itself.
-            optimizer._on_before_step()
-            stats = self._graph_step(batch)
-            optimizer._on_after_step()
+            self._graph_step = self._graph_step or StaticStep(self.update_step)
+            stats = lightning_step(self.optimizers(), self._graph_step, batch)
         else:
             stats = self._lightning_step(batch)
         self.train_means.update(stats, batch.shape[0])
@@ -225,22 +183,22 @@ class HandVAELightningModule(pl.LightningModule):
         self._log_train_epoch()  # only if the last-batch hook did not run (e.g. an empty epoch)
 
     # ------------------------------------------------------------------ evaluation
-    def _eval_step(self, batch: torch.Tensor) -> None:
+    def _eval_step(self, batch: torch.Tensor) -> torch.Tensor:
         _, parts, kl = self.model_step(batch, 1.0, 0.0)  # loss = −ELBO
         energy = self.model.energy(batch)  # (B,) nats, at z = μ
         geodesic = torch.rad2deg(metrics.reconstruction_error(self.model, batch).mean())
         B = batch.shape[0]
         self.eval_means.update(torch.cat([parts, energy.mean()[None], geodesic[None]]), B)
         self.kl_means.update(kl.mean(0), B)
-        self.energies.append(energy.detach())
+        return energy.detach()
 
     @override
-    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
-        self._eval_step(batch)
+    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        return self._eval_step(batch)
 
     @override
-    def test_step(self, batch: torch.Tensor, batch_idx: int) -> None:
-        self._eval_step(batch)
+    def test_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        return self._eval_step(batch)
 
     def _reduced_means(self, acc: metrics.RunningMean) -> torch.Tensor | None:
         """Means over every process of a running mean, which is then reset; None if it is empty."""
@@ -249,35 +207,16 @@ class HandVAELightningModule(pl.LightningModule):
         if sums is None:
             return None
         total, count = sums
-        packed = self.trainer.strategy.reduce(
-            torch.cat([total, total.new_full((1,), count)]), reduce_op="sum"
-        )
+        packed = self.trainer.strategy.reduce(torch.cat([total, total.new_full((1,), count)]), reduce_op="sum")
         return packed[:-1] / packed[-1].clamp_min(1)
 
-    def _gathered_energies(self) -> torch.Tensor:
-        """This epoch's energies of every process, (N,); processes may hold different counts."""
-        local = torch.cat(self.energies) if self.energies else self.beta.new_empty((0,))
-        self.energies = []
-        world = self.trainer.world_size
-        if world == 1:
-            return local
-        sizes = self.all_gather(local.new_full((1,), local.numel(), dtype=torch.long)).reshape(world)
-        padded = local.new_full((int(sizes.max()),), float("nan"))
-        padded[: local.numel()] = local
-        everything = self.all_gather(padded)  # (world, max size)
-        return torch.cat([everything[r, : int(sizes[r])] for r in range(world)])
-
     def _log_eval_epoch(self, stage: str) -> None:
-        means = self._reduced_means(self.eval_means)
-        kl_per_dim = self._reduced_means(self.kl_means)
-        energies = self._gathered_energies()
+        means, kl_per_dim = self._reduced_means(self.eval_means), self._reduced_means(self.kl_means)
         if means is None:
             return
         for name, value in zip(EVAL_METRICS, means.unbind(), strict=True):
             self.log(f"{stage}/{name}", value, prog_bar=name == "loss", sync_dist=True)
         self.log(f"{stage}/active_units", metrics.active_units(kl_per_dim), sync_dist=True)
-        if stage == "val" and not self.trainer.sanity_checking and energies.numel():
-            self.model.energy_quantiles.copy_(energy_quantiles(energies))
 
     @override
     def on_validation_epoch_end(self) -> None:
@@ -295,14 +234,8 @@ class HandVAELightningModule(pl.LightningModule):
         # "handles unscaling" (fused ones do), so mixed precision uses the foreach kernel.
         # capturable: the step counter stays on the device, as graph capture requires.
         mixed = self._trainer is not None and "mixed" in str(self.trainer.precision)
-        return torch.optim.AdamW(
-            self.parameters(),
-            lr=self.optim.learning_rate,
-            weight_decay=self.optim.weight_decay,
-            fused=not mixed,
-            foreach=True if mixed else None,
-            capturable=self.cuda_graphs,
-        )
+        return torch.optim.AdamW(self.parameters(), lr=self.optim.learning_rate, weight_decay=self.optim.weight_decay,
+                                 fused=not mixed, foreach=True if mixed else None, capturable=self.cuda_graphs)  # fmt: skip
 
     @override
     def on_load_checkpoint(self, checkpoint: dict) -> None:

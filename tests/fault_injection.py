@@ -61,6 +61,6 @@ def pause_checkpoint_writes(seconds: float) -> None:
 
 if __name__ == "__main__":
     pause_checkpoint_writes(float(sys.argv[1]))
-    from hand_vae.train import main
+    from hand_vae.cli.train import main
 
     sys.exit(main(sys.argv[2:]))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from hand_vae.train import main
+from hand_vae.cli.train import main
 
 
 def test_last_ckpt_follows_every_epoch_on_a_plateau(tmp_path) -> None:

@@ -11,6 +11,7 @@ import torch
 from hand_vae import metrics
 from hand_vae.data.datamodule import HandPoseDataModule
 from hand_vae.lightning_module import HandVAELightningModule
+from hand_vae.training import EnergyQuantiles
 from hand_vae.models.quantiles import STATE_KEY, energy_quantiles
 
 
@@ -23,7 +24,7 @@ def _fit_one_epoch(tmp_path):
     module = HandVAELightningModule(z_dim=4, hidden=32, whiten=False, run={"gradient_clip_val": 5.0})
     trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_progress_bar=False,
                          enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0,
-                         use_distributed_sampler=False)  # fmt: skip
+                         use_distributed_sampler=False, callbacks=[EnergyQuantiles()])  # fmt: skip
     trainer.fit(module, datamodule=dm)
     return trainer, module, data[1000:1300]
 

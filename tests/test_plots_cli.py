@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from hand_vae.train import main
+from hand_vae.cli.train import main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FIGURES = {

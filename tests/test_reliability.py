@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from hand_vae.reliability import AtomicCheckpointIO, NonFiniteError
-from hand_vae.train import build_run, main, resolve_settings
+from hand_vae.cli.train import main, parse_settings
+from hand_vae.training import build_run
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = str(REPO / "train_hand_vae_lightning.py")
@@ -215,7 +216,7 @@ def test_nan_stops_with_epoch_and_step_and_keeps_good_last(tmp_path, monkeypatch
                 with torch.no_grad():
                     pl_module.model.decoder[0].weight.fill_(float("nan"))
 
-    s = resolve_settings([*TINY, "--max_epochs", "5", "--experiment_name", "nan"])
+    s = parse_settings([*TINY, "--max_epochs", "5", "--experiment_name", "nan"])
     trainer, module, dm, _ = build_run(s)
     trainer.callbacks.append(Poison())
     with pytest.raises(NonFiniteError, match=r"epoch 2, step 19"):

@@ -11,8 +11,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from hand_vae.config import build_parser
-from hand_vae.train import main
+from hand_vae.cli.train import build_parser, main
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = [
@@ -88,10 +87,10 @@ def test_parser_has_every_seed_flag_with_seed_defaults():
 
 
 def test_batch_size_default_depends_on_model_type():
-    from hand_vae.train import resolve_settings
+    from hand_vae.cli.train import parse_settings
 
-    assert resolve_settings([])["batch_size"] == 8192
-    assert resolve_settings(["--model_type", "so3"])["batch_size"] == 4096
+    assert parse_settings([]).data.batch_size == 8192
+    assert parse_settings(["--model_type", "so3"]).data.batch_size == 4096
 
 
 @pytest.mark.slow
@@ -320,7 +319,7 @@ def test_consolidated_flag_on_a_splits_dir_is_read_as_what_it_is(tmp_path, monke
 
 
 def test_cpu_threads_rule_and_override():
-    from hand_vae.preflight import SMALL_BATCH_ROWS, available_cores, cpu_threads
+    from hand_vae.settings import SMALL_BATCH_ROWS, available_cores, cpu_threads
 
     assert cpu_threads(0, 64) == 1 and cpu_threads(0, SMALL_BATCH_ROWS - 1) == 1
     assert cpu_threads(0, 8192) == max(1, available_cores() - 1)
@@ -329,12 +328,12 @@ def test_cpu_threads_rule_and_override():
 
 
 def test_the_summary_says_what_the_val_and_test_splits_are():
-    from hand_vae.preflight import describe_splits
+    from hand_vae.cli.train import describe_splits
 
     counts = {"train": {"sequences": 8}, "val": {"sequences": 1}, "test": {"sequences": 2}}
     built = {"source": "files", "counts": counts, "args": {"split_scheme": "amass"}}
-    assert describe_splits({}, built).startswith(
+    assert describe_splits(built).startswith(
         "val 1 sequences and test 2 sequences held out by --split_scheme amass"
     )
     for synthetic in (None, {"source": "synthetic", "counts": counts, "args": {"split_scheme": "ratio"}}):
-        assert "two more synthetic subjects" in describe_splits({}, synthetic)
+        assert "two more synthetic subjects" in describe_splits(synthetic)

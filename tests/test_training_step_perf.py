@@ -22,7 +22,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from hand_vae.lightning_module import HandVAELightningModule
-from hand_vae.train import build_run, resolve_settings
+from hand_vae.cli.train import parse_settings
+from hand_vae.training import build_run
 
 WARMUP, STEPS = 3, 4
 # Dispatcher ops that need a value on the host, or that turn Python data into a tensor.
@@ -102,7 +103,7 @@ def cli_steps(tmp_path, monkeypatch, *flags: str) -> tuple[pl.Trainer, Counter]:
     argv = ["--z_dim", "4", "--hidden", "32", "--batch_size", "128", "--max_epochs", "1",
             "--limit_val_batches", "0", "--no_plots", "--accelerator", "cpu", "--experiment_name", "sync",
             "--checkpoint_dir", str(tmp_path / "ckpt"), "--log_dir", str(tmp_path / "logs"), *flags]  # fmt: skip
-    trainer, module, datamodule, _ = build_run(resolve_settings(argv))
+    trainer, module, datamodule, _ = build_run(parse_settings(argv))
     datamodule.load_arrays = lambda: {"train": data, "val": data[:256], "test": data[:256]}
     window = StepWindow(monkeypatch)
     trainer.callbacks.append(window)
@@ -174,7 +175,7 @@ def test_cuda_training_steps_never_sync(tmp_path, monkeypatch, graphs):
             "--limit_val_batches", "0", "--no_plots", "--accelerator", "gpu", "--devices", "1",
             "--data_on_device", "always", "--cuda_graphs", graphs, "--experiment_name", "cuda_sync",
             "--checkpoint_dir", str(tmp_path / "ckpt"), "--log_dir", str(tmp_path / "logs")]  # fmt: skip
-    trainer, module, datamodule, _ = build_run(resolve_settings(argv))
+    trainer, module, datamodule, _ = build_run(parse_settings(argv))
     datamodule.load_arrays = lambda: {"train": data, "val": data[:256], "test": data[:256]}
     probe = SyncErrors()
     trainer.callbacks.append(probe)

@@ -19,7 +19,9 @@ from __future__ import annotations
 import logging
 import struct
 import zipfile
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -29,6 +31,7 @@ from hand_vae.data.layouts import SPLITS, DatasetError, split_files
 from hand_vae.data.npz_io import iter_npz_rows
 from hand_vae.data.synthetic import default_splits, pose_tensors
 from hand_vae.rotations import NUM_JOINTS, POSE_DIM, swap_and_mirror_hands
+from hand_vae.settings import DataConfig
 
 log = logging.getLogger(__name__)
 
@@ -101,62 +104,45 @@ class HandPoseDataModule(pl.LightningDataModule):
     """Two-hand poses from a consolidated dir, a splits dir, or the embedded synthetic set.
 
     Args:
-        consolidated_dir: output of ``create_consolidated_npz.py``.
-        splits_dir: output of ``create_datamodule.py``. At most one of the two; with neither,
-            the embedded synthetic dataset (``hand_vae.data.synthetic``) is used.
-        batch_size: rows per batch (per process under DDP).
-        model_type: "standard" yields (B, 90) batches, "so3" yields (B, 30, 3).
-        num_workers: DataLoader workers. The in-memory gather needs none; kept for the original README's flag.
+        model_type: "standard" yields (B, 90) batches, "so3" yields (B, 30, 3); it also picks the
+            default batch size.
         seed: shuffling seed (and the synthetic set's seed).
-        mirror_augment: swap the hands and mirror each (``rotations.swap_and_mirror_hands``) in a random
-            half of each training batch.
-        data_on_device: "auto" (GPU only, if the data is < 30% of free memory), "always", "never".
-        verify: check shard sha256 against meta.json on load.
+        **data: ``hand_vae.settings.DataConfig`` fields (their defaults when absent):
+            ``consolidated_dir`` or ``splits_dir`` (neither: the embedded synthetic dataset,
+            ``hand_vae.data.synthetic``), ``batch_size`` (per process), ``num_workers``,
+            ``mirror_augment`` (swap and mirror the hands of a random half of each training batch),
+            ``data_on_device`` ("auto": on the GPU if the data is < 30% of its free memory) and
+            ``verify_data`` (shard sha256 against meta.json on load).
     """
 
-    def __init__(
-        self,
-        consolidated_dir: str | None = None,
-        splits_dir: str | None = None,
-        batch_size: int = 8192,
-        model_type: str = "standard",
-        num_workers: int = 0,
-        seed: int = 0,
-        mirror_augment: bool = False,
-        data_on_device: str = "auto",
-        verify: bool = False,
-    ) -> None:
+    def __init__(self, model_type: str = "standard", seed: int = 0, **data: Any) -> None:
         super().__init__()
-        if consolidated_dir and splits_dir:
-            raise ValueError("give --consolidated_dir or --splits_dir, not both")
-        if data_on_device not in ("auto", "always", "never"):
-            raise ValueError(f"data_on_device must be auto, always or never, got {data_on_device!r}")
-        self.save_hyperparameters()
+        self.cfg = DataConfig(**data).resolved(model_type)
+        self.model_type, self.seed = model_type, seed
+        # Plain types, so a checkpoint of this run loads with weights_only=True.
+        self.save_hyperparameters({**asdict(self.cfg), "model_type": model_type, "seed": seed})
         self.tensors: dict[str, torch.Tensor] = {}
 
     @property
     def source(self) -> str:
         """Human-readable description of where the data comes from."""
-        hp = self.hparams
-        if hp.consolidated_dir:
-            return f"consolidated dir {hp.consolidated_dir}"
-        if hp.splits_dir:
-            return f"splits dir {hp.splits_dir}"
-        return f"embedded synthetic dataset (seed {hp.seed})"
+        if self.cfg.consolidated_dir:
+            return f"consolidated dir {self.cfg.consolidated_dir}"
+        if self.cfg.splits_dir:
+            return f"splits dir {self.cfg.splits_dir}"
+        return f"embedded synthetic dataset (seed {self.seed})"
 
     def load_arrays(self) -> dict[str, torch.Tensor]:
         """The in-memory source: every split of the embedded synthetic set as (N, 90) float32 CPU
         tensors. Used when no directory is given (tests and benchmarks replace it)."""
-        splits = default_splits(seed=self.hparams.seed)
-        return pose_tensors(splits)
+        return pose_tensors(default_splits(seed=self.seed))
 
     def setup(self, stage: str | None = None) -> None:
         if self.tensors:
             return
-        hp = self.hparams
-        path = hp.consolidated_dir or hp.splits_dir
+        path = self.cfg.directory
         if path:
-            files = split_files(Path(path), verify=hp.verify)
+            files = split_files(Path(path), verify=self.cfg.verify_data)
             rows = {k: sum(n for _, n in files[k]) for k in SPLITS}
             device = self._target_device(sum(rows.values()) * POSE_DIM * 4)
             tensors = {k: _stream_split(files[k], rows[k], device, Path(path)) for k in SPLITS}
@@ -182,12 +168,10 @@ class HandPoseDataModule(pl.LightningDataModule):
                 "create_consolidated_npz.py / create_datamodule.py, which drop such frames"
             )
         if split in ("train", "val") and len(data) == 0:
-            raise ValueError(
-                f"the {split} split of the {self.source} is empty; rebuild it with more sequences"
-            )
+            raise DatasetError(f"the {split} split of the {self.source} is empty; rebuild it with more sequences")
 
     def _target_device(self, nbytes: int) -> torch.device:
-        mode = self.hparams.data_on_device
+        mode = self.cfg.data_on_device
         trainer = self.trainer
         root = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
         if mode == "never" or (mode == "auto" and root.type != "cuda"):
@@ -206,6 +190,14 @@ class HandPoseDataModule(pl.LightningDataModule):
         data = self.tensors[stage]
         return data if device is None else data.to(device)
 
+    def training_distribution(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(train, val) splits where they are kept, train as the model sees it in training: with
+        ``mirror_augment``, train ∪ its mirror image, (2N, 90). For fitting the model's whitening."""
+        train = self.split_tensor("train", device=None)
+        if self.cfg.mirror_augment:
+            train = torch.cat([train, swap_and_mirror_hands(train)])
+        return train, self.split_tensor("val", device=None)
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if not self.tensors:
             self.setup()
@@ -213,9 +205,9 @@ class HandPoseDataModule(pl.LightningDataModule):
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         sampler = IndexBatchSampler(
-            len(data), self.hparams.batch_size, shuffle, self.hparams.seed, rank, world, data.device
+            len(data), self.cfg.batch_size, shuffle, self.seed, rank, world, data.device
         )
-        workers = self.hparams.num_workers if data.device.type == "cpu" else 0
+        workers = self.cfg.num_workers if data.device.type == "cpu" else 0
         return DataLoader(
             _GatherDataset(data),
             sampler=sampler,
@@ -237,9 +229,9 @@ class HandPoseDataModule(pl.LightningDataModule):
     def on_after_batch_transfer(self, batch: torch.Tensor, dataloader_idx: int) -> torch.Tensor:
         """On the device: optional mirror augmentation, then the model's layout."""
         trainer = self.trainer
-        if self.hparams.mirror_augment and trainer is not None and trainer.training:
+        if self.cfg.mirror_augment and trainer is not None and trainer.training:
             batch = mirror_random_half(batch)
-        if self.hparams.model_type == "so3":
+        if self.model_type == "so3":
             return batch.reshape(batch.shape[0], NUM_JOINTS, 3)  # (B, 30, 3)
         return batch.reshape(batch.shape[0], POSE_DIM)  # (B, 90)
 

@@ -1,4 +1,4 @@
-"""Shared VAE machinery: configuration, MLPs, reparameterisation, energy and the IWAE bound.
+"""Shared VAE machinery: MLPs, reparameterisation, energy and the IWAE bound.
 
 Subclasses define what the encoder sees and what the decoder's likelihood is; everything a
 user calls (``encode``, ``decode``, ``forward``, ``reconstruct``, ``sample``, ``energy``,
@@ -9,97 +9,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
-from hand_vae.errors import UserError
 from hand_vae.losses import kl_per_dim
 from hand_vae.models.quantiles import BUFFER, empty_quantiles
 from hand_vae.rotations import NUM_JOINTS, POSE_DIM, pose_shape_hint, to_joints
+# The model's config is defined with the other settings, in a module free of torch (a CLI's --help
+# reads it); re-exported here and in hand_vae.models.
+from hand_vae.settings import DEFAULT_MIN_SIGMA, SettingError, VAEConfig  # noqa: F401
 
 ENERGY_CHUNK = 8192  # rows per energy() chunk: keeps the MLP's temporaries in cache
-
-
-class SettingError(UserError, ValueError):
-    """A setting outside its valid range; the one-line message names the flag (exit code 2)."""
-
-
-def _setting(default, help: str, **meta):
-    """A dataclass field that also defines its CLI flag (``hand_vae.settings`` reads the metadata)."""
-    return field(default=default, metadata={"help": help, **meta})
-
-
-@dataclass
-class VAEConfig:
-    """A hand VAE: the one definition of every model setting, its default and its valid range.
-
-    The training CLI derives its model flags from these fields (``hand_vae.settings``), the
-    LightningModule saves them as hyperparameters and ``build_model`` builds from them. Plain types
-    only, so they live in a checkpoint; a resume may not change them. ``min_sigma=None`` resolves to
-    the default for the likelihood's units (``DEFAULT_MIN_SIGMA``); ``whiten`` and ``cov_rank`` only
-    apply to the standard model.
-
-    Raises:
-        SettingError: a size below its minimum, dropout outside [0, 1), or a σ floor that is not
-            positive or, in whitened units, not below the starting σ of 1.
-    """
-
-    model_type: str = _setting(
-        "standard",
-        "standard: Gaussian on (B,90) axis-angle; so3: Gaussian on rotation residuals",
-        choices=("standard", "so3"),
-    )
-    z_dim: int = _setting(24, "latent dimension")
-    hidden: int = _setting(256, "hidden layer width of encoder and decoder")
-    num_layers: int = _setting(2, "hidden layers per MLP (0: linear)")
-    cov_rank: int = _setting(
-        0,
-        "standard model: rank of a learned low-rank part of the decoder covariance (0 = none; the whitened "
-        "likelihood is already full-covariance)",
-    )
-    # whiten, cov_rank and min_sigma defaults: chosen with `python bench/prior_quality.py` (numbers in
-    # the README's "Expected Results" and docs/design.md §4).
-    whiten: bool = _setting(
-        True,
-        "standard model: model poses whitened by the full-covariance Gaussian of the training distribution (floor "
-        "and scale chosen on val), so the VAE starts exactly at that Gaussian and moves away only as far as val "
-        "supports (docs/design.md §4, §7); --no-whiten: diagonal sigma in radians",
-    )
-    dropout: float = _setting(0.0, "dropout after each hidden layer")
-    min_sigma: float | None = _setting(
-        None,
-        "smooth floor of the learned likelihood scale sigma (stops it collapsing onto the training set); whitened "
-        "units (fraction of the data's spread) when whitened, radians with --no-whiten (default: 0.05 and 0.005)",
-    )
-
-    def __post_init__(self) -> None:
-        if self.model_type != "standard":
-            self.whiten, self.cov_rank = False, 0  # the SO(3) likelihood has its own whitening
-        if self.min_sigma is None:
-            self.min_sigma = DEFAULT_MIN_SIGMA[self.model_type != "standard" or self.whiten]
-        for name, low in (("z_dim", 1), ("hidden", 1), ("num_layers", 0), ("cov_rank", 0)):
-            if getattr(self, name) < low:
-                raise SettingError(f"--{name} must be >= {low}, got {getattr(self, name)}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise SettingError(f"--dropout must be in [0, 1), got {self.dropout}")
-        if self.min_sigma <= 0:
-            raise SettingError(f"--min_sigma must be > 0, got {self.min_sigma}")
-        if self.min_sigma >= 1 and (self.whiten or self.model_type != "standard"):
-            # σ starts at 1 in whitened units; a floor at or above it could never be left.
-            raise SettingError(
-                f"--min_sigma {self.min_sigma} is in whitened units (a fraction of the data's spread) and must "
-                "be < 1; for a floor in radians use the standard model with --no-whiten"
-            )
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-# σ floor per likelihood unit: whitened units (SO(3), whitened standard) and radians (--no-whiten).
-DEFAULT_MIN_SIGMA = {True: 0.05, False: 0.005}
 
 
 def as_pose_batch(

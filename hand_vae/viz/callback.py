@@ -11,6 +11,10 @@ What it writes (figures from ``hand_vae.viz.report.make_figures``):
 ``plots/`` is ``out_dir`` when given, else ``<logger.log_dir>/plots`` (else
 ``<default_root_dir>/plots`` without a logger).
 
+Cadence: when plotting takes longer than the epochs since the last plots (tiny data, where an epoch
+is far quicker than drawing), ``every_n_epochs`` is multiplied so plots take at most about half of
+the run, and one log line says so.
+
 Timing: validation runs inside the training epoch, before that epoch's ``train/*`` metrics
 (``train/beta``) exist, so the callback records the epoch's metrics and draws the plots in
 ``on_train_epoch_end``, once the row is complete. Plot time and epoch time are logged at INFO and,
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -81,6 +86,7 @@ class PlotCallback(pl.Callback):
         self.epochs: list[int] = []
         self._val_row: dict[str, float] | None = None
         self._epoch_start: float | None = None
+        self._train_seconds = 0.0  # of the epochs since the last validation plot
         self.plot_seconds: dict[str, float] = {}  # "epoch004" / "test" -> seconds, for the note
         self.written: list[Path] = []  # PNG files this callback wrote, in order
         # name -> (sha256 of the pixels, file) of the latest validation plot, to skip identical test copies
@@ -121,8 +127,20 @@ class PlotCallback(pl.Callback):
         self.epochs.append(epoch)
         for key in HISTORY_KEYS:
             self.history[key].append(row.get(key, float("nan")))
+        self._train_seconds += epoch_seconds
         if (epoch + 1) % self.every_n_epochs == 0:
             self._plot(trainer, pl_module, "val", epoch, epoch_seconds)
+            self._slow_down(self.plot_seconds.get(f"epoch{epoch:03d}", 0.0))
+
+    def _slow_down(self, plot_seconds: float) -> None:
+        """Plot less often when plotting takes longer than the epochs between plots (tiny data)."""
+        trained, self._train_seconds = self._train_seconds, 0.0
+        if plot_seconds <= trained or not trained > 0:
+            return
+        self.every_n_epochs *= math.ceil(plot_seconds / trained)
+        log.info("plots took %.1f s, the epochs since the last ones %.1f s: plotting every %d epochs from now "
+                 "on (--plot_every_n_epochs; --no_plots turns them off)", plot_seconds, trained,
+                 self.every_n_epochs)  # fmt: skip
 
     @override
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

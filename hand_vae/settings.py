@@ -1,0 +1,407 @@
+"""Every training setting, defined and validated once, as typed dataclasses.
+
+``train_hand_vae_lightning.py``'s flags are derived from these fields (name, type from the
+annotation, default, help and choices from the field's metadata), the LightningModule and the
+datamodule build from them, and a checkpoint saves them as plain hyperparameters:
+
+* ``model``: :class:`VAEConfig`, the model's own config (``hand_vae.models.build_model``), saved at
+  the top level of the module's hparams. A resume may not change it.
+* ``optim``: :class:`OptimConfig`, saved beside the model's fields; a resume may change it.
+* ``data``: :class:`DataConfig`; ``run``: :class:`RunConfig`; ``length``: :class:`LengthConfig`,
+  saved in ``hparams["run"]`` with the data's fingerprint. A resume keeps the data source and seed
+  and may change the rest (batch size, hardware, more epochs).
+
+Field metadata: ``help``; ``choices``; ``parse`` (a converter for the flag, default the annotated
+type); ``resume="refuse"`` (a resume may not change it); ``saved=False`` (this invocation only).
+A mistake raises :class:`SettingError` naming the flag. No torch here: a command's ``--help`` reads
+this module and nothing heavier.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import typing
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from hand_vae.errors import UserError
+
+__all__ = ["VAEConfig", "OptimConfig", "DataConfig", "RunConfig", "LengthConfig", "Settings", "SettingError"]
+
+DEFAULT_BATCH = {"standard": 8192, "so3": 4096}  # rows per batch and process, per --model_type
+# Below this many rows per batch a second intra-op thread costs more in synchronisation than it gains
+# on the small MLP matmuls (README "Slow Training").
+SMALL_BATCH_ROWS = 4096
+LOGGER_NAME = "hand-vae-prior"  # TensorBoard: {log_dir}/hand-vae-prior/{experiment_name}/
+
+
+class SettingError(UserError, ValueError):
+    """A setting outside its valid range; the one-line message names the flag (exit code 2)."""
+
+
+def setting(default: Any, help: str, **meta: Any) -> Any:
+    """A dataclass field that also defines its command-line flag (see the module docstring)."""
+    return field(default=default, metadata={"help": help, **meta})
+
+
+def add_flags(group: argparse._ActionsContainer, cls: type, with_defaults: bool = True) -> None:
+    """One ``--name`` flag per field of the settings dataclass ``cls``.
+
+    The flag's type is the field's annotation (``typing.get_type_hints``; ``X | None`` gives X)
+    unless the metadata's ``parse`` names a converter; help, ``choices`` and ``metavar`` come from
+    the metadata. A bool that defaults to True gets ``--name/--no-name``, one that defaults to
+    False is a switch.
+
+    Args:
+        group: the parser or argument group to add to.
+        cls: the dataclass.
+        with_defaults: False leaves the flags the user did not type out of the namespace.
+    """
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        kind = next((t for t in typing.get_args(hints[f.name]) if t is not type(None)), hints[f.name])
+        kwargs: dict[str, Any] = {"default": f.default if with_defaults else argparse.SUPPRESS}
+        help_text = f.metadata["help"]
+        if kind is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction if f.default else "store_true"
+        else:
+            kwargs["type"] = f.metadata.get("parse", kind)
+            kwargs.update({k: f.metadata[k] for k in ("choices", "metavar") if k in f.metadata})
+            help_text += f" (default: {f.default})"
+        group.add_argument(f"--{f.name}", help=help_text, **kwargs)
+
+
+def number(text: str) -> int | float:
+    """'10' -> 10 (batches), '0.25' -> 0.25 (a fraction), for Lightning's ``limit_*`` arguments."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def _at_least(obj: Any, minimum: float, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if value is not None and value < minimum:
+            raise SettingError(f"--{name} must be >= {minimum:g}, got {value}")
+
+
+def _one_of(obj: Any, name: str) -> None:
+    choices = next(f.metadata["choices"] for f in fields(obj) if f.name == name)
+    if getattr(obj, name) not in choices:
+        raise SettingError(f"--{name} must be one of {', '.join(choices)}, got {getattr(obj, name)!r}")
+
+
+@dataclass
+class VAEConfig:
+    """A hand VAE: the one definition of every model setting, its default and its valid range.
+
+    The training CLI derives its model flags from these fields, the LightningModule saves them as
+    hyperparameters and ``hand_vae.models.build_model`` builds from them. Plain types
+    only, so they live in a checkpoint; a resume may not change them. ``min_sigma=None`` resolves to
+    the default for the likelihood's units (``DEFAULT_MIN_SIGMA``); ``whiten`` and ``cov_rank`` only
+    apply to the standard model.
+
+    Raises:
+        SettingError: a size below its minimum, dropout outside [0, 1), or a σ floor that is not
+            positive or, in whitened units, not below the starting σ of 1.
+    """
+
+    model_type: str = setting(
+        "standard",
+        "standard: Gaussian on (B,90) axis-angle; so3: Gaussian on rotation residuals",
+        choices=("standard", "so3"),
+    )
+    z_dim: int = setting(24, "latent dimension")
+    hidden: int = setting(256, "hidden layer width of encoder and decoder")
+    num_layers: int = setting(2, "hidden layers per MLP (0: linear)")
+    cov_rank: int = setting(
+        0,
+        "standard model: rank of a learned low-rank part of the decoder covariance (0 = none; the whitened "
+        "likelihood is already full-covariance)",
+    )
+    # whiten, cov_rank and min_sigma defaults: chosen with `python bench/prior_quality.py` (numbers in
+    # the README's "Expected Results" and docs/design.md §4).
+    whiten: bool = setting(
+        True,
+        "standard model: model poses whitened by the full-covariance Gaussian of the training distribution (floor "
+        "and scale chosen on val), so the VAE starts exactly at that Gaussian and moves away only as far as val "
+        "supports (docs/design.md §4, §7); --no-whiten: diagonal sigma in radians",
+    )
+    dropout: float = setting(0.0, "dropout after each hidden layer")
+    min_sigma: float | None = setting(
+        None,
+        "smooth floor of the learned likelihood scale sigma (stops it collapsing onto the training set); whitened "
+        "units (fraction of the data's spread) when whitened, radians with --no-whiten (default: 0.05 and 0.005)",
+    )
+
+    def __post_init__(self) -> None:
+        if self.model_type != "standard":
+            self.whiten, self.cov_rank = False, 0  # the SO(3) likelihood has its own whitening
+        if self.min_sigma is None:
+            self.min_sigma = DEFAULT_MIN_SIGMA[self.model_type != "standard" or self.whiten]
+        _at_least(self, 1, "z_dim", "hidden")
+        _at_least(self, 0, "num_layers", "cov_rank")
+        if not 0.0 <= self.dropout < 1.0:
+            raise SettingError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.min_sigma <= 0:
+            raise SettingError(f"--min_sigma must be > 0, got {self.min_sigma}")
+        if self.min_sigma >= 1 and (self.whiten or self.model_type != "standard"):
+            # σ starts at 1 in whitened units; a floor at or above it could never be left.
+            raise SettingError(
+                f"--min_sigma {self.min_sigma} is in whitened units (a fraction of the data's spread) and must "
+                "be < 1; for a floor in radians use the standard model with --no-whiten"
+            )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# σ floor per likelihood unit: whitened units (SO(3), whitened standard) and radians (--no-whiten).
+DEFAULT_MIN_SIGMA = {True: 0.05, False: 0.005}
+
+
+@dataclass
+class OptimConfig:
+    """How the model is optimised (AdamW, β warm-up, free bits)."""
+
+    learning_rate: float = setting(3e-4, "AdamW learning rate")
+    weight_decay: float = setting(0.0, "AdamW decoupled weight decay")
+    kl_warmup_epochs: float = setting(10.0, "epochs of linear KL (beta) warm-up, per step")
+    beta_max: float = setting(1.0, "final KL weight beta")
+    free_bits: float = setting(0.0, "per-latent-dimension KL floor in nats (Kingma et al. 2016); 0 = off")
+
+    def __post_init__(self) -> None:
+        _at_least(self, 0, "learning_rate", "weight_decay", "kl_warmup_epochs", "beta_max", "free_bits")
+
+
+@dataclass
+class DataConfig:
+    """Where the poses come from and how they are batched (``hand_vae.data.datamodule``)."""
+
+    consolidated_dir: str | None = setting(
+        None, "directory written by create_consolidated_npz.py", resume="refuse"
+    )
+    splits_dir: str | None = setting(None, "directory written by create_datamodule.py", resume="refuse")
+    batch_size: int | None = setting(
+        None, f"batch size per process (default: {DEFAULT_BATCH['standard']} standard, {DEFAULT_BATCH['so3']} so3)"
+    )
+    num_workers: int = setting(0, "DataLoader workers (the in-memory index batches rarely need any)")
+    mirror_augment: bool = setting(
+        True,
+        "swap+mirror the hands of a random half of each training batch (chosen with bench/prior_quality.py; "
+        "--no-mirror_augment turns it off)",
+    )
+    data_on_device: str = setting(
+        "auto", "keep each split on the GPU and gather batches there", choices=("auto", "always", "never")
+    )
+    verify_data: bool = setting(False, "check dataset shard sha256 against meta.json before training")
+
+    def __post_init__(self) -> None:
+        if self.consolidated_dir and self.splits_dir:
+            raise SettingError("give --consolidated_dir or --splits_dir, not both")
+        _at_least(self, 1, "batch_size")
+        _at_least(self, 0, "num_workers")
+        _one_of(self, "data_on_device")
+
+    @property
+    def directory(self) -> str | None:
+        """The dataset dir (either flag), or None for the embedded synthetic dataset."""
+        return self.consolidated_dir or self.splits_dir
+
+    def resolved(self, model_type: str) -> DataConfig:
+        """This config with the batch size filled in: ``DEFAULT_BATCH[model_type]`` when unset."""
+        return self if self.batch_size else replace(self, batch_size=DEFAULT_BATCH[model_type])
+
+
+@dataclass
+class RunConfig:
+    """The run's identity, hardware and what it writes."""
+
+    experiment_name: str = setting("hand_vae", "name of checkpoints/{name}/ and logs/hand-vae-prior/{name}/")
+    seed: int = setting(0, "seed for initialisation, shuffling and the synthetic dataset", resume="refuse")
+    checkpoint_dir: str = setting("checkpoints", "root directory for checkpoints")
+    log_dir: str = setting("logs", "root directory for TensorBoard logs")
+    accelerator: str = setting("auto", "cpu, gpu, mps or auto")
+    devices: str = setting("auto", "number of devices, a list like 0,1, or auto")
+    num_nodes: int = setting(1, "number of nodes for multi-node DDP")
+    strategy: str = setting("auto", "auto, ddp, ddp_spawn, ...")
+    precision: str = setting(
+        "32-true",
+        "numeric precision; keep 32-true for this model size: its step is bound by kernel launches, not "
+        "matmuls (bench/bench_gpu.py)",
+        choices=("32-true", "32", "16-mixed", "bf16-mixed", "64-true", "64"),
+    )
+    compile: bool = setting(False, "torch.compile the model's training forward (no gain measured on a CPU)")
+    cuda_graphs: str = setting(
+        "auto",
+        "replay the whole training step (forward, backward, clipping, AdamW) from one CUDA graph; auto and on: "
+        "where graphs apply (one CUDA device, 32-true, no --compile; bench/README.md); off: eager; no effect on CPU",
+        choices=("auto", "on", "off"),
+    )
+    gradient_clip_val: float = setting(5.0, "clip the gradient norm to this value; 0 = off")
+    save_top_k: int = setting(3, "best checkpoints to keep (by val/loss)")
+    plot_every_n_epochs: int = setting(
+        5, "validation plots every N epochs (fewer when plotting would take longer than training)"
+    )
+    no_plots: bool = setting(False, "turn off validation and test plots")
+    no_progress_bar: bool = setting(False, "turn off the progress bar (e.g. for batch-job logs)")
+    log_every_n_steps: int = setting(50, "how often Lightning flushes step-level logs")
+    threads: int = setting(
+        0, "CPU threads for the maths; 0 = auto: 1 below 4096 rows per batch, else all cores but one"
+    )
+    overwrite: bool = setting(
+        False, "delete an earlier run with this --experiment_name (its checkpoints and logs), then train", saved=False
+    )
+    verbose: bool = setting(False, "also print Lightning's model summary table", saved=False)
+    resume_from_checkpoint: str | None = setting(
+        None,
+        "continue the run saved in CKPT (e.g. checkpoints/NAME/last.ckpt) with its own settings; a flag given "
+        "with it applies where it can (learning rate, batch size, more epochs, hardware) and is refused where "
+        "it cannot (model shape, data source, seed)",
+        saved=False,
+        group="resume",
+        metavar="CKPT",
+    )
+
+    def __post_init__(self) -> None:
+        name = self.experiment_name
+        if not name or "/" in name or "\\" in name or name.startswith("."):
+            raise SettingError(f"--experiment_name {name!r} must be a plain name (no '/', '\\' or leading '.')")
+        _at_least(self, 0, "gradient_clip_val", "threads", "save_top_k")
+        _at_least(self, 1, "num_nodes", "plot_every_n_epochs", "log_every_n_steps")
+        _one_of(self, "precision")
+        _one_of(self, "cuda_graphs")
+
+    @property
+    def dirs(self) -> tuple[Path, Path]:
+        """(checkpoint dir, TensorBoard log dir) of this run."""
+        name = self.experiment_name
+        return Path(self.checkpoint_dir) / name, Path(self.log_dir) / LOGGER_NAME / name
+
+    @property
+    def device_list(self) -> int | str | list[int]:
+        """``--devices`` for Lightning: 2 -> 2, "0,1" -> [0, 1], "auto" -> "auto"."""
+        if self.devices.isdigit():
+            return int(self.devices)
+        if "," in self.devices:
+            return [int(v) for v in self.devices.split(",") if v.strip()]
+        return self.devices
+
+
+@dataclass
+class LengthConfig:
+    """How long the run trains."""
+
+    max_epochs: int = setting(100, "training epochs (may be raised when resuming)")
+    early_stopping_patience: int = setting(0, "stop after N epochs without val/loss improvement; 0 = off")
+    limit_train_batches: int | float | None = setting(
+        None, "fraction (float) or count (int) of train batches per epoch", parse=number
+    )
+    limit_val_batches: int | float | None = setting(
+        None, "fraction (float) or count (int) of val batches per epoch", parse=number
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("limit_train_batches", "limit_val_batches"):  # saved as text before settings were typed
+            if isinstance(getattr(self, name), str):
+                setattr(self, name, number(getattr(self, name)))
+        _at_least(self, 1, "max_epochs")
+        _at_least(self, 0, "early_stopping_patience", "limit_train_batches", "limit_val_batches")
+
+
+GROUPS: dict[str, type] = {
+    "model": VAEConfig,
+    "optim": OptimConfig,
+    "data": DataConfig,
+    "run": RunConfig,
+    "length": LengthConfig,
+}
+# Every flag's default, by flag name (the README's parameter table is checked against it).
+FLAG_DEFAULTS: dict[str, Any] = {f.name: f.default for cls in GROUPS.values() for f in fields(cls)}
+
+
+@dataclass
+class Settings:
+    """One training run's settings: the five groups, plus the fingerprint of its dataset dir.
+
+    Attributes:
+        data_meta_sha256: sha256 of the dataset dir's meta.json (None: synthetic data).
+        data_counts: poses per split of that dir (None: synthetic data).
+    """
+
+    model: VAEConfig = field(default_factory=VAEConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    length: LengthConfig = field(default_factory=LengthConfig)
+    data_meta_sha256: str | None = None
+    data_counts: dict[str, int] | None = None
+
+    def __post_init__(self) -> None:
+        self.data = self.data.resolved(self.model.model_type)
+
+    @classmethod
+    def from_flags(cls, values: dict[str, Any]) -> Settings:
+        """Settings from flag values by name (absent: the default); unknown names are ignored."""
+        return cls(**{g: c(**{f.name: values[f.name] for f in fields(c) if f.name in values}) for g, c in GROUPS.items()})
+
+    def flags(self) -> dict[str, Any]:
+        """Every flag's value by name."""
+        return {k: v for g in GROUPS for k, v in asdict(getattr(self, g)).items()}
+
+    def module_hparams(self) -> dict[str, Any]:
+        """The LightningModule's settings: model and optimiser fields (saved at the top level)."""
+        return {**asdict(self.model), **asdict(self.optim)}
+
+    def run_hparams(self) -> dict[str, Any]:
+        """``hparams["run"]``: data, run and length settings (plain types) and the data fingerprint."""
+        saved = {
+            f.name: getattr(getattr(self, g), f.name)
+            for g in ("data", "run", "length")
+            for f in fields(GROUPS[g])
+            if f.metadata.get("saved", True)
+        }
+        return {**saved, "data_meta_sha256": self.data_meta_sha256, "data_counts": self.data_counts}
+
+    @classmethod
+    def from_hparams(cls, hp: dict[str, Any]) -> Settings:
+        """The settings a checkpoint was trained with (its ``hyper_parameters``; any version's layout).
+
+        Keys a checkpoint lacks take today's defaults; keys no longer known are ignored.
+        """
+        run = dict(hp.get("run") or {})
+        settings = cls.from_flags({**run, **{k: v for k, v in hp.items() if k != "run"}})
+        settings.data_meta_sha256, settings.data_counts = run.get("data_meta_sha256"), run.get("data_counts")
+        return settings
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (the affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def cpu_threads(requested: int, batch_size: int, processes: int = 1) -> int:
+    """Intra-op threads for work on the CPU (``--threads``).
+
+    Args:
+        requested: > 0 is used as given, 0 means choose.
+        batch_size: rows per batch.
+        processes: processes sharing this machine's cores (CPU DDP).
+
+    Returns:
+        ``requested`` if > 0; else 1 below ``SMALL_BATCH_ROWS`` rows (thread synchronisation costs
+        more than it saves on small matmuls, far more when another program is busy), else every
+        core but one, shared between the processes.
+    """
+    if requested > 0:
+        return requested
+    if batch_size < SMALL_BATCH_ROWS:
+        return 1
+    return max(1, (available_cores() - 1) // max(1, processes))
+
