@@ -1,4 +1,5 @@
-"""``python -m hand_vae.evaluate``: the command lives in ``hand_vae.cli.evaluate``, the metrics in ``hand_vae.evaluation``."""
+"""``python -m hand_vae.evaluate``: the command lives in ``hand_vae.cli.evaluate``,
+the metrics and the fitting benchmark in ``hand_vae.evaluation``."""
 
 import sys
 

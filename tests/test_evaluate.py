@@ -93,7 +93,11 @@ def test_cli_json_figures_and_gaussian_matches_scipy(tiny_data, tmp_path, capsys
         assert f"  {out / name}.png" in stdout and (out / f"{name}.png").is_file()
     assert len(report["verdicts"]) == 9 and all(v in stdout for v in report["verdicts"])
     results = report["results"]
-    assert set(results) == {"vae", "gaussian", "gaussian_mirrored", "gmm4", "gmm8", "nearest_neighbour"}
+    assert set(results) == {"vae", "gaussian", "gaussian_mirrored", "student_t", "student_t_mirrored"} | {
+        "gmm4",
+        "gmm8",
+        "nearest_neighbour",
+    }
     for name, row in results.items():
         assert set(row) == set(COLUMNS)
         for col in COLUMNS:
