@@ -27,10 +27,12 @@ from hand_vae.gaussian import (
     mahalanobis,
     moments,
 )
+from hand_vae.losses import LOG_2PI
 
 NUS = (3.0, 5.0, 10.0, 20.0, 50.0, math.inf)  # candidate degrees of freedom; ∞ is the Gaussian
 # A t's scatter is narrower than its covariance (ν/(ν−2) Σ), so its scale grid starts below 1.
 T_SCALES = (0.8, 0.9, *SCALES)
+EM_MAX_ROWS = 1 << 18  # rows an EM fit of tune_student_t runs on at most (a seeded subset above)
 
 
 def t_log_prob(x: torch.Tensor, mean: torch.Tensor, chol: torch.Tensor, nu: float) -> torch.Tensor:
@@ -59,6 +61,29 @@ def _t_from_maha(maha: torch.Tensor, log_det: torch.Tensor, D: int, nu: float) -
     """t_ν log-density from squared Mahalanobis distances (B, ...) and log|Σ| (...)."""
     const = math.lgamma((nu + D) / 2) - math.lgamma(nu / 2) - 0.5 * D * math.log(nu * math.pi)
     return const - 0.5 * log_det - 0.5 * (nu + D) * torch.log1p(maha / nu)
+
+
+def t_nll_diag(x: torch.Tensor, mean: torch.Tensor, log_sigma: torch.Tensor, nu: float) -> torch.Tensor:
+    """−log t_ν(x | mean, diag σ²), the multivariate t with a diagonal scatter (one joint
+    Mahalanobis distance, not a product of univariate t's); ν = inf is ``losses.gaussian_nll``.
+
+    The likelihood a whitened VAE would use on u = L⁻¹(x − m): with mean 0 and σ = 1 it is the
+    classic t_ν(m, L Lᵀ) once the Jacobian log|det L| is added.
+
+    Args:
+        x: (B, D) observations.
+        mean: (B, D) locations.
+        log_sigma: (D,) or (B, D) log scatter scales.
+        nu: degrees of freedom (> 0, inf allowed).
+
+    Returns:
+        (B,) nats.
+    """
+    maha = ((x - mean) * torch.exp(-log_sigma)).square().sum(-1)  # (B,)
+    log_det = 2.0 * log_sigma.sum(-1)
+    if math.isinf(nu):
+        return 0.5 * (maha + log_det + x.shape[-1] * LOG_2PI)
+    return -_t_from_maha(maha, log_det, x.shape[-1], nu)
 
 
 def fit_t(
@@ -131,11 +156,14 @@ def tune_student_t(
     nus: tuple[float, ...] = NUS,
     floors: tuple[float, ...] = FLOORS,
     scales: tuple[float, ...] = T_SCALES,
+    max_rows: int = EM_MAX_ROWS,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
     """The multivariate t of ``train`` with ν, floor and scale chosen by validation NLL.
 
     One EM fit per (ν, floor), each started from the previous floor's fit (``fit_t``); ν = inf is
     the Gaussian of ``gaussian.tune_gaussian``. Scales are free (``gaussian.choose_on_val``).
+    Above ``max_rows`` training rows, the EM fits run on a fixed random subset of that many
+    (seeded: the same data give the same fit); 90-D scatters need far fewer rows than that.
 
     Args:
         train: (N, D) features to fit.
@@ -143,6 +171,7 @@ def tune_student_t(
         nus: candidate degrees of freedom (inf = Gaussian).
         floors: candidate diagonal floors, rad².
         scales: candidate multipliers of the Cholesky factor.
+        max_rows: most training rows an EM fit runs on.
 
     Returns:
         location (D,), L = scale · chol(Σ_ν,floor) (D, D), both float64, and
@@ -150,6 +179,11 @@ def tune_student_t(
     """
     if val is None or val.shape[0] == 0:
         raise ValueError("tune_student_t needs validation rows to choose nu, floor and scale on")
+
+    em_rows = train
+    if train.shape[0] > max_rows:
+        pick = torch.randperm(train.shape[0], generator=torch.Generator().manual_seed(0))[:max_rows]
+        em_rows = train[pick.to(train.device)]
 
     def candidates() -> Iterator[Candidate]:
         mean, cov = moments(train)
@@ -160,7 +194,7 @@ def tune_student_t(
                 if math.isinf(nu):
                     fit = (mean, torch.linalg.cholesky(cov + floor * eye))
                 else:
-                    fit = fit_t(train, nu, floor, start=start)[:2]
+                    fit = fit_t(em_rows, nu, floor, start=start)[:2]
                     start = fit
                 log_prob = functools.partial(t_log_prob, nu=nu)
                 yield {"nu": nu, "floor": floor}, fit[0], fit[1], log_prob

@@ -78,3 +78,36 @@ def test_tuning_chooses_heavy_tails_only_when_the_data_has_them() -> None:
     assert settings["nu"] >= 50.0 and settings["nu"] in NUS
     with pytest.raises(ValueError, match="validation"):
         tune_student_t(g_data, None)
+
+
+@pytest.mark.parametrize("nu", [4.0, 30.0, math.inf])
+def test_diagonal_scatter_nll_is_the_full_t_with_a_diagonal_factor(nu: float) -> None:
+    g = torch.Generator().manual_seed(11)
+    x, mean = (
+        torch.randn(16, 9, generator=g, dtype=torch.float64),
+        torch.randn(16, 9, generator=g, dtype=torch.float64),
+    )
+    log_sigma = 0.3 * torch.randn(9, generator=g, dtype=torch.float64)
+    full = torch.stack(
+        [t_log_prob(x[i : i + 1], mean[i], torch.diag(log_sigma.exp()), nu)[0] for i in range(16)]
+    )
+    torch.testing.assert_close(student_t.t_nll_diag(x, mean, log_sigma, nu), -full, rtol=1e-10, atol=1e-10)
+    if math.isinf(nu):
+        from hand_vae.losses import gaussian_nll
+
+        torch.testing.assert_close(
+            student_t.t_nll_diag(x, mean, log_sigma, nu), gaussian_nll(x, mean, log_sigma)
+        )
+
+
+def test_tuning_on_many_rows_fits_a_seeded_subset() -> None:
+    m, S = _scatter(4, 12)
+    x = torch.from_numpy(
+        multivariate_t.rvs(loc=m, shape=S + 0.01 * np.eye(4), df=5.0, size=3000, random_state=13)
+    )
+    val = x[:300]
+    a = tune_student_t(x, val, nus=(5.0,), floors=(1e-6,), max_rows=1000)
+    b = tune_student_t(x, val, nus=(5.0,), floors=(1e-6,), max_rows=1000)
+    full = tune_student_t(x, val, nus=(5.0,), floors=(1e-6,))
+    torch.testing.assert_close(a[1], b[1], rtol=0, atol=0)
+    assert not torch.equal(a[1], full[1]) and abs(a[2]["val_nll"] - full[2]["val_nll"]) < 0.1
