@@ -7,17 +7,9 @@
 See ``python create_consolidated_npz.py --help`` and ``hand_vae/data/build.py``.
 """
 
-from __future__ import annotations
-
 import sys
 
-from hand_vae.data.cli import run
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit code (0 ok, 1 some files skipped, 2 error)."""
-    return run("consolidated", argv, prog="create_consolidated_npz.py")
-
+from hand_vae.cli.data import consolidated_main as main
 
 if __name__ == "__main__":
     sys.exit(main())

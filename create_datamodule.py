@@ -7,17 +7,9 @@ for ``--splits_dir``.
 See ``python create_datamodule.py --help`` and ``hand_vae/data/build.py``.
 """
 
-from __future__ import annotations
-
 import sys
 
-from hand_vae.data.cli import run
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit code (0 ok, 1 some files skipped, 2 error)."""
-    return run("splits", argv, prog="create_datamodule.py")
-
+from hand_vae.cli.data import splits_main as main
 
 if __name__ == "__main__":
     sys.exit(main())
