@@ -30,7 +30,7 @@ import torch
 
 from hand_vae.cli.common import add_dataset_source, load_splits, read_poses, run_command, setup_logging
 from hand_vae.errors import UserError, atomic_write
-from hand_vae.preflight import cpu_threads
+from hand_vae.settings import cpu_threads
 
 log = logging.getLogger("hand_vae.evaluate")
 

@@ -21,8 +21,8 @@ import torch
 from hand_vae.cli.common import read_array, run_command, setup_logging
 from hand_vae.errors import UserError, atomic_write
 from hand_vae.kinematics import NUM_KEYPOINTS
-from hand_vae.preflight import cpu_threads
 from hand_vae.rotations import NUM_HANDS
+from hand_vae.settings import cpu_threads
 
 OUTPUT_KEYS = """\
 The output .npz holds, per frame t (T frames) and hand (2, hand 0 = left):
