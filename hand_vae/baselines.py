@@ -52,6 +52,8 @@ class GaussianPrior:
     """
 
     is_density = True
+    nu = math.inf  # degrees of freedom of StudentTPrior; the Gaussian is its ν = ∞
+    _tune = staticmethod(tune_gaussian)
 
     def __init__(self, reg: float = REG_COVAR, scale: float = 1.0) -> None:
         self.reg, self.scale = reg, scale
@@ -68,9 +70,12 @@ class GaussianPrior:
     @classmethod
     def tuned(cls, x: torch.Tensor, val: torch.Tensor) -> GaussianPrior:
         """The Gaussian of poses x (N, 90) with floor and scale chosen on val (M, 90) by
-        ``gaussian.tune_gaussian``, the same search the VAEs' whitening uses; settings in ``.settings``."""
-        mean, chol, settings = tune_gaussian(_flat64(x), _flat64(val))
-        prior = cls(settings["floor"], settings["scale"])
+        ``gaussian.tune_gaussian``, the same search the VAEs' whitening uses; settings in ``.settings``
+        (a subclass's own search: ``_tune``)."""
+        mean, chol, settings = cls._tune(_flat64(x), _flat64(val))
+        prior = cls(
+            settings["floor"], settings["scale"], **({"nu": settings["nu"]} if "nu" in settings else {})
+        )
         prior.mean, prior.chol = mean, chol / settings["scale"]  # stored before the scale, as fit() does
         prior.cov = prior.chol @ prior.chol.T
         prior.settings = settings
@@ -80,7 +85,7 @@ class GaussianPrior:
         """Exact log-density, (B,) nats (float64)."""
         if self.chol is None:
             raise RuntimeError("call fit() first")
-        return gaussian_log_prob(_flat64(x), self.mean, self.chol * self.scale)
+        return t_log_prob(_flat64(x), self.mean, self.chol * self.scale, self.nu)  # ν = inf: Gaussian
 
     def energy(self, x: torch.Tensor) -> torch.Tensor:
         """−log p(x), (B,) nats."""
@@ -91,15 +96,18 @@ class StudentTPrior(GaussianPrior):
     """Multivariate Student-t: t_ν(mean, scale² · Σ) with Σ the EM scatter (floor ``reg`` included).
 
     ``StudentTPrior.tuned`` chooses ν, floor and scale on validation poses
-    (``student_t.tune_student_t``); ν = inf is the Gaussian. ``cov`` holds the scatter matrix.
+    (``student_t.tune_student_t``; settings {"nu", "floor", "scale", "val_nll"}); ν = inf is the
+    Gaussian. ``cov`` holds the scatter matrix.
 
     Args:
-        nu: degrees of freedom (> 0, inf allowed).
         reg: diagonal floor of the scatter, rad².
         scale: multiplies the Cholesky factor of the scatter.
+        nu: degrees of freedom (> 0, inf allowed).
     """
 
-    def __init__(self, nu: float = DEFAULT_NU, reg: float = REG_COVAR, scale: float = 1.0) -> None:
+    _tune = staticmethod(tune_student_t)
+
+    def __init__(self, reg: float = REG_COVAR, scale: float = 1.0, nu: float = DEFAULT_NU) -> None:
         super().__init__(reg, scale)
         self.nu = nu
 
@@ -110,23 +118,6 @@ class StudentTPrior(GaussianPrior):
         self.mean, self.chol, _ = fit_t(_flat64(x), self.nu, self.reg)
         self.cov = self.chol @ self.chol.T
         return self
-
-    @classmethod
-    def tuned(cls, x: torch.Tensor, val: torch.Tensor) -> StudentTPrior:
-        """The t of poses x (N, 90) with ν, floor and scale chosen on val (M, 90); settings in
-        ``.settings`` ({"nu", "floor", "scale", "val_nll"})."""
-        mean, chol, settings = tune_student_t(_flat64(x), _flat64(val))
-        prior = cls(settings["nu"], settings["floor"], settings["scale"])
-        prior.mean, prior.chol = mean, chol / settings["scale"]
-        prior.cov = prior.chol @ prior.chol.T
-        prior.settings = settings
-        return prior
-
-    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """Exact log-density, (B,) nats (float64)."""
-        if self.chol is None:
-            raise RuntimeError("call fit() first")
-        return t_log_prob(_flat64(x), self.mean, self.chol * self.scale, self.nu)
 
 
 class GMMPrior:

@@ -119,5 +119,5 @@ def test_student_t_baseline_is_tuned_and_reports_its_settings() -> None:
 
 def test_student_t_with_infinite_nu_is_the_gaussian() -> None:
     train, test = _poses(800, 9), _poses(40, 10)
-    t, gauss = StudentTPrior(math.inf, scale=1.3).fit(train), GaussianPrior(scale=1.3).fit(train)
+    t, gauss = StudentTPrior(scale=1.3, nu=math.inf).fit(train), GaussianPrior(scale=1.3).fit(train)
     torch.testing.assert_close(t.log_prob(test), gauss.log_prob(test), rtol=0, atol=1e-9)
