@@ -56,20 +56,9 @@ def add_dataset_source(p: argparse.ArgumentParser) -> argparse._MutuallyExclusiv
 def load_splits(
     consolidated_dir: str | None, splits_dir: str | None, run_settings: dict
 ) -> tuple[dict[str, torch.Tensor], str]:
-    """Every split of the chosen dataset source, and a description of it.
-
-    Args:
-        consolidated_dir: ``--consolidated_dir`` (or None).
-        splits_dir: ``--splits_dir`` (or None).
-        run_settings: the checkpoint's run settings: with neither flag, its own data source (its
-            dataset directory, else the embedded synthetic set with its seed).
-
-    Returns:
-        ({split: (N, 90) float32}, e.g. "dataset cons" or "embedded synthetic dataset (seed 0)").
-
-    Raises:
-        UserError: the directory cannot be read as a dataset.
-    """
+    """({split: (N, 90) float32}, a description) of ``--consolidated_dir`` / ``--splits_dir``, or
+    with neither, of the checkpoint run's own source (its directory, else the synthetic set with its
+    seed). A directory that cannot be read raises a :class:`UserError`."""
     run_dir = run_settings.get("consolidated_dir") or run_settings.get("splits_dir")
     directory = consolidated_dir or splits_dir or run_dir
     if directory:
@@ -109,5 +98,7 @@ def read_poses(path: str, flag: str = "--poses") -> np.ndarray:
         arr = arr.reshape(arr.shape[0], POSE_DIM)
     if arr.ndim != 2 or arr.shape[1] != POSE_DIM or arr.shape[0] == 0:
         hint = pose_shape_hint(arr.shape)
-        raise UserError(f"{flag}: expected (N, {POSE_DIM}) or (N, {NUM_JOINTS}, 3) poses, got {arr.shape}{hint}")
+        raise UserError(
+            f"{flag}: expected (N, {POSE_DIM}) or (N, {NUM_JOINTS}, 3) poses, got {arr.shape}{hint}"
+        )
     return arr.astype(np.float32)

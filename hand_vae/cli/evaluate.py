@@ -1,20 +1,14 @@
 """``python -m hand_vae.evaluate``: score a trained hand VAE, and classic priors, on held-out poses.
 
     python -m hand_vae.evaluate --checkpoint checkpoints/NAME/best_model.ckpt --baselines
-    python -m hand_vae.evaluate --checkpoint CKPT --consolidated_dir D --split test --output_dir eval
     python -m hand_vae.evaluate --checkpoint CKPT --poses held_out.npy --max_poses 2000
     python -m hand_vae.evaluate --checkpoint CKPT --task fit --max_poses 64 --fit_steps 150
 
-Data: ``--consolidated_dir`` / ``--splits_dir`` give the ``--split`` to score and the training
-split the baselines are fitted on; ``--poses`` scores an (N, 90) ``.npy`` file. Without a dataset
-flag, the checkpoint's own training source is used: its dataset directory, or the embedded
-synthetic set with the run's seed, the same split the model was trained on. Metrics are defined in
-``hand_vae.evaluation.metrics``. Output: ``{output_dir}/evaluation.json``; per corruption kind a
-figure of the VAE's energies beside every method's ROC curve (``energy_histogram_{noise,backbend,swap}.png``)
-and ``summary.png`` (``hand_vae.viz.eval_figures``); on stdout a markdown table, a one-line verdict
-per metric (the VAE against the best baseline) and every file written. ``--task fit`` runs the
-fitting benchmark (``hand_vae.evaluation.fit_bench``) and writes ``fit_benchmark.json`` / ``.md``.
-An output directory holding an earlier result is refused unless ``--overwrite``.
+Without a dataset flag, the checkpoint's own training source is scored (its directory, or the
+embedded synthetic set with the run's seed). Writes ``evaluation.json`` and the figures of
+``hand_vae.viz.eval_figures`` (``--task fit``: ``fit_benchmark.json`` / ``.md``) into
+``--output_dir``, which must not hold an earlier result unless ``--overwrite``; prints a markdown
+table, a verdict per metric (the VAE against the best baseline) and every file written.
 """
 
 from __future__ import annotations
@@ -79,15 +73,19 @@ def _check(args: argparse.Namespace) -> None:
         )
 
 
-def _poses(args: argparse.Namespace, splits: dict, source: str) -> tuple[torch.Tensor, str]:
-    """The held-out poses (N, 90) and what they are."""
+def _load(args: argparse.Namespace, need_splits: bool) -> tuple:
+    """The model, {split: (N, 90)} and its description, the held-out poses (N, 90) and what they are."""
+    from hand_vae.checkpoint import load_vae  # start-up: the models load after parsing
+
+    model, run = load_vae(args.checkpoint)
+    splits, source = load_splits(args.consolidated_dir, args.splits_dir, run) if need_splits else ({}, "")
     if args.poses:
         poses, what = torch.from_numpy(read_poses(args.poses)), f"file {args.poses}"
     else:
         poses, what = splits[args.split], f"{args.split} split of the {source}"
     if not torch.isfinite(poses).all():
         raise UserError(f"the poses to score ({what}) contain NaN or inf")
-    return poses, what
+    return model, splits, source, poses, what
 
 
 def _write(path: Path, text: str) -> None:
@@ -97,15 +95,11 @@ def _write(path: Path, text: str) -> None:
 
 def score(args: argparse.Namespace) -> int:
     """``--task score``: load, score, write the JSON and figures, print the table and verdicts."""
-    # start-up: the models, sklearn and matplotlib load after parsing, so --help stays fast
-    from hand_vae.checkpoint import load_vae
+    # start-up: sklearn and matplotlib load after parsing, so --help stays fast
     from hand_vae.evaluation.metrics import evaluate, markdown_table, verdicts
     from hand_vae.viz.report import subsample
 
-    model, run = load_vae(args.checkpoint)
-    need_splits = args.baselines or not args.poses
-    splits, source = load_splits(args.consolidated_dir, args.splits_dir, run) if need_splits else ({}, "")
-    poses, what = _poses(args, splits, source)
+    model, splits, source, poses, what = _load(args, need_splits=args.baselines or not args.poses)
     poses = subsample(poses, args.max_poses, args.seed)
     if poses.shape[0] < 2:
         raise UserError(f"need at least 2 poses to score, the {what} has {poses.shape[0]}")
@@ -158,13 +152,9 @@ def score(args: argparse.Namespace) -> int:
 
 def fit(args: argparse.Namespace) -> int:
     """``--task fit``: the fitting benchmark; writes ``fit_benchmark.json`` and ``.md``, prints the table."""
-    # start-up: the models and the baselines load after parsing, so --help stays fast
-    from hand_vae.checkpoint import load_vae
-    from hand_vae.evaluation.fit_bench import NUM_POSES, markdown_table, run_fit_benchmark
+    from hand_vae.evaluation.fit_bench import NUM_POSES, markdown_table, run_fit_benchmark  # start-up
 
-    model, run = load_vae(args.checkpoint)
-    splits, source = load_splits(args.consolidated_dir, args.splits_dir, run)
-    poses, what = _poses(args, splits, source)
+    model, splits, _, poses, what = _load(args, need_splits=True)
     threads = torch.get_num_threads()
     # Hundreds of small steps: one thread, as training does for small batches (extra threads wait).
     torch.set_num_threads(cpu_threads(0, args.max_poses or NUM_POSES))

@@ -121,17 +121,10 @@ def fit_benchmark(
     priors: tuple[str, ...] = PRIORS,
     corruptions: tuple[str, ...] = CORRUPTIONS,
 ) -> dict[str, dict[str, dict]]:
-    """Every (corruption, prior) fit on held-out poses.
+    """{corruption: {prior: {metric: value or None}}} of fits to the keypoints of ``poses`` (N, 90).
 
-    Args:
-        vae: the hand VAE; its stored calibration gives the plausibility column (None without one).
-        poses: (N, 90) held-out poses, made into keypoints.
-        train: (M, 90) training poses: the Gaussian prior and the initial (mean) pose.
-        steps: optimisation steps per fit.
-        seed: seed of the targets and corruptions.
-
-    Returns:
-        {corruption: {prior: {metric: value or None}}}.
+    ``train`` (M, 90) gives the Gaussian prior and the initial (mean) pose; the VAE's stored
+    calibration gives the plausibility column (None without one).
     """
     vae = vae.eval()
     thr = threshold_at(getattr(vae, BUFFER), 0.99) if is_calibrated(getattr(vae, BUFFER)) else None
@@ -198,19 +191,11 @@ def run_fit_benchmark(
     steps: int = 300,
     seed: int = 0,
 ) -> dict:
-    """The whole ``--task fit`` report: the fits, the pass rates and the one-hand AUCs.
+    """The ``--task fit`` report on held-out ``poses`` (N, 90): the fits, pass rates and one-hand AUCs.
 
-    Args:
-        vae: the hand VAE; calibrated here on ``splits["val"]`` when the checkpoint has no calibration.
-        poses: (N, 90) held-out poses.
-        splits: {"train": (M, 90), "val": (V, 90), ...} of the run's dataset.
-        max_poses: poses per fit (default ``NUM_POSES``); when given, the pass rates and AUCs also
-            use a seeded subset of this size instead of every held-out pose (a shorter run).
-        steps: optimisation steps per fit.
-        seed: seed of the subsets, targets and corruptions.
-
-    Returns:
-        The report: ``fit`` (``fit_benchmark``), ``plausibility_pass_0.99``, ``auc_noise_0.02``, settings.
+    ``splits`` {"train", "val", ...} (M, 90) are the run's data; an uncalibrated ``vae`` is calibrated
+    on ``splits["val"]``. ``max_poses`` poses (default ``NUM_POSES``) are fitted; when given, the
+    pass rates and AUCs also use that seeded subset instead of every held-out pose (a shorter run).
     """
     note = "stored in the checkpoint"
     if not is_calibrated(getattr(vae, BUFFER)):
