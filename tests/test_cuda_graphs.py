@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 import torch
 
 import hand_vae.lightning_module as lm
-from hand_vae.cuda_graphs import StaticStep, use_cuda_graphs
+from hand_vae.cuda_graphs import StaticStep, lightning_step, use_cuda_graphs
 from hand_vae.data.datamodule import HandPoseDataModule
 from hand_vae.lightning_module import HandVAELightningModule
 
@@ -101,3 +101,23 @@ def test_cuda_graph_gives_the_eager_losses_over_100_steps(model_type):
     assert graphed._graph_step is not None and graphed._graph_step.captured
     assert trainer.global_step == 100
     torch.testing.assert_close(torch.tensor(graph_losses), torch.tensor(eager_losses), rtol=1e-4, atol=1e-4)
+
+
+def test_lightning_step_counts_one_optimizer_step_around_the_graph_step():
+    """The one use of Lightning internals: its optimizer's private hooks around our own step, which
+    is where Lightning counts global_step (checked end to end by the CPU test above: 20 steps)."""
+    calls = []
+
+    class Optimizer:  # the two hooks of LightningOptimizer that count a step
+        def _on_before_step(self):
+            calls.append("before")
+
+        def _on_after_step(self):
+            calls.append("after")
+
+    out = lightning_step(Optimizer(), lambda x: calls.append("step") or 2 * x, torch.ones(3))
+    assert calls == ["before", "step", "after"] and torch.equal(out, torch.full((3,), 2.0))
+    from pytorch_lightning.core.optimizer import LightningOptimizer
+
+    real = LightningOptimizer(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1))
+    assert callable(real._on_before_step) and callable(real._on_after_step)  # still where Lightning has them

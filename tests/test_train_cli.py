@@ -337,3 +337,159 @@ def test_the_summary_says_what_the_val_and_test_splits_are():
     )
     for synthetic in (None, {"source": "synthetic", "counts": counts, "args": {"split_scheme": "ratio"}}):
         assert "two more synthetic subjects" in describe_splits(synthetic)
+
+
+# --------------------------------------------------------------------------- resume (issue 21, item 7)
+
+
+def _fake_checkpoint(path: Path, epochs_done: int, run: dict | None = None) -> Path:
+    """A checkpoint file as the trainer writes it, without training: weights, hparams, loop state."""
+    from hand_vae.lightning_module import HandVAELightningModule
+
+    module = HandVAELightningModule(z_dim=8, hidden=32, run={"experiment_name": "x", "max_epochs": 2, **(run or {})})
+    progress = {"ready": epochs_done, "completed": epochs_done - 1, "started": epochs_done, "processed": epochs_done}
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams), "epoch": epochs_done - 1,
+                "loops": {"fit_loop": {"epoch_progress": {"current": progress, "total": progress}}}}, path)  # fmt: skip
+    return path
+
+
+def _one_error(caplog) -> str:
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "\n" not in errors[0], errors
+    return errors[0]
+
+
+def test_resume_of_a_finished_run_says_so_and_names_max_epochs(tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    ckpt = _fake_checkpoint(tmp_path / "last.ckpt", epochs_done=2)
+    assert main(["--resume_from_checkpoint", str(ckpt)]) == 2
+    error = _one_error(caplog)
+    assert "has already trained 2 epochs (--max_epochs 2)" in error and "--max_epochs 4" in error
+    assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "logs").exists()
+
+
+@pytest.mark.parametrize(
+    "flags,shown",
+    [
+        (["--consolidated_dir", "elsewhere"], "--consolidated_dir elsewhere (checkpoint: None)"),
+        (["--seed", "3"], "--seed 3 (checkpoint: 0)"),
+        (["--dropout", "0.1"], "--dropout 0.1 (checkpoint: 0.0)"),
+    ],
+)
+def test_resume_refuses_flags_it_cannot_apply(flags, shown, tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    ckpt = _fake_checkpoint(tmp_path / "last.ckpt", epochs_done=1)
+    assert main(["--resume_from_checkpoint", str(ckpt), *flags, "--max_epochs", "5"]) == 2
+    error = _one_error(caplog)
+    assert shown in error and "another --experiment_name" in error
+
+
+def test_resume_merge_applies_what_it_can(tmp_path):
+    from hand_vae.cli.train import parse_settings
+
+    ckpt = _fake_checkpoint(tmp_path / "last.ckpt", epochs_done=1, run={"batch_size": 1024, "no_plots": True})
+    s = parse_settings(["--resume_from_checkpoint", str(ckpt), "--learning_rate", "0.01", "--batch_size", "256",
+                        "--max_epochs", "7", "--z_dim", "8"])  # fmt: skip
+    assert (s.optim.learning_rate, s.data.batch_size, s.length.max_epochs) == (0.01, 256, 7)
+    assert (s.model.z_dim, s.model.hidden, s.run.no_plots, s.run.experiment_name) == (8, 32, True, "x")
+
+
+@pytest.mark.slow
+def test_resume_applies_learning_rate_and_batch_size_quietly(tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    assert main(["--max_epochs", "1", "--experiment_name", "lr", *TINY]) == 0
+    assert "starting from the full-covariance Gaussian" in caplog.text
+    caplog.clear()
+    last = tmp_path / "checkpoints" / "lr" / "last.ckpt"
+    argv = ["--resume_from_checkpoint", str(last), "--max_epochs", "2", "--learning_rate", "1e-3", "--batch_size", "512"]
+    assert main(argv) == 0
+    assert "full-covariance Gaussian" not in caplog.text  # the resumed model keeps its whitening
+    assert "WARNING" not in caplog.text
+    ckpt = torch.load(last, weights_only=True)
+    assert ckpt["epoch"] == 1 and ckpt["optimizer_states"][0]["param_groups"][0]["lr"] == 1e-3
+    assert ckpt["hyper_parameters"]["learning_rate"] == 1e-3 and ckpt["hyper_parameters"]["run"]["batch_size"] == 512
+
+
+def test_lightning_notices_that_do_not_apply_are_silenced():
+    import warnings
+
+    from pytorch_lightning.utilities.rank_zero import rank_zero_warn
+
+    from hand_vae.training import quiet_lightning
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        quiet_lightning()
+        rank_zero_warn("Checkpoint directory checkpoints/x exists and is not empty.")
+        rank_zero_warn("something else")
+    assert [str(w.message) for w in seen] == ["something else"]
+
+
+def test_a_checkpoint_written_before_typed_settings_loads_and_resumes(tmp_path):
+    """The hparams layout of checkpoints written before hand_vae.settings: model and optimiser fields at
+    the top level, everything else in "run" (limits as text, a key that no longer exists)."""
+    from hand_vae.cli.train import parse_settings
+    from hand_vae.lightning_module import HandVAELightningModule
+    from hand_vae.settings import Settings
+
+    module = HandVAELightningModule(z_dim=8, hidden=32, whiten=False)
+    run = {"consolidated_dir": None, "splits_dir": None, "batch_size": 1024, "num_workers": 0,
+           "mirror_augment": True, "data_on_device": "auto", "verify_data": False, "experiment_name": "old",
+           "seed": 0, "checkpoint_dir": "checkpoints", "log_dir": "logs", "accelerator": "cpu", "devices": "auto",
+           "num_nodes": 1, "strategy": "auto", "precision": "32-true", "compile": False, "gradient_clip_val": 5.0,
+           "save_top_k": 3, "plot_every_n_epochs": 5, "no_plots": True, "no_progress_bar": False,
+           "log_every_n_steps": 50, "threads": 0, "max_epochs": 3, "early_stopping_patience": 0,
+           "limit_train_batches": "6", "limit_val_batches": "0.5", "data_meta_sha256": None, "data_counts": None,
+           "a_setting_since_removed": 1}  # fmt: skip
+    hp = {**{k: v for k, v in dict(module.hparams).items() if k != "run"}, "run": run}
+    path = tmp_path / "old.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": hp, "epoch": 0,
+                "pytorch-lightning_version": "2.6.0"}, path)  # fmt: skip
+    loaded = HandVAELightningModule.load_from_checkpoint(path)
+    assert loaded.model.z_dim == 8 and loaded.run_cfg.gradient_clip_val == 5.0
+    s = Settings.from_hparams(torch.load(path, weights_only=True)["hyper_parameters"])
+    assert (s.length.limit_train_batches, s.length.limit_val_batches, s.run.cuda_graphs) == (6, 0.5, "auto")
+    resumed = parse_settings(["--resume_from_checkpoint", str(path)])
+    assert (resumed.run.experiment_name, resumed.data.batch_size, resumed.model.whiten) == ("old", 1024, False)
+
+
+# --------------------------------------------------------------------------- start-up (issue 21, item 10)
+
+
+@pytest.mark.parametrize(
+    "script,argv,absent",
+    [
+        ("train_hand_vae_lightning.py", ["--help"], ("torch", "pytorch_lightning", "matplotlib", "tensorboard")),
+        ("train_hand_vae_lightning.py", ["--z_dim", "x"], ("torch", "pytorch_lightning", "matplotlib", "tensorboard")),
+        ("create_consolidated_npz.py", ["--help"], ("pytorch_lightning", "matplotlib", "tensorboard")),
+        ("create_datamodule.py", ["--bogus"], ("pytorch_lightning", "matplotlib", "tensorboard")),
+    ],
+)
+def test_help_and_bad_flags_answer_before_heavy_imports(script, argv, absent):
+    code = (f"import sys, runpy; sys.argv = {[script, *argv]!r}\n"
+            f"try:\n    runpy.run_path({str(REPO / script)!r}, run_name='__main__')\n"
+            "except SystemExit as e:\n    code = e.code\n"
+            f"print(code, [m for m in {absent!r} if m in sys.modules])")  # fmt: skip
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert res.stdout.strip().splitlines()[-1] == f"{0 if argv == ['--help'] else 2} []", res.stdout + res.stderr
+
+
+# --------------------------------------------------------------------------- small data (issue 21, item 8)
+
+
+@pytest.mark.parametrize(
+    "counts,expected",
+    [
+        ({"train": 26, "val": 100, "test": 40}, "train has fewer poses (26) than val (100)"),
+        ({"train": 500, "val": 50, "test": 50}, "train has only 500 poses (< 1000)"),
+        ({"train": 5000, "val": 500, "test": 500}, None),
+    ],
+)
+def test_small_or_lopsided_train_split_is_warned_in_one_line(counts, expected, caplog):
+    from hand_vae.training import warn_small_data
+
+    warn_small_data(counts)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ([] if expected is None else warnings[:1]) and len(warnings) == (expected is not None)
+    if expected:
+        assert expected in warnings[0] and "\n" not in warnings[0]

@@ -173,3 +173,18 @@ def test_plot_callback_rejects_bad_arguments():
         PlotCallback(every_n_epochs=0)
     with pytest.raises(ValueError, match="num_plot_samples"):
         PlotCallback(num_plot_samples=0)
+
+
+def test_plots_slow_down_when_they_would_dominate_a_run(caplog):
+    """Tiny data: an epoch takes a fraction of a second, a set of plots seconds. The cadence grows so
+    plotting takes at most about as long as the training between plots, and one line says so."""
+    callback = PlotCallback(every_n_epochs=5)
+    callback._train_seconds = 0.5  # five quick epochs
+    with caplog.at_level(logging.INFO, logger="hand_vae.viz.callback"):
+        callback._slow_down(4.0)
+    assert callback.every_n_epochs == 40 and callback._train_seconds == 0.0
+    (line,) = [r.getMessage() for r in caplog.records if "plotting every" in r.getMessage()]
+    assert "plotting every 40 epochs" in line and "--plot_every_n_epochs" in line
+    callback._train_seconds = 60.0  # slow epochs: plots are cheap, the cadence stays
+    callback._slow_down(4.0)
+    assert callback.every_n_epochs == 40
