@@ -54,16 +54,27 @@ def t_log_prob(x: torch.Tensor, mean: torch.Tensor, chol: torch.Tensor, nu: floa
         return gaussian_log_prob(x, mean, chol)
     if nu <= 0:
         raise ValueError(f"nu must be > 0, got {nu}")
-    return _t_from_maha(*mahalanobis(x, mean, chol), x.shape[-1], nu)
+    return t_log_prob_from_maha(*mahalanobis(x, mean, chol), x.shape[-1], nu)
 
 
-def _t_from_maha(maha: torch.Tensor, log_det: torch.Tensor, D: int, nu: float) -> torch.Tensor:
-    """t_ν log-density from squared Mahalanobis distances (B, ...) and log|Σ| (...)."""
-    const = math.lgamma((nu + D) / 2) - math.lgamma(nu / 2) - 0.5 * D * math.log(nu * math.pi)
+def t_log_prob_from_maha(
+    maha: torch.Tensor, log_det: torch.Tensor, D: int, nu: float | torch.Tensor
+) -> torch.Tensor:
+    """t_ν log-density from squared Mahalanobis distances (B, ...) and log|Σ| (...), finite ν.
+
+    ν may be a 0-d tensor (a model's buffer): then no host sync, as a training step needs.
+    """
+    if isinstance(nu, torch.Tensor):
+        nu = nu.to(maha.dtype)
+        const = torch.lgamma((nu + D) / 2) - torch.lgamma(nu / 2) - 0.5 * D * torch.log(nu * math.pi)
+    else:
+        const = math.lgamma((nu + D) / 2) - math.lgamma(nu / 2) - 0.5 * D * math.log(nu * math.pi)
     return const - 0.5 * log_det - 0.5 * (nu + D) * torch.log1p(maha / nu)
 
 
-def t_nll_diag(x: torch.Tensor, mean: torch.Tensor, log_sigma: torch.Tensor, nu: float) -> torch.Tensor:
+def t_nll_diag(
+    x: torch.Tensor, mean: torch.Tensor, log_sigma: torch.Tensor, nu: float | torch.Tensor
+) -> torch.Tensor:
     """−log t_ν(x | mean, diag σ²), the multivariate t with a diagonal scatter (one joint
     Mahalanobis distance, not a product of univariate t's); ν = inf is ``losses.gaussian_nll``.
 
@@ -74,16 +85,16 @@ def t_nll_diag(x: torch.Tensor, mean: torch.Tensor, log_sigma: torch.Tensor, nu:
         x: (B, D) observations.
         mean: (B, D) locations.
         log_sigma: (D,) or (B, D) log scatter scales.
-        nu: degrees of freedom (> 0, inf allowed).
+        nu: degrees of freedom (> 0; a float inf is the Gaussian; a 0-d tensor must be finite).
 
     Returns:
         (B,) nats.
     """
     maha = ((x - mean) * torch.exp(-log_sigma)).square().sum(-1)  # (B,)
     log_det = 2.0 * log_sigma.sum(-1)
-    if math.isinf(nu):
+    if not isinstance(nu, torch.Tensor) and math.isinf(nu):
         return 0.5 * (maha + log_det + x.shape[-1] * LOG_2PI)
-    return -_t_from_maha(maha, log_det, x.shape[-1], nu)
+    return -t_log_prob_from_maha(maha, log_det, x.shape[-1], nu)
 
 
 def fit_t(
