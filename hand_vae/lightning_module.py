@@ -1,19 +1,17 @@
 """``HandVAELightningModule``: the training step, the metrics and the optimiser around a plain hand VAE.
 
-Metrics, all per epoch (batch-weighted means accumulated on the device, logged once an epoch):
+Metrics, per epoch (batch-weighted means accumulated on the device, logged once an epoch):
   * ``train/loss`` = mean(recon_nll + β · KL_freebits), the optimised objective;
     ``train/recon_nll``, ``train/kl`` (raw KL, no free bits), ``train/beta``, ``train/recon_sigma``;
-  * ``val/loss`` = the negative ELBO (β = 1, no free bits, one z ~ q(z|x)), comparable across
-    epochs; best checkpoints monitor it. ``val/recon_nll``, ``val/kl``, ``val/energy_mean`` (the
-    model's ``energy``), ``val/geodesic_deg`` (mean per-joint angle between input and
-    reconstruction at z = μ) and ``val/active_units`` (``hand_vae.metrics``); the same under
-    ``test/``. ``validation_step`` returns the batch's energies, from which the training assembly's
-    ``EnergyQuantiles`` callback calibrates the model (``hand_vae.training``).
+  * ``val/loss`` = the negative ELBO (β = 1, no free bits, one z ~ q(z|x)), which best checkpoints
+    monitor; ``val/recon_nll``, ``val/kl``, ``val/energy_mean``, ``val/geodesic_deg`` (per-joint
+    angle between input and reconstruction at z = μ), ``val/active_units``; the same under ``test/``.
+``validation_step`` returns the batch's energies for ``hand_vae.training.EnergyQuantiles``, which
+calibrates the model; ``hand_vae.training.fit_whitening`` fits its whitening before training.
 
 The training step is ours (manual optimisation): zero the gradients, forward, backward, clip the
 gradient norm, AdamW. It never waits for the host, and with ``--cuda_graphs`` it is replayed from
-one CUDA graph (``hand_vae.cuda_graphs``). The whitening is fitted by whoever holds the data, before
-training (``hand_vae.training.fit_whitening``); a checkpoint carries it.
+one CUDA graph (``hand_vae.cuda_graphs``).
 """
 
 from __future__ import annotations
@@ -36,31 +34,28 @@ TRAIN_METRICS = ("loss", "recon_nll", "kl", "beta", "recon_sigma")
 EVAL_METRICS = ("loss", "recon_nll", "kl", "energy_mean", "geodesic_deg")
 
 
-class HandVAELightningModule(pl.LightningModule):
-    """Wraps ``hand_vae.models.build_model(...)`` as ``self.model``.
+def _names(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
 
-    All constructor arguments are plain types and are saved as hyperparameters, so
-    ``load_from_checkpoint(path)`` rebuilds the model with torch's default ``weights_only=True``.
+
+class HandVAELightningModule(pl.LightningModule):
+    """Wraps ``hand_vae.models.build_model(...)`` as ``self.model``; plain-typed arguments, saved as
+    hyperparameters, so ``load_from_checkpoint(path)`` works with ``weights_only=True``.
 
     Args:
-        run: the run's other settings (``Settings.run_hparams()``: data, run, length), saved for
-            resuming; the step reads ``gradient_clip_val``, ``compile`` and ``cuda_graphs`` from it
-            (``RunConfig``'s defaults where absent).
-        **settings: ``VAEConfig`` and ``OptimConfig`` fields; absent ones take those defaults.
+        run: the run's other settings (``Settings.run_hparams()``), saved for resuming; the step reads
+            ``gradient_clip_val``, ``compile`` and ``cuda_graphs`` (``RunConfig``'s defaults if absent).
+        **settings: ``VAEConfig`` and ``OptimConfig`` fields; absent ones take their defaults.
     """
 
     def __init__(self, run: dict | None = None, **settings: Any) -> None:
         super().__init__()
-        model_keys = {f.name for f in dataclasses.fields(VAEConfig)}
-        optim_keys = {f.name for f in dataclasses.fields(OptimConfig)}
-        if unknown := set(settings) - model_keys - optim_keys:
+        if unknown := set(settings) - _names(VAEConfig) - _names(OptimConfig):
             raise TypeError(f"HandVAELightningModule got unknown settings {sorted(unknown)}")
-        self.optim = OptimConfig(**{k: v for k, v in settings.items() if k in optim_keys})
-        self.model = build_model(**{k: v for k, v in settings.items() if k in model_keys})
-        run_keys = {f.name for f in dataclasses.fields(RunConfig)}
-        self.run_cfg = RunConfig(**{k: v for k, v in (run or {}).items() if k in run_keys})
-        # Saved resolved (every field, defaults included): a checkpoint rebuilds the same model even
-        # if a default changes later.
+        self.optim = OptimConfig(**{k: v for k, v in settings.items() if k in _names(OptimConfig)})
+        self.model = build_model(**{k: v for k, v in settings.items() if k in _names(VAEConfig)})
+        self.run_cfg = RunConfig(**{k: v for k, v in (run or {}).items() if k in _names(RunConfig)})
+        # Saved resolved: a checkpoint rebuilds the same model even if a default changes later.
         self.save_hyperparameters({**self.model.cfg.to_dict(), **dataclasses.asdict(self.optim), "run": run})
         # Our step clips and steps itself (the same code is captured in a CUDA graph); Lightning
         # still counts steps, moves data, runs the precision plugin and DDP.
@@ -102,16 +97,8 @@ class HandVAELightningModule(pl.LightningModule):
         for group in self.optimizers().optimizer.param_groups:
             group.update(lr=self.optim.learning_rate, weight_decay=self.optim.weight_decay)
 
-    # ------------------------------------------------------------------ the objective
-    def model_step(
-        self, batch: torch.Tensor, beta: torch.Tensor | float, free_bits: float
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The objective of one batch, shared by training (β, free bits) and evaluation (1, 0).
-
-        Args:
-            batch: (B, 90) or (B, 30, 3) poses.
-            beta: KL weight (a 0-dim device tensor in training).
-            free_bits: per-dimension KL floor λ, nats.
+    def model_step(self, batch: torch.Tensor, beta: torch.Tensor | float, free_bits: float):
+        """The objective of one batch (B, 90) or (B, 30, 3): training's (β, free bits λ) or the −ELBO (1, 0).
 
         Returns:
             loss (0-dim) = mean recon_nll + β · KL_λ (Kingma & Welling 2014; free bits: Kingma
@@ -127,13 +114,9 @@ class HandVAELightningModule(pl.LightningModule):
         sigma = self.model.log_sigma.detach().exp().mean()
         return loss, torch.cat([parts.detach(), self.beta[None], sigma[None]])  # (5,) TRAIN_METRICS
 
-    # ------------------------------------------------------------------ training
     def update_step(self, batch: torch.Tensor) -> torch.Tensor:
-        """One optimisation step in plain torch calls, free of host syncs: what a CUDA graph captures.
-
-        Gradients are zeroed in place (their addresses stay fixed) and the optimizer is the raw
-        AdamW. Returns the (5,) ``TRAIN_METRICS`` of the batch.
-        """
+        """One optimisation step in plain torch calls, free of host syncs: what a CUDA graph captures
+        (gradients zeroed in place, the raw AdamW). Returns the batch's (5,) ``TRAIN_METRICS``."""
         optimizer = self.optimizers().optimizer
         optimizer.zero_grad(set_to_none=False)
         loss, stats = self._train_stats(batch)
@@ -173,7 +156,7 @@ class HandVAELightningModule(pl.LightningModule):
 
     @override
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        # Log at the epoch's last batch, before validation and before callbacks' epoch-end hooks
+        # At the epoch's last batch: before validation and before the callbacks' epoch-end hooks
         # (the plot callback reads these in on_train_epoch_end, which runs before ours).
         if batch_idx + 1 >= self.trainer.num_training_batches:
             self._log_train_epoch()
@@ -182,8 +165,8 @@ class HandVAELightningModule(pl.LightningModule):
     def on_train_epoch_end(self) -> None:
         self._log_train_epoch()  # only if the last-batch hook did not run (e.g. an empty epoch)
 
-    # ------------------------------------------------------------------ evaluation
-    def _eval_step(self, batch: torch.Tensor) -> torch.Tensor:
+    @override
+    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         _, parts, kl = self.model_step(batch, 1.0, 0.0)  # loss = −ELBO
         energy = self.model.energy(batch)  # (B,) nats, at z = μ
         geodesic = torch.rad2deg(metrics.reconstruction_error(self.model, batch).mean())
@@ -192,13 +175,7 @@ class HandVAELightningModule(pl.LightningModule):
         self.kl_means.update(kl.mean(0), B)
         return energy.detach()
 
-    @override
-    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        return self._eval_step(batch)
-
-    @override
-    def test_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        return self._eval_step(batch)
+    test_step = validation_step
 
     def _reduced_means(self, acc: metrics.RunningMean) -> torch.Tensor | None:
         """Means over every process of a running mean, which is then reset; None if it is empty."""
@@ -226,7 +203,6 @@ class HandVAELightningModule(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_eval_epoch("test")
 
-    # ------------------------------------------------------------------ optimiser, checkpoints
     @override
     def configure_optimizers(self) -> torch.optim.Optimizer:
         # The fused kernel updates all parameters in one launch (CUDA and, since torch 2.4, CPU).

@@ -1,8 +1,7 @@
 """Fault tolerance: atomic checkpoint files, a clean save on SIGINT/SIGTERM, a non-finite guard.
 
-* ``AtomicCheckpointIO`` writes each checkpoint to a temporary file in the same directory,
-  fsyncs it and renames it over the target. A kill at any moment leaves either the old file or
-  the new one, never a truncated one (rename is atomic on POSIX file systems).
+* ``AtomicCheckpointIO`` writes each checkpoint with ``hand_vae.errors.atomic_write``: a kill at any
+  moment leaves either the old file or the new one, never a truncated one.
 * ``InterruptCheckpoint`` saves ``last.ckpt`` when training is interrupted by Ctrl+C (SIGINT) or
   a scheduler's SIGTERM, and says how to resume. It does not save after any other exception, so
   a run that failed on NaNs never overwrites a good ``last.ckpt``.
@@ -15,9 +14,7 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import signal
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -29,6 +26,8 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
+from hand_vae.errors import atomic_write
+
 log = logging.getLogger("hand_vae")
 
 
@@ -37,27 +36,15 @@ class NonFiniteError(RuntimeError):
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """``torch.save`` to ``<dir>/.<name>.tmp-*``, fsync, then ``os.replace`` onto the target."""
+    """Every checkpoint written through ``hand_vae.errors.atomic_write`` (temp file, fsync, rename)."""
 
     @override
-    def save_checkpoint(
-        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
-    ) -> None:
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         buf = io.BytesIO()
         torch.save(checkpoint, buf)
-        data = buf.getbuffer()
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(target, lambda f: f.write(buf.getbuffer()))  # the whole file in one write
 
 
 def cleanup_stale_temp_files(directory: str | Path) -> int:

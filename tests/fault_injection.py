@@ -5,7 +5,7 @@ process inside the write window.
 
 runs the training CLI with every ``AtomicCheckpointIO`` write pausing ``SECONDS`` after its first
 half. ``pause_checkpoint_writes(seconds)`` does the same inside a test's own subprocess code. Only
-``hand_vae.reliability``'s view of ``os`` is replaced; production code has no such hook.
+``hand_vae.errors``'s view of ``os`` (``atomic_write``) is replaced; production code has no such hook.
 """
 
 from __future__ import annotations
@@ -54,9 +54,9 @@ class _OsWithPausingWrites:
 
 def pause_checkpoint_writes(seconds: float) -> None:
     """Make every checkpoint write of this process pause ``seconds`` half-way."""
-    import hand_vae.reliability as reliability
+    import hand_vae.errors as errors
 
-    reliability.os = _OsWithPausingWrites(seconds)
+    errors.os = _OsWithPausingWrites(seconds)
 
 
 if __name__ == "__main__":
