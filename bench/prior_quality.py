@@ -44,7 +44,7 @@ from pathlib import Path
 import torch
 
 from hand_vae import metrics
-from hand_vae.baselines import fit_baselines
+from hand_vae.evaluation.baselines import fit_baselines
 from hand_vae.checkpoint import load_checkpoint, vae_from_checkpoint
 from hand_vae.data.layouts import write_consolidated
 from hand_vae.data.synthetic import (

@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy.stats import multivariate_normal
 
-from hand_vae.baselines import (
+from hand_vae.evaluation.baselines import (
     DEFAULT_NU,
     REG_COVAR,
     GaussianPrior,

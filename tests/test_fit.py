@@ -70,7 +70,7 @@ def test_vae_prior_fills_in_two_hidden_fingers_better_than_none(synthetic_poses,
 
 
 def test_gaussian_prior_and_latent_space_run(synthetic_poses, vae):
-    from hand_vae.baselines import GaussianPrior
+    from hand_vae.evaluation.baselines import GaussianPrior
 
     _, y = targets(synthetic_poses, 4)
     gauss = GaussianEnergy(GaussianPrior().fit(synthetic_poses["train"][::10]))

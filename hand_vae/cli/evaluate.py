@@ -105,7 +105,7 @@ def score(args: argparse.Namespace) -> int:
         raise UserError(f"need at least 2 poses to score, the {what} has {poses.shape[0]}")
     baselines = None
     if args.baselines:
-        from hand_vae.baselines import fit_baselines  # start-up, as above
+        from hand_vae.evaluation.baselines import fit_baselines  # start-up, as above
 
         t0, train = time.perf_counter(), splits["train"]
         # Each density's floor and scale are chosen on the validation split, as the VAE's settings are.

@@ -31,7 +31,7 @@ import roma
 import torch
 from torch import nn
 
-from hand_vae.baselines import GaussianPrior
+from hand_vae.evaluation.baselines import GaussianPrior
 from hand_vae.evaluation.metrics import auc, corrupted_sets, scores
 from hand_vae.kinematics import NUM_KEYPOINTS, POINTS_PER_FINGER, hands_fk
 from hand_vae.models.quantiles import BUFFER, CALIBRATE_HINT, calibrate, is_calibrated, threshold_at
