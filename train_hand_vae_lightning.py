@@ -9,7 +9,7 @@ import sys
 
 from hand_vae.cli.train import main
 
-__all__ = ["HandVAELightningModule", "main"]
+__all__ = ["HandVAELightningModule", "main"]  # noqa: F822 - HandVAELightningModule: __getattr__ below
 
 
 def __getattr__(name: str):

@@ -184,7 +184,9 @@ class HandVAELightningModule(pl.LightningModule):
         if sums is None:
             return None
         total, count = sums
-        packed = self.trainer.strategy.reduce(torch.cat([total, total.new_full((1,), count)]), reduce_op="sum")
+        packed = self.trainer.strategy.reduce(
+            torch.cat([total, total.new_full((1,), count)]), reduce_op="sum"
+        )
         return packed[:-1] / packed[-1].clamp_min(1)
 
     def _log_eval_epoch(self, stage: str) -> None:

@@ -186,7 +186,8 @@ class DataConfig:
     )
     splits_dir: str | None = setting(None, "directory written by create_datamodule.py", resume="refuse")
     batch_size: int | None = setting(
-        None, f"batch size per process (default: {DEFAULT_BATCH['standard']} standard, {DEFAULT_BATCH['so3']} so3)"
+        None,
+        f"batch size per process (default: {DEFAULT_BATCH['standard']} standard, {DEFAULT_BATCH['so3']} so3)",
     )
     num_workers: int = setting(0, "DataLoader workers (the in-memory index batches rarely need any)")
     mirror_augment: bool = setting(
@@ -253,7 +254,9 @@ class RunConfig:
         0, "CPU threads for the maths; 0 = auto: 1 below 4096 rows per batch, else all cores but one"
     )
     overwrite: bool = setting(
-        False, "delete an earlier run with this --experiment_name (its checkpoints and logs), then train", saved=False
+        False,
+        "delete an earlier run with this --experiment_name (its checkpoints and logs), then train",
+        saved=False,
     )
     verbose: bool = setting(False, "also print Lightning's model summary table", saved=False)
     resume_from_checkpoint: str | None = setting(
@@ -262,15 +265,17 @@ class RunConfig:
         "with it applies where it can (learning rate, batch size, more epochs, hardware) and is refused where "
         "it cannot (model shape, data source, seed)",
         saved=False,
-        group="resume",
         metavar="CKPT",
     )
 
     def __post_init__(self) -> None:
         name = self.experiment_name
         if not name or "/" in name or "\\" in name or name.startswith("."):
-            raise SettingError(f"--experiment_name {name!r} must be a plain name (no '/', '\\' or leading '.')")
-        _at_least(self, 0, "gradient_clip_val", "threads", "save_top_k")
+            raise SettingError(
+                f"--experiment_name {name!r} must be a plain name (no '/', '\\' or leading '.')"
+            )
+        _at_least(self, 0, "gradient_clip_val", "threads")
+        _at_least(self, -1, "save_top_k")  # -1: keep every checkpoint
         _at_least(self, 1, "num_nodes", "plot_every_n_epochs", "log_every_n_steps")
         _one_of(self, "precision")
         _one_of(self, "cuda_graphs")
@@ -319,8 +324,6 @@ GROUPS: dict[str, type] = {
     "run": RunConfig,
     "length": LengthConfig,
 }
-# Every flag's default, by flag name (the README's parameter table is checked against it).
-FLAG_DEFAULTS: dict[str, Any] = {f.name: f.default for cls in GROUPS.values() for f in fields(cls)}
 
 
 @dataclass
@@ -346,10 +349,15 @@ class Settings:
     @classmethod
     def from_flags(cls, values: dict[str, Any]) -> Settings:
         """Settings from flag values by name (absent: the default); unknown names are ignored."""
-        return cls(**{g: c(**{f.name: values[f.name] for f in fields(c) if f.name in values}) for g, c in GROUPS.items()})
+        return cls(
+            **{
+                g: c(**{f.name: values[f.name] for f in fields(c) if f.name in values})
+                for g, c in GROUPS.items()
+            }
+        )
 
     def flags(self) -> dict[str, Any]:
-        """Every flag's value by name."""
+        """Every flag's value by name (``Settings().flags()``: every default, resolved)."""
         return {k: v for g in GROUPS for k, v in asdict(getattr(self, g)).items()}
 
     def module_hparams(self) -> dict[str, Any]:
@@ -404,4 +412,3 @@ def cpu_threads(requested: int, batch_size: int, processes: int = 1) -> int:
     if batch_size < SMALL_BATCH_ROWS:
         return 1
     return max(1, (available_cores() - 1) // max(1, processes))
-

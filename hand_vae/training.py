@@ -100,7 +100,9 @@ class EnergyQuantiles(pl.Callback):
         self.energies: list[torch.Tensor] = []
 
     @override
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+    def on_validation_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ) -> None:
         self.energies.append(outputs)
 
     @override
@@ -125,7 +127,10 @@ def fit_whitening(module: HandVAELightningModule, datamodule: HandPoseDataModule
     if not hasattr(module.model, "fit_whitening"):
         return
     chosen = module.model.fit_whitening(*datamodule.training_distribution())
-    log.info("starting from the full-covariance Gaussian with %s", ", ".join(f"{k} {v:.3g}" for k, v in chosen.items()))
+    log.info(
+        "starting from the full-covariance Gaussian with %s",
+        ", ".join(f"{k} {v:.3g}" for k, v in chosen.items()),
+    )
 
 
 def warn_small_data(counts: dict[str, int]) -> None:
@@ -157,10 +162,14 @@ def build_run(s: Settings) -> Run:
     if not s.run.no_progress_bar:
         callbacks.append(SamplesPerSecondBar())
     if s.length.early_stopping_patience > 0:
-        callbacks.append(EarlyStopping(monitor="val/loss", mode="min", patience=s.length.early_stopping_patience))
+        callbacks.append(
+            EarlyStopping(monitor="val/loss", mode="min", patience=s.length.early_stopping_patience)
+        )
     if not s.run.no_plots:
         callbacks.append(PlotCallback(every_n_epochs=s.run.plot_every_n_epochs))
-    logger = TensorBoardLogger(s.run.log_dir, name=LOGGER_NAME, version=s.run.experiment_name, default_hp_metric=False)
+    logger = TensorBoardLogger(
+        s.run.log_dir, name=LOGGER_NAME, version=s.run.experiment_name, default_hp_metric=False
+    )
     trainer = pl.Trainer(
         accelerator=s.run.accelerator,
         devices=s.run.device_list,
@@ -245,7 +254,9 @@ def run_training(s: Settings) -> Summary:
         summary.last = str(last)
     if best and not summary.interrupted:
         trainer.strategy.barrier()
-        results = trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True)
+        results = trainer.test(
+            module, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True
+        )
         summary.test = {k: float(v) for k, v in (results[0] if results else {}).items()}
     summary.plots = [str(p) for cb in trainer.callbacks if isinstance(cb, PlotCallback) for p in cb.written]
     return summary

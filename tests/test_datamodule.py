@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from hand_vae.cli.train import main
 from hand_vae.data.datamodule import HandPoseDataModule, IndexBatchSampler
 from hand_vae.data.layouts import DatasetError, write_consolidated, write_splits_dir
 from hand_vae.data.synthetic import generate_sequences, split_by_subject
-from hand_vae.cli.train import main
 
 
 def test_sampler_covers_every_row_once_and_is_seeded_per_epoch():

@@ -11,8 +11,8 @@ import torch
 from hand_vae import metrics
 from hand_vae.data.datamodule import HandPoseDataModule
 from hand_vae.lightning_module import HandVAELightningModule
-from hand_vae.training import EnergyQuantiles
 from hand_vae.models.quantiles import STATE_KEY, energy_quantiles
+from hand_vae.training import EnergyQuantiles
 
 
 def _fit_one_epoch(tmp_path):

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from hand_vae.reliability import AtomicCheckpointIO, NonFiniteError
 from hand_vae.cli.train import main, parse_settings
+from hand_vae.reliability import AtomicCheckpointIO, NonFiniteError
 from hand_vae.training import build_run
 
 REPO = Path(__file__).resolve().parents[1]

@@ -346,8 +346,15 @@ def _fake_checkpoint(path: Path, epochs_done: int, run: dict | None = None) -> P
     """A checkpoint file as the trainer writes it, without training: weights, hparams, loop state."""
     from hand_vae.lightning_module import HandVAELightningModule
 
-    module = HandVAELightningModule(z_dim=8, hidden=32, run={"experiment_name": "x", "max_epochs": 2, **(run or {})})
-    progress = {"ready": epochs_done, "completed": epochs_done - 1, "started": epochs_done, "processed": epochs_done}
+    module = HandVAELightningModule(
+        z_dim=8, hidden=32, run={"experiment_name": "x", "max_epochs": 2, **(run or {})}
+    )
+    progress = {
+        "ready": epochs_done,
+        "completed": epochs_done - 1,
+        "started": epochs_done,
+        "processed": epochs_done,
+    }
     torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams), "epoch": epochs_done - 1,
                 "loops": {"fit_loop": {"epoch_progress": {"current": progress, "total": progress}}}}, path)  # fmt: skip
     return path
@@ -401,13 +408,25 @@ def test_resume_applies_learning_rate_and_batch_size_quietly(tmp_path, monkeypat
     assert "starting from the full-covariance Gaussian" in caplog.text
     caplog.clear()
     last = tmp_path / "checkpoints" / "lr" / "last.ckpt"
-    argv = ["--resume_from_checkpoint", str(last), "--max_epochs", "2", "--learning_rate", "1e-3", "--batch_size", "512"]
+    argv = [
+        "--resume_from_checkpoint",
+        str(last),
+        "--max_epochs",
+        "2",
+        "--learning_rate",
+        "1e-3",
+        "--batch_size",
+        "512",
+    ]
     assert main(argv) == 0
     assert "full-covariance Gaussian" not in caplog.text  # the resumed model keeps its whitening
     assert "WARNING" not in caplog.text
     ckpt = torch.load(last, weights_only=True)
     assert ckpt["epoch"] == 1 and ckpt["optimizer_states"][0]["param_groups"][0]["lr"] == 1e-3
-    assert ckpt["hyper_parameters"]["learning_rate"] == 1e-3 and ckpt["hyper_parameters"]["run"]["batch_size"] == 512
+    assert (
+        ckpt["hyper_parameters"]["learning_rate"] == 1e-3
+        and ckpt["hyper_parameters"]["run"]["batch_size"] == 512
+    )
 
 
 def test_lightning_notices_that_do_not_apply_are_silenced():
@@ -450,7 +469,11 @@ def test_a_checkpoint_written_before_typed_settings_loads_and_resumes(tmp_path):
     s = Settings.from_hparams(torch.load(path, weights_only=True)["hyper_parameters"])
     assert (s.length.limit_train_batches, s.length.limit_val_batches, s.run.cuda_graphs) == (6, 0.5, "auto")
     resumed = parse_settings(["--resume_from_checkpoint", str(path)])
-    assert (resumed.run.experiment_name, resumed.data.batch_size, resumed.model.whiten) == ("old", 1024, False)
+    assert (resumed.run.experiment_name, resumed.data.batch_size, resumed.model.whiten) == (
+        "old",
+        1024,
+        False,
+    )
 
 
 # --------------------------------------------------------------------------- start-up (issue 21, item 10)
@@ -459,8 +482,16 @@ def test_a_checkpoint_written_before_typed_settings_loads_and_resumes(tmp_path):
 @pytest.mark.parametrize(
     "script,argv,absent",
     [
-        ("train_hand_vae_lightning.py", ["--help"], ("torch", "pytorch_lightning", "matplotlib", "tensorboard")),
-        ("train_hand_vae_lightning.py", ["--z_dim", "x"], ("torch", "pytorch_lightning", "matplotlib", "tensorboard")),
+        (
+            "train_hand_vae_lightning.py",
+            ["--help"],
+            ("torch", "pytorch_lightning", "matplotlib", "tensorboard"),
+        ),
+        (
+            "train_hand_vae_lightning.py",
+            ["--z_dim", "x"],
+            ("torch", "pytorch_lightning", "matplotlib", "tensorboard"),
+        ),
         ("create_consolidated_npz.py", ["--help"], ("pytorch_lightning", "matplotlib", "tensorboard")),
         ("create_datamodule.py", ["--bogus"], ("pytorch_lightning", "matplotlib", "tensorboard")),
     ],
@@ -471,7 +502,9 @@ def test_help_and_bad_flags_answer_before_heavy_imports(script, argv, absent):
             "except SystemExit as e:\n    code = e.code\n"
             f"print(code, [m for m in {absent!r} if m in sys.modules])")  # fmt: skip
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
-    assert res.stdout.strip().splitlines()[-1] == f"{0 if argv == ['--help'] else 2} []", res.stdout + res.stderr
+    assert res.stdout.strip().splitlines()[-1] == f"{0 if argv == ['--help'] else 2} []", (
+        res.stdout + res.stderr
+    )
 
 
 # --------------------------------------------------------------------------- small data (issue 21, item 8)

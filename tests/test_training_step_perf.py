@@ -21,8 +21,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from hand_vae.lightning_module import HandVAELightningModule
 from hand_vae.cli.train import parse_settings
+from hand_vae.lightning_module import HandVAELightningModule
 from hand_vae.training import build_run
 
 WARMUP, STEPS = 3, 4

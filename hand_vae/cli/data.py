@@ -48,15 +48,35 @@ def build_parser(layout: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=SCRIPTS[layout], description=DESCRIPTIONS[layout], epilog=EPILOG)
     add = p.add_argument
     add("--input_dir", default=None, help="raw data root (scanned recursively); omit for synthetic data")
-    add("--output_dir", default=DEFAULT_OUT[layout], help=f"dataset dir to write (default: {DEFAULT_OUT[layout]})")
-    add("--format", default=D["format"], choices=("auto", *FORMATS), help=f"input format (default: {D['format']})")
+    add(
+        "--output_dir",
+        default=DEFAULT_OUT[layout],
+        help=f"dataset dir to write (default: {DEFAULT_OUT[layout]})",
+    )
+    add(
+        "--format",
+        default=D["format"],
+        choices=("auto", *FORMATS),
+        help=f"input format (default: {D['format']})",
+    )
     add("--trust_pickle", action="store_true",
         help="allow pickled files (GRAB); unpickling can run code, use only for files from a trusted source")  # fmt: skip
-    add("--target_fps", type=float, default=D["target_fps"], help="subsample faster clips to this rate; 0 = keep all")
+    add(
+        "--target_fps",
+        type=float,
+        default=D["target_fps"],
+        help="subsample faster clips to this rate; 0 = keep all",
+    )
     add("--source_fps", type=float, default=D["source_fps"],
         help="frame rate of files that store none (default: no subsampling)")  # fmt: skip
     add("--split_scheme", default=D["split_scheme"], choices=SCHEMES, help="how sequences are split")
-    add("--split_ratios", type=float, nargs=3, default=list(D["split_ratios"]), metavar=("TRAIN", "VAL", "TEST"))
+    add(
+        "--split_ratios",
+        type=float,
+        nargs=3,
+        default=list(D["split_ratios"]),
+        metavar=("TRAIN", "VAL", "TEST"),
+    )
     add("--seed", type=int, default=D["seed"], help="split seed (and synthetic-data seed)")
     if layout == "consolidated":
         add("--shard_size", type=int, default=D["shard_size"], help="rows per shard file")

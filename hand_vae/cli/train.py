@@ -44,7 +44,9 @@ the tool and for tests, not a real hand prior)."""
 SCRIPTS = {"consolidated": "create_consolidated_npz.py", "splits": "create_datamodule.py"}
 # A resume may not change these: they shape the model, or choose its data.
 MODEL_KEYS = tuple(f.name for f in fields(VAEConfig))
-KEPT_ON_RESUME = MODEL_KEYS + tuple(f.name for c in GROUPS.values() for f in fields(c) if f.metadata.get("resume") == "refuse")
+KEPT_ON_RESUME = MODEL_KEYS + tuple(
+    f.name for c in GROUPS.values() for f in fields(c) if f.metadata.get("resume") == "refuse"
+)
 
 
 def build_parser(with_defaults: bool = True) -> argparse.ArgumentParser:
@@ -182,7 +184,9 @@ def data_fingerprint(data: DataConfig, meta: dict[str, Any] | None) -> tuple[str
     if meta is None:
         return None, None
     digest = hashlib.sha256((Path(data.directory) / META_NAME).read_bytes()).hexdigest()
-    return digest, {k: v.get("frames") if isinstance(v, dict) else v for k, v in meta.get("counts", {}).items()}
+    return digest, {
+        k: v.get("frames") if isinstance(v, dict) else v for k, v in meta.get("counts", {}).items()
+    }
 
 
 def describe_splits(meta: dict[str, Any] | None) -> str:
@@ -250,13 +254,17 @@ def format_summary(summary: Any, splits_note: str) -> str:
     log_dir = Path(summary.log_dir)
     lines.append(f"  TensorBoard:     {log_dir}/   (tensorboard --logdir {log_dir.parent.parent})")
     if summary.plots:
-        lines.append(f"  plots:           {log_dir / 'plots'}/ ({len(summary.plots)} PNG files from this run)")
+        lines.append(
+            f"  plots:           {log_dir / 'plots'}/ ({len(summary.plots)} PNG files from this run)"
+        )
     if summary.best_val_loss is not None:
         lines.append(f"  best val/loss:   {summary.best_val_loss:.3f} nats (negative ELBO; lower is better)")
     test = {k.removeprefix("test/"): v for k, v in summary.test.items()}
     if test:
         nats = ", ".join(f"{k} {test.pop(k):.3f}" for k in ("loss", "recon_nll", "kl") if k in test)
-        rest = ", ".join(f"{k} {v:.0f}" if k == "active_units" else f"{k} {v:.3f}" for k, v in sorted(test.items()))
+        rest = ", ".join(
+            f"{k} {v:.0f}" if k == "active_units" else f"{k} {v:.3f}" for k, v in sorted(test.items())
+        )
         lines.append(f"  test (best checkpoint): {nats} nats; {rest}")
     if test or summary.best_val_loss is not None:
         lines.append(f"  splits:          {splits_note}")
@@ -296,7 +304,9 @@ def main(argv: list[str] | None = None) -> int:
             meta = read_meta(settings.data.directory) if settings.data.directory else None
             print(format_summary(summary, describe_splits(meta)))  # noqa: T201 - the CLI's final summary
         # Shell convention: 128 + signal number.
-        return {"SIGINT": 130, "SIGTERM": 143}.get(summary.interrupted, EXIT_PARTIAL if summary.interrupted else 0)
+        return {"SIGINT": 130, "SIGTERM": 143}.get(
+            summary.interrupted, EXIT_PARTIAL if summary.interrupted else 0
+        )
 
     try:
         code = run_command(body)

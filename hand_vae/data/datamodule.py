@@ -168,7 +168,9 @@ class HandPoseDataModule(pl.LightningDataModule):
                 "create_consolidated_npz.py / create_datamodule.py, which drop such frames"
             )
         if split in ("train", "val") and len(data) == 0:
-            raise DatasetError(f"the {split} split of the {self.source} is empty; rebuild it with more sequences")
+            raise DatasetError(
+                f"the {split} split of the {self.source} is empty; rebuild it with more sequences"
+            )
 
     def _target_device(self, nbytes: int) -> torch.device:
         mode = self.cfg.data_on_device
