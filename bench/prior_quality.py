@@ -14,7 +14,7 @@ cannot be judged:
     ``--subjects 1 6 20`` runs it with that many training subjects (same test subjects) and prints
     the subjects-vs-gain curve: how much data the VAE needs before its latent pays.
 
-Each VAE is trained through the real CLI (``hand_vae.train.main``) on the proxy written as a
+Each VAE is trained through the real CLI (``hand_vae.cli.train.main``) on the proxy written as a
 consolidated dataset, and scored from its ``best_model.ckpt`` on ``--max_poses`` test poses:
 IWAE NLL (K = ``--num_samples``), AUC of real vs noisy (σ = 0.02, 0.05 rad), top-1 among 8
 hypotheses that differ in one finger, the KL carried by z, and the NLL of the same model with z
@@ -95,7 +95,7 @@ def proxy_splits(proxy: str, noise: bool) -> dict:
 
 def run_proxy(proxy: str, extra: list[str], name: str, args: argparse.Namespace, work: Path) -> list[dict]:
     """Write the proxy, train through the CLI, score VAE and baselines; returns JSON rows."""
-    from hand_vae.train import main as train_main
+    from hand_vae.cli.train import main as train_main
 
     noise = args.capture_noise == "on"
     splits = proxy_splits(proxy, noise)

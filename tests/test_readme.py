@@ -31,8 +31,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from hand_vae.config import SETTINGS_BY_NAME
-from hand_vae.train import DEFAULT_BATCH
+from hand_vae.settings import Settings
+
+DEFAULTS = Settings().flags()  # every flag's resolved default (batch size and σ floor included)
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -114,7 +115,7 @@ def _tensorboard(args: list[str]) -> str:
 
 
 def _train(args: list[str]) -> str:
-    from hand_vae.train import main
+    from hand_vae.cli.train import main
 
     if "gpu" in args and not torch.cuda.is_available():
         res = subprocess.run(
@@ -277,8 +278,7 @@ def test_parameters_table_matches_the_settings():
     rows = re.findall(r"^\| `--(\w+)` \| ([^|]+) \|", readme_text(), flags=re.M)
     assert len(rows) >= 6
     for name, default in rows:
-        setting = SETTINGS_BY_NAME[name]
-        expected = DEFAULT_BATCH["standard"] if name == "batch_size" else setting.default
+        expected = DEFAULTS[name]
         if expected is None:  # resolved at run time (e.g. --min_sigma by --whiten): text explains
             assert default.strip(), name
         elif isinstance(expected, bool):
