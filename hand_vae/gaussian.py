@@ -21,12 +21,14 @@ from hand_vae.losses import LOG_2PI
 FLOORS = (1e-6, 1e-5, 1e-4, 4e-4, 1e-3)
 SCALES = (1.0, 1.1, 1.2, 1.35, 1.5, 1.75, 2.0)
 CHUNK_ROWS = 1 << 18  # rows per float64 block when accumulating moments
-# A fitted density for choose_on_val: (settings, mean (D,), L (D, D), log_prob(x, mean, L) -> (M,)).
+# A fitted density for choose_on_val: (settings, mean (D,), L (D, D), log_prob_from_maha), where
+# log_prob_from_maha(δ (M,), log|L Lᵀ|, D) -> (M,) nats is the family's log-density given the squared
+# Mahalanobis distances under L Lᵀ.
 Candidate = tuple[
     dict[str, float],
     torch.Tensor,
     torch.Tensor,
-    Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor],
 ]
 
 
@@ -59,8 +61,12 @@ def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, chol: torch.Tensor) -
     Returns:
         (B, ...) nats.
     """
-    maha, log_det = mahalanobis(x, mean, chol)
-    return -0.5 * (maha + log_det + x.shape[-1] * LOG_2PI)
+    return gaussian_log_prob_from_maha(*mahalanobis(x, mean, chol), x.shape[-1])
+
+
+def gaussian_log_prob_from_maha(maha: torch.Tensor, log_det: torch.Tensor, D: int) -> torch.Tensor:
+    """Gaussian log-density from squared Mahalanobis distances (B, ...) and log|Σ| (...)."""
+    return -0.5 * (maha + log_det + D * LOG_2PI)
 
 
 def fit_gaussian(x: torch.Tensor, floor: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,17 +110,21 @@ def choose_on_val(
 
     Args:
         val: (M, D) features, float64, on the candidates' device.
-        candidates: (settings, mean (D,), L (D, D), log_prob) per fitted density, where
-            log_prob(x, mean, L) -> (M,) nats; L is scaled by each of ``scales`` in turn.
+        candidates: (settings, mean (D,), L (D, D), log_prob_from_maha) per fitted density
+            (``Candidate``); L is scaled by each of ``scales`` in turn, which divides the
+            Mahalanobis distances by scale² (computed once per candidate) and adds 2 D log scale
+            to log|L Lᵀ|.
         scales: candidate multipliers of L.
 
     Returns:
         mean, scale · L of the best, and its settings plus {"scale", "val_nll"}.
     """
     best: tuple[float, torch.Tensor, torch.Tensor, dict[str, float]] | None = None
-    for settings, mean, chol, log_prob in candidates:
+    D = val.shape[-1]
+    for settings, mean, chol, from_maha in candidates:
+        maha, log_det = mahalanobis(val, mean, chol)
         for scale in scales:
-            nll = float(-log_prob(val, mean, scale * chol).mean())
+            nll = float(-from_maha(maha / scale**2, log_det + 2 * D * math.log(scale), D).mean())
             if best is None or nll < best[0]:
                 best = (nll, mean, scale * chol, {**settings, "scale": scale, "val_nll": nll})
     if best is None:
@@ -145,5 +155,8 @@ def tune_gaussian(
         return mean, chol, {"floor": floors[0], "scale": 1.0, "val_nll": math.nan}
     mean, cov = moments(train)  # one pass over the data for every floor
     eye = torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
-    fits = (({"floor": f}, mean, torch.linalg.cholesky(cov + f * eye), gaussian_log_prob) for f in floors)
+    fits = (
+        ({"floor": f}, mean, torch.linalg.cholesky(cov + f * eye), gaussian_log_prob_from_maha)
+        for f in floors
+    )
     return choose_on_val(val.detach().double().to(train.device), fits, scales)

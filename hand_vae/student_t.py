@@ -24,6 +24,7 @@ from hand_vae.gaussian import (
     Candidate,
     choose_on_val,
     gaussian_log_prob,
+    gaussian_log_prob_from_maha,
     mahalanobis,
     moments,
 )
@@ -32,7 +33,11 @@ from hand_vae.losses import LOG_2PI
 NUS = (3.0, 5.0, 10.0, 20.0, 50.0, math.inf)  # candidate degrees of freedom; ∞ is the Gaussian
 # A t's scatter is narrower than its covariance (ν/(ν−2) Σ), so its scale grid starts below 1.
 T_SCALES = (0.8, 0.9, *SCALES)
-EM_MAX_ROWS = 1 << 18  # rows an EM fit of tune_student_t runs on at most (a seeded subset above)
+# Rows the EM fits of tune_student_t's search run on at most (a seeded subset above; the chosen
+# fit is refined on every row): enough for a 90-D scatter, and fast enough for a training start-up.
+EM_MAX_ROWS = 20_000
+# Relative change of L at which the search's EM fits stop; the chosen one is refined to fit_t's tol.
+SEARCH_TOL = 1e-3
 
 
 def t_log_prob(x: torch.Tensor, mean: torch.Tensor, chol: torch.Tensor, nu: float) -> torch.Tensor:
@@ -120,7 +125,8 @@ def fit_t(
         floor: rad² added to the scatter's diagonal.
         max_iter: EM iteration cap.
         tol: stop when an iteration changes L by less than this, relative (Frobenius norm).
-        start: (mean (D,), L (D, D)) to start from; default the floored Gaussian.
+        start: (mean (D,), L (D, D)) to start from (a fit at a nearby ν or floor converges in a
+            few iterations); default the floored Gaussian.
 
     Returns:
         mean (D,), L = chol(Σ) (D, D), both float64, and the number of iterations run.
@@ -133,25 +139,30 @@ def fit_t(
         mean, cov = moments(x)
         chol = torch.linalg.cholesky(cov + floor * eye)
     else:
-        mean, chol = start
+        mean, chol = start[0].double(), start[1].double()
     shift = x[0].detach().double()
     blocks = x.detach().split(CHUNK_ROWS)
-    if len(blocks) == 1:  # one block: convert once, not every iteration
-        blocks = (blocks[0].double(),)
+    once = len(blocks) == 1
+    if once:  # one block: convert and shift once, not every iteration
+        blocks = (blocks[0].double() - shift,)
     iters = 0
     while iters < max_iter:
         iters += 1
+        # δ through L⁻¹ (a D × D inverse, then one matrix product per block, faster than a
+        # triangular solve against N right-hand sides).
+        inv_t = torch.linalg.solve_triangular(chol, eye, upper=False).T
+        offset = (mean - shift) @ inv_t  # (D,)
         w_sum = torch.zeros((), dtype=torch.float64, device=x.device)
         wx = torch.zeros(D, dtype=torch.float64, device=x.device)
         wxx = torch.zeros(D, D, dtype=torch.float64, device=x.device)
         for chunk in blocks:
-            c = chunk.double()
-            maha, _ = mahalanobis(c, mean, chol)  # (n,)
+            c = chunk if once else chunk.double() - shift  # (n, D), shifted
+            maha = (c @ inv_t - offset).square().sum(-1)  # (n,)
             w = (nu + D) / (nu + maha)  # (n,)
-            c = c - shift
             w_sum += w.sum()
             wx += w @ c
-            wxx += (c * w[:, None]).T @ c
+            a = c * w.sqrt()[:, None]
+            wxx += a.T @ a
         m_c = wx / w_sum
         mean = m_c + shift
         scatter = wxx / w_sum - torch.outer(m_c, m_c)
@@ -171,10 +182,14 @@ def tune_student_t(
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
     """The multivariate t of ``train`` with ν, floor and scale chosen by validation NLL.
 
-    One EM fit per (ν, floor), each started from the previous floor's fit (``fit_t``); ν = inf is
-    the Gaussian of ``gaussian.tune_gaussian``. Scales are free (``gaussian.choose_on_val``).
-    Above ``max_rows`` training rows, the EM fits run on a fixed random subset of that many
-    (seeded: the same data give the same fit); 90-D scatters need far fewer rows than that.
+    The search: one EM fit per (ν, floor) (``fit_t`` to ``SEARCH_TOL``), ν from large to small,
+    each started from the fit at the next larger ν and the same floor (the largest ν from the
+    Gaussian), so each takes a few iterations; ν = inf is the Gaussian of
+    ``gaussian.tune_gaussian``; scales are free (``gaussian.choose_on_val``). Above ``max_rows``
+    training rows the search's fits run on a fixed random subset of that many (seeded: the same
+    data give the same fit). The chosen t is then refined on every row to ``fit_t``'s tolerance
+    and its scale chosen again. So the cost is about that of a training start-up, whatever the
+    data's size (timed in ``bench/README.md``).
 
     Args:
         train: (N, D) features to fit.
@@ -182,7 +197,7 @@ def tune_student_t(
         nus: candidate degrees of freedom (inf = Gaussian).
         floors: candidate diagonal floors, rad².
         scales: candidate multipliers of the Cholesky factor.
-        max_rows: most training rows an EM fit runs on.
+        max_rows: most training rows the EM fits of the search run on.
 
     Returns:
         location (D,), L = scale · chol(Σ_ν,floor) (D, D), both float64, and
@@ -190,7 +205,7 @@ def tune_student_t(
     """
     if val is None or val.shape[0] == 0:
         raise ValueError("tune_student_t needs validation rows to choose nu, floor and scale on")
-
+    val = val.detach().double().to(train.device)
     em_rows = train
     if train.shape[0] > max_rows:
         pick = torch.randperm(train.shape[0], generator=torch.Generator().manual_seed(0))[:max_rows]
@@ -199,15 +214,23 @@ def tune_student_t(
     def candidates() -> Iterator[Candidate]:
         mean, cov = moments(train)
         eye = torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
-        for nu in nus:
-            start = None
+        starts = {floor: (mean, torch.linalg.cholesky(cov + floor * eye)) for floor in floors}
+        if math.inf in nus:
+            for floor, (m, chol) in starts.items():
+                yield {"nu": math.inf, "floor": floor}, m, chol, gaussian_log_prob_from_maha
+        for nu in sorted((n for n in nus if math.isfinite(n)), reverse=True):
             for floor in floors:
-                if math.isinf(nu):
-                    fit = (mean, torch.linalg.cholesky(cov + floor * eye))
-                else:
-                    fit = fit_t(em_rows, nu, floor, start=start)[:2]
-                    start = fit
-                log_prob = functools.partial(t_log_prob, nu=nu)
-                yield {"nu": nu, "floor": floor}, fit[0], fit[1], log_prob
+                starts[floor] = fit_t(em_rows, nu, floor, tol=SEARCH_TOL, start=starts[floor])[:2]
+                yield (
+                    {"nu": nu, "floor": floor},
+                    *starts[floor],
+                    functools.partial(t_log_prob_from_maha, nu=nu),
+                )
 
-    return choose_on_val(val.detach().double().to(train.device), candidates(), scales)
+    mean, chol, settings = choose_on_val(val, candidates(), scales)
+    nu, floor = settings["nu"], settings["floor"]
+    if math.isinf(nu):
+        return mean, chol, settings
+    mean, chol, _ = fit_t(train, nu, floor, start=(mean, chol / settings["scale"]))
+    fit = ({"nu": nu, "floor": floor}, mean, chol, functools.partial(t_log_prob_from_maha, nu=nu))
+    return choose_on_val(val, [fit], scales)

@@ -103,14 +103,31 @@ def test_diagonal_scatter_nll_is_the_full_t_with_a_diagonal_factor(nu: float) ->
         )
 
 
-def test_tuning_on_many_rows_fits_a_seeded_subset() -> None:
+def test_tuning_on_many_rows_searches_a_seeded_subset_then_refines_on_all(monkeypatch) -> None:
     m, S = _scatter(4, 12)
     x = torch.from_numpy(
         multivariate_t.rvs(loc=m, shape=S + 0.01 * np.eye(4), df=5.0, size=3000, random_state=13)
     )
     val = x[:300]
-    a = tune_student_t(x, val, nus=(5.0,), floors=(1e-6,), max_rows=1000)
-    b = tune_student_t(x, val, nus=(5.0,), floors=(1e-6,), max_rows=1000)
-    full = tune_student_t(x, val, nus=(5.0,), floors=(1e-6,))
+    rows: list[int] = []
+    fit = student_t.fit_t
+    monkeypatch.setattr(student_t, "fit_t", lambda x, *a, **k: rows.append(len(x)) or fit(x, *a, **k))
+    a = tune_student_t(x, val, nus=(5.0, 20.0), floors=(1e-6,), max_rows=1000)
+    assert rows == [1000] * 2 + [3000]  # the search on the subset, the chosen t refined on all rows
+    b = tune_student_t(x, val, nus=(5.0, 20.0), floors=(1e-6,), max_rows=1000)
+    full = tune_student_t(x, val, nus=(5.0, 20.0), floors=(1e-6,))
     torch.testing.assert_close(a[1], b[1], rtol=0, atol=0)
-    assert not torch.equal(a[1], full[1]) and abs(a[2]["val_nll"] - full[2]["val_nll"]) < 0.1
+    assert a[2]["nu"] == full[2]["nu"] and abs(a[2]["val_nll"] - full[2]["val_nll"]) < 1e-4
+    torch.testing.assert_close(a[1], full[1], rtol=1e-3, atol=1e-4)
+
+
+def test_tuning_is_the_converged_fit_of_the_chosen_settings() -> None:
+    """The search stops its EM early; what it returns is the chosen t fitted to fit_t's tolerance."""
+    m, S = _scatter(6, 14)
+    x = torch.from_numpy(
+        multivariate_t.rvs(loc=m, shape=S + 0.01 * np.eye(6), df=4.0, size=4000, random_state=15)
+    )
+    mean, chol, settings = tune_student_t(x[:3500], x[3500:])
+    ref_mean, ref_chol, _ = fit_t(x[:3500], settings["nu"], settings["floor"])
+    torch.testing.assert_close(mean, ref_mean, rtol=0, atol=1e-4)
+    torch.testing.assert_close(chol, settings["scale"] * ref_chol, rtol=0, atol=1e-4)
