@@ -4,12 +4,12 @@
     python bench/bench_ddp.py --devices 4     # 1 GPU, then 4
     python bench/bench_ddp.py --cpu --smoke   # 1 process, then 2 gloo processes on the CPU (test suite)
 
-Each configuration runs in its own subprocess (``--worker``), which calls ``hand_vae.train.build_run``
-as the CLI does with ``--strategy ddp --devices N``; Lightning launches the other ranks by
-re-running this script, so every rank builds the same seeded synthetic data. ``--batch_size`` is per
-process, as on the CLI; each rank trains on its own 1/N of every epoch. Two epochs, the second timed
-on rank zero; all ranks step in lockstep (the gradient all-reduce), so rank zero's time is the run's.
-Validation, logging, checkpoints and plots are off. The last line is ``ddp_scaling_efficiency = X.XX``
+Each configuration runs in its own subprocess (``--worker``), which builds and fits the run as the CLI
+does (``hand_vae.training.build_run``, the whitening fitted from the datamodule before ``fit``) with
+``--strategy ddp --devices N``; Lightning launches the other ranks by re-running this script, so
+every rank builds the same seeded synthetic data. ``--batch_size`` is per process, as on the CLI;
+each rank trains on its own 1/N of every epoch. Two epochs, the second timed on rank zero; all
+ranks step in lockstep (the gradient all-reduce), so rank zero's time is the run's. Validation, logging, checkpoints and plots are off. The last line is ``ddp_scaling_efficiency = X.XX``
 (samples/s on N devices ÷ (N × samples/s on 1)).
 """
 
@@ -33,7 +33,14 @@ RESULT = re.compile(r"^RESULT devices=(\d+) seconds=([\d.e+-]+) samples_per_s=([
 def worker(args: argparse.Namespace) -> int:
     """One training run on ``args.devices`` devices; rank zero prints a RESULT line."""
     # Imported here so that the driver (and its SKIP path) does not pay for Lightning's import.
-    from bench_train import EpochTimer, bench_trainer, project_run, quiet_lightning, synthetic_poses
+    from bench_train import (
+        EpochTimer,
+        bench_trainer,
+        fit_like_cli,
+        project_run,
+        quiet_lightning,
+        synthetic_poses,
+    )
 
     quiet_lightning()
     if args.cpu:
@@ -50,7 +57,7 @@ def worker(args: argparse.Namespace) -> int:
         kwargs, module, datamodule = project_run(argv, train, train[:1024])
         timer = EpochTimer()
         trainer = bench_trainer(kwargs, timer, epochs=2)
-        trainer.fit(module, datamodule=datamodule)
+        fit_like_cli(trainer, module, datamodule)
         if trainer.is_global_zero:
             seconds, samples = timer.epochs[-1]
             rate = samples * trainer.world_size / seconds

@@ -5,7 +5,8 @@
 
 1. Steps. For each model (standard, so3) and configuration (``32_true`` eager, ``32_true_graphs``
    = ``--cuda_graphs on``, ``bf16_mixed``) it builds the run as the CLI does
-   (``hand_vae.train.build_run`` with the CLI defaults, data on the GPU, index batches) on
+   (``hand_vae.training.build_run`` with the CLI defaults, data on the GPU, index batches, the
+   whitening fitted from the datamodule) on
    ``--step_rows`` rows (default: just enough for the window at the largest batch size) and trains
    one epoch cut to ``--warmup + --steps + --profile_steps`` batches:
      * ``step_ms``: wall time per step over ``--steps`` steps after ``--warmup`` (CUDA synchronised
@@ -134,7 +135,7 @@ def cli_argv(
 
 
 def run_steps(argv: list[str], train: torch.Tensor, args: argparse.Namespace, naive: bool = False) -> dict:
-    from bench_train import NaiveModule, bench_trainer, fit_whitening_like_cli, project_run
+    from bench_train import NaiveModule, bench_trainer, fit_like_cli, fit_whitening_like_cli, project_run
 
     steps = args.naive_steps if naive else args.steps
     profile = 0 if naive else args.profile_steps
@@ -154,7 +155,7 @@ def run_steps(argv: list[str], train: torch.Tensor, args: argparse.Namespace, na
         fit_whitening_like_cli(naive_module.model, train, train[:4096], naive_module.mirror)
         trainer.fit(naive_module, train_dataloaders=loader)
     else:
-        trainer.fit(module, datamodule=datamodule)
+        fit_like_cli(trainer, module, datamodule)
     if window.seconds != window.seconds:  # NaN: the epoch ended before the timed steps did
         raise RuntimeError(
             f"the epoch had {trainer.num_training_batches} batches, fewer than the {total} of the window "
@@ -255,7 +256,8 @@ def cli_child(argv: list[str]) -> int:
     from bench_train import quiet_lightning
     from pytorch_lightning import Callback
 
-    import hand_vae.train as hv_train
+    from hand_vae import training
+    from hand_vae.cli.train import main as train_main
 
     quiet_lightning()
     marks: dict = {"epochs": []}
@@ -274,19 +276,19 @@ def cli_child(argv: list[str]) -> int:
                 torch.cuda.synchronize()
             marks["epochs"].append(time.perf_counter() - marks["t0"])
 
-    build = hv_train.build_run
+    build = training.build_run
 
     def build_with_timing(s):
         trainer, module, datamodule, checkpoint = build(s)
         trainer.callbacks.append(Timing())
         return trainer, module, datamodule, checkpoint
 
-    hv_train.build_run = build_with_timing
+    training.build_run = build_with_timing  # run_training looks it up in hand_vae.training
     accelerator = argv[argv.index("--accelerator") + 1] if "--accelerator" in argv else "auto"
     if torch.cuda.is_available() and accelerator != "cpu":
         torch.zeros(1, device="cuda")  # the CUDA context's host memory belongs to the baseline, not the data
     marks["rss_before_data_bytes"] = rss_bytes("VmRSS")
-    code = hv_train.main(argv)
+    code = train_main(argv)
     marks["peak_rss_bytes"] = rss_bytes("VmHWM")
     print("CLI_TIMING " + json.dumps({k: v for k, v in marks.items() if k != "t0"}), flush=True)
     return code

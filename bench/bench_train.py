@@ -6,9 +6,10 @@
 
 Three paths train the same model with the same optimizer (fused AdamW), loss, gradient clipping and
 batch, one epoch each, interleaved round by round (the order rotates), median over rounds:
-  (a) project: ``hand_vae.train.build_run`` exactly as the CLI builds it (HandPoseDataModule with its
-      index batches, HandVAELightningModule, the CLI's Trainer arguments), with the logger, the
-      checkpoint and progress-bar callbacks, plots and validation turned off;
+  (a) project: ``hand_vae.training.build_run`` exactly as the CLI builds it (HandPoseDataModule with its
+      index batches, HandVAELightningModule, the CLI's Trainer arguments, the whitening fitted from the
+      datamodule before ``fit``), with the logger, the checkpoint and progress-bar callbacks, plots and
+      validation turned off;
   (b) bare: a PyTorch loop over contiguous slices of a tensor shuffled once, before timing;
   (c) naive: the same LightningModule and Trainer fed by ``TensorDataset`` + ``DataLoader(shuffle=True)``.
 Each round also times a 4096² fp32 matmul (the machine's practical peak under the current load).
@@ -36,7 +37,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import hand_vae.train as hv_train  # noqa: E402
+from hand_vae import training  # noqa: E402
+from hand_vae.cli.train import parse_settings  # noqa: E402
 from hand_vae.data.datamodule import mirror_random_half  # noqa: E402
 from hand_vae.data.synthetic import generate_sequences, stack_poses  # noqa: E402
 from hand_vae.lightning_module import HandVAELightningModule  # noqa: E402
@@ -142,8 +144,8 @@ class NaiveModule(HandVAELightningModule):
 def fit_whitening_like_cli(
     model: torch.nn.Module, train: torch.Tensor, val: torch.Tensor, mirror: bool
 ) -> None:
-    """The module's start (``HandVAELightningModule.setup``) for a model that has a whitening to fit:
-    the Gaussian of train (∪ mirrored train with mirroring), tuned on val."""
+    """``training.fit_whitening`` for a model trained without the datamodule: the Gaussian of train
+    (∪ mirrored train with mirroring), tuned on val."""
     if not bool(getattr(model, "white_fitted", True)):
         model.fit_whitening(torch.cat([train, swap_and_mirror_hands(train)]) if mirror else train, val)
 
@@ -154,15 +156,9 @@ def project_run(argv: list[str], train: torch.Tensor, val: torch.Tensor):
     Returns:
         (trainer kwargs as build_run passed them, module, datamodule).
     """
-    settings = hv_train.resolve_settings(argv)
     captured: dict = {}
-
-    def record(**kwargs):
-        captured.update(kwargs)
-        return None
-
-    with mock.patch.object(hv_train.pl, "Trainer", side_effect=record):
-        _, module, datamodule, _ = hv_train.build_run(settings)
+    with mock.patch.object(training.pl, "Trainer", side_effect=lambda **kwargs: captured.update(kwargs)):
+        _, module, datamodule, _ = training.build_run(parse_settings(argv))
     data = {"train": train, "val": val, "test": val}
     datamodule.load_arrays = lambda: data  # only the data source differs from the CLI
     return captured, module, datamodule
@@ -175,10 +171,19 @@ def bench_trainer(kwargs: dict, timer: EpochTimer, epochs: int = 1) -> pl.Traine
     return pl.Trainer(**kwargs)
 
 
+def fit_like_cli(trainer: pl.Trainer, module: HandVAELightningModule, datamodule) -> None:
+    """``trainer.fit`` as ``training.run_training`` calls it: the data loaded where this trainer keeps
+    it, the whitening fitted from it, then fit."""
+    datamodule.trainer = trainer
+    datamodule.setup("fit")
+    training.fit_whitening(module, datamodule)
+    trainer.fit(module, datamodule=datamodule)
+
+
 def run_project(argv: list[str], train: torch.Tensor, val: torch.Tensor, epochs: int = 1) -> EpochTimer:
     kwargs, module, datamodule = project_run(argv, train, val)
     timer = EpochTimer()
-    bench_trainer(kwargs, timer, epochs).fit(module, datamodule=datamodule)
+    fit_like_cli(bench_trainer(kwargs, timer, epochs), module, datamodule)
     return timer
 
 
@@ -255,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as workdir:
         argv_cli = cli_argv(args, workdir)
-        settings = hv_train.resolve_settings(argv_cli)
+        settings = parse_settings(argv_cli).flags()
         model = settings_model(settings)
         flops = 3 * forward_flops_per_sample(model, model_layout(train[: args.batch_size], args.model_type))
         warm = train[: 4 * args.batch_size]  # one short untimed pass of each path: allocator, threads
