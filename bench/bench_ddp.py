@@ -9,8 +9,9 @@ does (``hand_vae.training.build_run``, the whitening fitted from the datamodule 
 ``--strategy ddp --devices N``; Lightning launches the other ranks by re-running this script, so
 every rank builds the same seeded synthetic data. ``--batch_size`` is per process, as on the CLI;
 each rank trains on its own 1/N of every epoch. Two epochs, the second timed on rank zero; all
-ranks step in lockstep (the gradient all-reduce), so rank zero's time is the run's. Validation, logging, checkpoints and plots are off. The last line
-is ``ddp_scaling_efficiency = X.XX`` (samples/s on N devices ÷ (N × samples/s on 1)).
+ranks step in lockstep (the gradient all-reduce), so rank zero's time is the run's. Validation,
+logging, checkpoints and plots are off. The last line is ``ddp_scaling_efficiency = X.XX``
+(samples/s on N devices ÷ (N × samples/s on 1)).
 """
 
 from __future__ import annotations
