@@ -173,12 +173,31 @@ class NonFiniteGuard(pl.Callback):
 
 
 class LatestCheckpoint(ModelCheckpoint):
-    """``ModelCheckpoint`` whose ``last.ckpt`` is rewritten after every validation, as its name says.
+    """``ModelCheckpoint`` that also saves the starting model, and rewrites ``last.ckpt`` after every
+    validation, as its name says.
 
-    Lightning 2.5+ writes ``last.ckpt`` only in a step that also wrote a top-k checkpoint. A run
-    whose ``val/loss`` plateaus (a whitened VAE that stays at its starting Gaussian) then keeps a
-    stale ``last.ckpt``, and a resume silently repeats the epochs since.
+    * A fresh model starts at the validation-tuned classic prior (``training.fit_whitening``), so the
+      best checkpoint must never be worse on val than that start: before the first step the fit's
+      own validation loop runs once (logged at step 0) and its result is a top-k candidate like any
+      epoch's (named ``epoch_00``, as the state before epoch 0 ends). Skipped on a resume.
+    * Lightning 2.5+ writes ``last.ckpt`` only in a step that also wrote a top-k checkpoint. A run
+      whose ``val/loss`` plateaus would then keep a stale ``last.ckpt``, and a resume silently
+      repeats the epochs since.
     """
+
+    @override
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        if trainer.global_step > 0 or not trainer.limit_val_batches or trainer.fast_dev_run:
+            return
+        # The loop Lightning runs at an epoch's end, entered the way its epoch loop enters it.
+        trainer.validating = True
+        trainer.fit_loop.epoch_loop.val_loop.run()
+        trainer.training = True
+        candidates = self._monitor_candidates(trainer)
+        if self.monitor in candidates:
+            self._save_topk_checkpoint(trainer, candidates)
+            self._save_last_checkpoint(trainer, candidates)
 
     def _save_last_if_stale(self, trainer: pl.Trainer) -> None:
         # Skipped (sanity check, not fitting, already saved at this step) exactly as Lightning skips.
