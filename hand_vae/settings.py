@@ -130,6 +130,13 @@ class VAEConfig:
         "and scale chosen on val), so the VAE starts exactly at that Gaussian and moves away only as far as val "
         "supports (docs/design.md §4, §7); --no-whiten: diagonal sigma in radians",
     )
+    likelihood: str = setting(
+        "gaussian",
+        "family of p(x|z) on the whitened residual: gaussian, or student_t, a multivariate Student-t with "
+        "nu, floor and scale chosen on val (heavy tails: an unseen subject's unusual pose costs it "
+        "logarithmically; the model starts at the val-tuned classic t); student_t needs whitening",
+        choices=("gaussian", "student_t"),
+    )
     dropout: float = setting(0.0, "dropout after each hidden layer")
     min_sigma: float | None = setting(
         None,
@@ -144,6 +151,9 @@ class VAEConfig:
             self.min_sigma = DEFAULT_MIN_SIGMA[self.model_type != "standard" or self.whiten]
         _at_least(self, 1, "z_dim", "hidden")
         _at_least(self, 0, "num_layers", "cov_rank")
+        _one_of(self, "likelihood")
+        if self.likelihood == "student_t" and self.model_type == "standard" and not self.whiten:
+            raise SettingError("--likelihood student_t models the whitened residual: drop --no-whiten")
         if not 0.0 <= self.dropout < 1.0:
             raise SettingError(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.min_sigma <= 0:

@@ -28,7 +28,6 @@ from hand_vae.gaussian import (
     mahalanobis,
     moments,
 )
-from hand_vae.losses import LOG_2PI
 
 NUS = (3.0, 5.0, 10.0, 20.0, 50.0, math.inf)  # candidate degrees of freedom; ∞ is the Gaussian
 # A t's scatter is narrower than its covariance (ν/(ν−2) Σ), so its scale grid starts below 1.
@@ -65,16 +64,23 @@ def t_log_prob(x: torch.Tensor, mean: torch.Tensor, chol: torch.Tensor, nu: floa
 def t_log_prob_from_maha(
     maha: torch.Tensor, log_det: torch.Tensor, D: int, nu: float | torch.Tensor
 ) -> torch.Tensor:
-    """t_ν log-density from squared Mahalanobis distances (B, ...) and log|Σ| (...), finite ν.
+    """t_ν log-density from squared Mahalanobis distances δ (B, ...) and log|Σ| (...); ν = inf is
+    the Gaussian.
 
-    ν may be a 0-d tensor (a model's buffer): then no host sync, as a training step needs.
+    ν may be a 0-d tensor (a model's buffer, inf allowed): then no host sync, as a training step
+    (and a CUDA graph) needs; its constant is computed in float64.
     """
-    if isinstance(nu, torch.Tensor):
-        nu = nu.to(maha.dtype)
-        const = torch.lgamma((nu + D) / 2) - torch.lgamma(nu / 2) - 0.5 * D * torch.log(nu * math.pi)
-    else:
+    if not isinstance(nu, torch.Tensor):
+        if math.isinf(nu):
+            return gaussian_log_prob_from_maha(maha, log_det, D)
         const = math.lgamma((nu + D) / 2) - math.lgamma(nu / 2) - 0.5 * D * math.log(nu * math.pi)
-    return const - 0.5 * log_det - 0.5 * (nu + D) * torch.log1p(maha / nu)
+        return const - 0.5 * log_det - 0.5 * (nu + D) * torch.log1p(maha / nu)
+    finite = torch.isfinite(nu)
+    nu64 = torch.where(finite, nu.double(), 1.0)  # the t branch stays finite (and so its gradient) at ν = inf
+    const = torch.lgamma((nu64 + D) / 2) - torch.lgamma(nu64 / 2) - 0.5 * D * torch.log(nu64 * math.pi)
+    nu_x = nu64.to(maha.dtype)
+    t = const.to(maha.dtype) - 0.5 * log_det - 0.5 * (nu_x + D) * torch.log1p(maha / nu_x)
+    return torch.where(finite, t, gaussian_log_prob_from_maha(maha, log_det, D))
 
 
 def t_nll_diag(
@@ -83,23 +89,20 @@ def t_nll_diag(
     """−log t_ν(x | mean, diag σ²), the multivariate t with a diagonal scatter (one joint
     Mahalanobis distance, not a product of univariate t's); ν = inf is ``losses.gaussian_nll``.
 
-    The likelihood a whitened VAE would use on u = L⁻¹(x − m): with mean 0 and σ = 1 it is the
+    The likelihood of the whitened VAE on u = L⁻¹(x − m): with mean 0 and σ = 1 it is the
     classic t_ν(m, L Lᵀ) once the Jacobian log|det L| is added.
 
     Args:
         x: (B, D) observations.
         mean: (B, D) locations.
         log_sigma: (D,) or (B, D) log scatter scales.
-        nu: degrees of freedom (> 0; a float inf is the Gaussian; a 0-d tensor must be finite).
+        nu: degrees of freedom (> 0; inf is the Gaussian), a float or a 0-d tensor.
 
     Returns:
         (B,) nats.
     """
     maha = ((x - mean) * torch.exp(-log_sigma)).square().sum(-1)  # (B,)
-    log_det = 2.0 * log_sigma.sum(-1)
-    if not isinstance(nu, torch.Tensor) and math.isinf(nu):
-        return 0.5 * (maha + log_det + x.shape[-1] * LOG_2PI)
-    return -t_log_prob_from_maha(maha, log_det, x.shape[-1], nu)
+    return -t_log_prob_from_maha(maha, 2.0 * log_sigma.sum(-1), x.shape[-1], nu)
 
 
 def fit_t(

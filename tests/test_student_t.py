@@ -92,10 +92,13 @@ def test_diagonal_scatter_nll_is_the_full_t_with_a_diagonal_factor(nu: float) ->
         [t_log_prob(x[i : i + 1], mean[i], torch.diag(log_sigma.exp()), nu)[0] for i in range(16)]
     )
     torch.testing.assert_close(student_t.t_nll_diag(x, mean, log_sigma, nu), -full, rtol=1e-10, atol=1e-10)
-    if math.isfinite(nu):  # a model's ν buffer: a 0-d tensor, float32
-        as_buffer = student_t.t_nll_diag(x.float(), mean.float(), log_sigma.float(), torch.tensor(nu))
-        torch.testing.assert_close(as_buffer.double(), -full, rtol=1e-5, atol=1e-4)
-    else:
+    # A model's ν buffer: a 0-d float32 tensor, inf included (the Gaussian), with finite gradients.
+    xf, mf = x.float(), mean.float().requires_grad_()
+    as_buffer = student_t.t_nll_diag(xf, mf, log_sigma.float(), torch.tensor(nu))
+    torch.testing.assert_close(as_buffer.double(), -full, rtol=1e-5, atol=1e-4)
+    as_buffer.sum().backward()
+    assert torch.isfinite(mf.grad).all()
+    if math.isinf(nu):
         from hand_vae.losses import gaussian_nll
 
         torch.testing.assert_close(

@@ -17,6 +17,10 @@ their mean pose (``fit_whitening``) and σ learned per whitened direction. Real 
 joints together (a finger's three joints curl as one); one σ per joint cannot be small in the
 thin directions of that motion, a global L can.
 
+With ``likelihood="student_t"`` the residual gets a multivariate t_ν(ℓ, L diag(σ²) Lᵀ) instead, with ν
+and the location ℓ fitted with L (``student_t.tune_student_t``; ℓ is the t's weighted mean of the
+residuals, not 0 as the Gaussian's is).
+
 Approximation: this is a Gaussian on the rotation vector of the error, not a density with
 respect to the Haar measure on SO(3)³⁰; it ignores the Jacobian (2 − 2 cos θ)/θ² of the
 exponential map at each joint's error angle θ. It is accurate while the residuals are well below
@@ -25,6 +29,7 @@ exponential map at each joint's error angle θ. It is accurate while the residua
 
 from __future__ import annotations
 
+import logging
 import math
 
 import roma
@@ -44,6 +49,9 @@ from hand_vae.rotations import (
     rot6d_to_matrix,
     to_joints,
 )
+from hand_vae.student_t import t_log_prob_from_maha, tune_student_t
+
+log = logging.getLogger(__name__)
 
 D6 = 6
 IDENTITY_6D = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)  # first two columns of the identity
@@ -139,6 +147,10 @@ class SO3HandVAE(BaseHandVAE):
         # Filled by fit_whitening() before training, then saved in the state_dict.
         self.register_buffer("mean_rot", torch.eye(3).expand(NUM_JOINTS, 3, 3).clone())  # M (30, 3, 3)
         self._register_whitening(UNFITTED_SCALE)  # L of the residuals, rad
+        if cfg.likelihood == "student_t":
+            # The t's ν (inf = the Gaussian until fitted) and location ℓ of the residuals (rad).
+            self.register_buffer("white_nu", torch.tensor(math.inf))
+            self.register_buffer("resid_loc", torch.zeros(POSE_DIM))
 
     @torch.no_grad()
     def fit_whitening(self, train: torch.Tensor, val: torch.Tensor | None = None) -> dict[str, float]:
@@ -148,10 +160,13 @@ class SO3HandVAE(BaseHandVAE):
         Log(M_jᵀ R_j) have zero mean and the Gaussian is centred at r = 0. L is the Cholesky
         factor of scale² (Σ_r + floor · I), with the floor (rad²) and scale chosen on the residuals
         of ``val`` (M, 90) by ``gaussian.tune_gaussian``; pass the distribution that is trained
-        on (train ∪ mirrored train when mirroring).
+        on (train ∪ mirrored train when mirroring). With the Student-t likelihood, ν, the floor
+        and the scale are chosen by ``student_t.tune_student_t`` (no ``val``: the Gaussian, ν = inf)
+        and the t's location goes to ``resid_loc``.
 
         Returns:
-            {"floor", "scale", "val_nll"} of the chosen Gaussian (val_nll in nats per pose).
+            {"floor", "scale", "val_nll"} of the chosen Gaussian (val_nll in nats per pose), plus
+            "nu" for the Student-t.
         """
         R = axis_angle_to_matrix(to_joints(train.reshape(train.shape[0], POSE_DIM)).double())  # (N, 30, 3, 3)
         mean, train_resid = karcher_mean(R)
@@ -159,8 +174,21 @@ class SO3HandVAE(BaseHandVAE):
         if val is not None:
             R_val = axis_angle_to_matrix(to_joints(val.reshape(val.shape[0], POSE_DIM)).double().to(R.device))
             val_resid = _fit_log(mean.transpose(-1, -2) @ R_val).flatten(-2)
-        # tune_gaussian's residual mean is the Karcher fixed point's < 1e-9 rad: dropped.
-        _, chol, settings = tune_gaussian(train_resid, val_resid)
+        student_t = self.cfg.likelihood == "student_t"
+        if student_t and val_resid is not None and len(val_resid):
+            loc, chol, settings = tune_student_t(train_resid, val_resid)
+            self.resid_loc.copy_(loc)
+        else:
+            # tune_gaussian's residual mean is the Karcher fixed point's < 1e-9 rad: dropped.
+            _, chol, settings = tune_gaussian(train_resid, val_resid)
+            if student_t:
+                log.info(
+                    "no validation poses to choose nu on: the Student-t likelihood starts as the Gaussian"
+                )
+                settings["nu"] = math.inf
+                self.resid_loc.zero_()
+        if student_t:
+            self.white_nu.fill_(settings["nu"])
         self.mean_rot.copy_(mean)
         self._set_whitening(chol)
         return settings
@@ -182,12 +210,19 @@ class SO3HandVAE(BaseHandVAE):
         return compose(self.mean_rot, rot6d_to_matrix(d6))
 
     def _nll_of_residuals(self, r: torch.Tensor) -> torch.Tensor:
-        """−log N(r | 0, L diag(σ²) Lᵀ) for r (B, 90): (B,) nats."""
+        """−log N(r | 0, L diag(σ²) Lᵀ) (or −log t_ν(r | ℓ, L diag(σ²) Lᵀ)) for r (B, 90): (B,) nats."""
         with torch.autocast(r.device.type, enabled=False):
             log_sigma = self.log_sigma
+            student_t = self.cfg.likelihood == "student_t"
+            if student_t:
+                r = r - self.resid_loc
             u = (r @ self.white_chol_inv.T) * torch.exp(-log_sigma)  # (B, 90) fully whitened
-            log_det = torch.diagonal(self.white_chol).log().sum() + log_sigma.sum()
-            return 0.5 * u.square().sum(-1) + log_det + 0.5 * LOG_2PI * POSE_DIM
+            log_det_l = torch.diagonal(self.white_chol).log().sum()
+            if student_t:
+                return log_det_l - t_log_prob_from_maha(
+                    u.square().sum(-1), 2.0 * log_sigma.sum(), POSE_DIM, self.white_nu
+                )
+            return 0.5 * u.square().sum(-1) + (log_det_l + log_sigma.sum()) + 0.5 * LOG_2PI * POSE_DIM
 
     def recon_nll(self, joints: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         """−log p(R | R̂) of (B, 30, 3) axis-angle poses given decoded rotations (B, 30, 3, 3): (B,) nats."""
@@ -199,7 +234,7 @@ class SO3HandVAE(BaseHandVAE):
         return matrix_to_axis_angle(params).reshape(params.shape[0], POSE_DIM)
 
     def residual_covariance(self) -> torch.Tensor:
-        """Covariance of the stacked tangent residuals, L diag(σ²) Lᵀ: (90, 90) rad², float64."""
+        """Covariance (the t's scatter) of the stacked tangent residuals, L diag(σ²) Lᵀ: (90, 90) rad², float64."""
         chol = self.white_chol.double()
         return (chol * torch.exp(2.0 * self.log_sigma.double())) @ chol.T
 
@@ -207,7 +242,8 @@ class SO3HandVAE(BaseHandVAE):
         """log p(x_side | z) of one hand ("left"/"right", (B, 45)), the other integrated out: (B,) nats.
 
         Exact within the tangent approximation: a hand's residuals depend only on its own joints,
-        so their marginal is the Gaussian block of the residual covariance.
+        so their marginal is the Gaussian block of the residual covariance (the t_ν block of the
+        location and scatter for the Student-t).
         """
         B, J = x_side.shape[0], JOINTS_PER_HAND
         s = slice(0, J) if side == "left" else slice(J, NUM_JOINTS)
@@ -215,6 +251,10 @@ class SO3HandVAE(BaseHandVAE):
         r = tangent_residuals(params[:, s].float(), R).double()  # (B, 45)
         dims = slice(3 * s.start, 3 * s.stop)
         chol = torch.linalg.cholesky(self.residual_covariance()[dims, dims])
+        if self.cfg.likelihood == "student_t":
+            y = torch.linalg.solve_triangular(chol, (r - self.resid_loc[dims].double()).T, upper=False)
+            log_det = 2.0 * torch.diagonal(chol).log().sum()
+            return t_log_prob_from_maha(y.square().sum(0), log_det, 3 * J, self.white_nu).float()
         dist = torch.distributions.MultivariateNormal(
             torch.zeros_like(r), scale_tril=chol, validate_args=False
         )

@@ -1,13 +1,16 @@
-"""Standard VAE: a Gaussian likelihood on the flat (B, 90) axis-angle vector.
+"""Standard VAE: a Gaussian (or Student-t) likelihood on the flat (B, 90) axis-angle vector.
 
 The covariance is diagonal (``cov_rank = 0``) or low rank plus diagonal, Σ = diag(σ²) + W Wᵀ
 (``cov_rank = r > 0``). Real hand poses lie close to a thin manifold; a diagonal σ wide enough to
 cover an unseen subject's reconstruction error blurs it, so small off-manifold noise goes
 unnoticed (docs/design.md §4). W carries the correlated part of the residual and lets σ stay small.
+With ``likelihood="student_t"`` (whitened only) the same Σ is the scatter of a multivariate t_ν,
+ν fitted with the whitening (``student_t.tune_student_t``).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
@@ -17,12 +20,15 @@ from hand_vae.gaussian import tune_gaussian
 from hand_vae.losses import LOG_2PI, gaussian_nll
 from hand_vae.models.base import BaseHandVAE, VAEConfig, floored_log_sigma, mlp
 from hand_vae.rotations import POSE_DIM
+from hand_vae.student_t import t_log_prob_from_maha, t_nll_diag, tune_student_t
+
+log = logging.getLogger(__name__)
 
 
-def low_rank_gaussian_nll(
+def low_rank_mahalanobis(
     x: torch.Tensor, mean: torch.Tensor, log_sigma: torch.Tensor, factor: torch.Tensor
-) -> torch.Tensor:
-    """−log N(x | mean, diag(σ²) + W Wᵀ), summed over the D dimensions, via Woodbury.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Squared Mahalanobis distances (B,) under Σ = diag(σ²) + W Wᵀ, and log det Σ (0-d), via Woodbury.
 
     With u = (x − μ)/σ, V = W/σ (row-scaled) and the capacitance C = I_r + VᵀV = L Lᵀ:
     ``Mahalanobis = |u|² − |L⁻¹ Vᵀ u|²`` and ``log det Σ = 2 Σ_d log σ_d + 2 Σ_i log L_ii``
@@ -33,11 +39,8 @@ def low_rank_gaussian_nll(
         mean: (B, D) means.
         log_sigma: (D,) log σ of the diagonal part.
         factor: (D, r) low-rank factor W.
-
-    Returns:
-        (B,) nats.
     """
-    D, r = factor.shape
+    r = factor.shape[1]
     inv_sigma = torch.exp(-log_sigma)  # (D,)
     u = (x - mean) * inv_sigma  # (B, D)
     v = factor * inv_sigma[:, None]  # (D, r)
@@ -47,8 +50,25 @@ def low_rank_gaussian_nll(
     chol, _ = torch.linalg.cholesky_ex(cap)
     proj = torch.linalg.solve_triangular(chol, (u @ v).T, upper=False)  # (r, B)
     maha = u.square().sum(-1) - proj.square().sum(0)  # (B,)
-    log_det = 2.0 * log_sigma.sum() + 2.0 * torch.diagonal(chol).log().sum()
-    return 0.5 * (maha + log_det + D * LOG_2PI)
+    return maha, 2.0 * log_sigma.sum() + 2.0 * torch.diagonal(chol).log().sum()
+
+
+def low_rank_gaussian_nll(
+    x: torch.Tensor, mean: torch.Tensor, log_sigma: torch.Tensor, factor: torch.Tensor
+) -> torch.Tensor:
+    """−log N(x | mean, diag(σ²) + W Wᵀ), summed over the D dimensions (``low_rank_mahalanobis``).
+
+    Args:
+        x: (B, D) observations.
+        mean: (B, D) means.
+        log_sigma: (D,) log σ of the diagonal part.
+        factor: (D, r) low-rank factor W.
+
+    Returns:
+        (B,) nats.
+    """
+    maha, log_det = low_rank_mahalanobis(x, mean, log_sigma, factor)
+    return 0.5 * (maha + log_det + x.shape[-1] * LOG_2PI)
 
 
 class StandardHandVAE(BaseHandVAE):
@@ -56,6 +76,8 @@ class StandardHandVAE(BaseHandVAE):
 
     σ is learned per dimension with a smooth floor ``cfg.min_sigma`` (radians):
     σ = min_sigma + exp(raw). W (90, ``cfg.cov_rank``) is a learned global factor, radians.
+    ``cfg.likelihood == "student_t"``: p(u|z) = t_ν(decoder(z), diag σ² [+ W Wᵀ]) on the whitened
+    poses u instead, ν in the buffer ``white_nu`` (inf = the Gaussian until ``fit_whitening``).
     """
 
     def __init__(self, cfg: VAEConfig) -> None:
@@ -73,6 +95,9 @@ class StandardHandVAE(BaseHandVAE):
             # Filled by fit_whitening() before training, then saved in the state_dict.
             self.register_buffer("white_mean", torch.zeros(POSE_DIM))
             self._register_whitening()  # L, Σ_data = L Lᵀ
+            if cfg.likelihood == "student_t":
+                # ν of the t, a buffer (no host sync in a step); inf (the Gaussian) until fitted.
+                self.register_buffer("white_nu", torch.tensor(math.inf))
         if cfg.cov_rank < 0:
             raise ValueError(f"cov_rank must be >= 0, got {cfg.cov_rank}")
         if cfg.cov_rank > 0:
@@ -82,21 +107,34 @@ class StandardHandVAE(BaseHandVAE):
 
     @torch.no_grad()
     def fit_whitening(self, train: torch.Tensor, val: torch.Tensor | None = None) -> dict[str, float]:
-        """Start the model at the validation-tuned full-covariance Gaussian of the training poses.
+        """Start the model at the validation-tuned classic prior of the training poses.
 
         The whitening is N(m, scale² (Σ + floor · I)) of ``train`` (N, 90) with the floor (rad²) and
-        scale chosen on ``val`` (M, 90) by ``gaussian.tune_gaussian``; pass the distribution that is
-        trained on (train ∪ mirrored train when mirroring). With a zero decoder and σ = 1 the model
-        then is exactly that Gaussian, and training moves it only as far as the data supports.
+        scale chosen on ``val`` (M, 90) by ``gaussian.tune_gaussian``; with the Student-t likelihood
+        it is t_ν(m, scale² Σ_ν,floor) with ν, floor and scale chosen on ``val`` by
+        ``student_t.tune_student_t`` (no ``val``: the Gaussian, ν = inf). Pass the distribution that
+        is trained on (train ∪ mirrored train when mirroring). With a zero decoder and σ = 1 the
+        model then is exactly that prior, and training moves it only as far as the data supports.
 
         Returns:
-            {"floor", "scale", "val_nll"} of the chosen Gaussian ({} when whitening is off).
+            {"floor", "scale", "val_nll"} of the chosen Gaussian, plus "nu" for the Student-t
+            ({} when whitening is off).
         """
         if not self.cfg.whiten:
             return {}
         x = train.reshape(train.shape[0], POSE_DIM)
-        v = None if val is None else val.reshape(val.shape[0], POSE_DIM)
-        mean, chol, settings = tune_gaussian(x, v)
+        v = None if val is None or len(val) == 0 else val.reshape(val.shape[0], POSE_DIM)
+        if self.cfg.likelihood == "student_t" and v is not None:
+            mean, chol, settings = tune_student_t(x, v)
+        else:
+            mean, chol, settings = tune_gaussian(x, v)
+        if self.cfg.likelihood == "student_t":
+            if v is None:
+                log.info(
+                    "no validation poses to choose nu on: the Student-t likelihood starts as the Gaussian"
+                )
+                settings["nu"] = math.inf
+            self.white_nu.fill_(settings["nu"])
         self.white_mean.copy_(mean)
         self._set_whitening(chol)
         return settings
@@ -126,6 +164,11 @@ class StandardHandVAE(BaseHandVAE):
         if self.cfg.whiten:
             x = self._whiten(x)
             log_det = torch.diagonal(self.white_chol).log().sum()
+        if self.cfg.likelihood == "student_t":
+            if self.cfg.cov_rank > 0:
+                maha, log_det_u = low_rank_mahalanobis(x, params, self.log_sigma, self.cov_factor.float())
+                return log_det - t_log_prob_from_maha(maha, log_det_u, POSE_DIM, self.white_nu)
+            return t_nll_diag(x, params, self.log_sigma, self.white_nu) + log_det
         if self.cfg.cov_rank > 0:
             return low_rank_gaussian_nll(x, params, self.log_sigma, self.cov_factor.float()) + log_det
         return gaussian_nll(x, params, self.log_sigma) + log_det
@@ -137,10 +180,12 @@ class StandardHandVAE(BaseHandVAE):
         return params
 
     def decoder_gaussian(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """p(x|z) as one Gaussian on the 90 pose numbers: mean (B, 90) rad, covariance (90, 90) rad².
+        """p(x|z) on the 90 pose numbers: location (B, 90) rad and covariance (90, 90) rad² of the
+        Gaussian, or scatter of the Student-t (same ν as ``white_nu``).
 
         The parametrisation-free form of the likelihood (e.g. for marginalising a hand). Whitened:
-        x = m + L w with w ~ N(params, Σ_w) gives N(m + L params, L Σ_w Lᵀ). float64.
+        x = m + L w with w ~ N(params, Σ_w) gives N(m + L params, L Σ_w Lᵀ), and likewise for a t
+        (an affine map of a t_ν is a t_ν). float64.
         """
         mean, cov = params.double(), torch.diag(torch.exp(2.0 * self.log_sigma.double()))
         if self.cfg.cov_rank > 0:
@@ -153,10 +198,16 @@ class StandardHandVAE(BaseHandVAE):
     def side_log_likelihood(self, x_side: torch.Tensor, side: str, params: torch.Tensor) -> torch.Tensor:
         """log p(x_side | z) of one hand ("left"/"right", (B, 45)), the other integrated out: (B,) nats.
 
-        Exact: the marginal of a Gaussian is the Gaussian of its mean block and covariance block.
+        Exact: the marginal of a Gaussian is the Gaussian of its mean block and covariance block; that
+        of a multivariate t_ν is the t_ν of its location block and scatter block.
         """
         mean, cov = self.decoder_gaussian(params)
         s = slice(0, POSE_DIM // 2) if side == "left" else slice(POSE_DIM // 2, POSE_DIM)
         chol = torch.linalg.cholesky(cov[..., s, s])
+        if self.cfg.likelihood == "student_t":
+            diff = x_side.double() - mean[..., s]  # (B, 45)
+            y = torch.linalg.solve_triangular(chol, diff.T, upper=False)  # (45, B)
+            log_det = 2.0 * torch.diagonal(chol).log().sum()
+            return t_log_prob_from_maha(y.square().sum(0), log_det, POSE_DIM // 2, self.white_nu).float()
         dist = torch.distributions.MultivariateNormal(mean[..., s], scale_tril=chol, validate_args=False)
         return dist.log_prob(x_side.double()).float()
