@@ -1,11 +1,8 @@
 #!/usr/bin/env python
 """Train a hand pose VAE prior with PyTorch Lightning: ``python train_hand_vae_lightning.py --help``.
 
-``from train_hand_vae_lightning import HandVAELightningModule`` works as the README shows; Lightning
-is imported only then (PEP 562), so ``--help`` answers without it.
+``from train_hand_vae_lightning import HandVAELightningModule`` (README) imports Lightning only then (PEP 562).
 """
-
-import sys
 
 from hand_vae.cli.train import main
 
@@ -14,11 +11,11 @@ __all__ = ["HandVAELightningModule", "main"]  # noqa: F822 - HandVAELightningMod
 
 def __getattr__(name: str):
     if name == "HandVAELightningModule":
-        from hand_vae.lightning_module import HandVAELightningModule  # Lightning: only when asked for
+        from hand_vae.lightning_module import HandVAELightningModule
 
         return HandVAELightningModule
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

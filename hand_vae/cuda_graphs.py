@@ -1,27 +1,8 @@
-"""The whole training step replayed from one CUDA graph (``--cuda_graphs``).
+"""The whole training step replayed from one CUDA graph (``--cuda_graphs``; docs/design.md §6).
 
-The models are small, so a training step costs mostly Python and kernel launches (forward,
-backward, clipping and AdamW), not GPU work. A CUDA graph records those launches once and replays
-them with a single call, so the step costs about its GPU time (``bench/bench_gpu.py``).
-
-What a graph needs, and how the training step provides it:
-  * every tensor the step reads lives at a fixed address: the batch is copied into a static input
-    buffer (a device-to-device copy after the on-device gather), β is a device tensor filled in
-    place before each replay, gradients are zeroed in place (never set to None), and the
-    optimizer is ``AdamW(fused=True, capturable=True)``, whose step counter lives on the device;
-  * no host synchronisation or host-to-device copy inside the step;
-  * the same shapes every time: a batch of another size (the last one of an epoch) runs the same
-    step eagerly.
-Random numbers (the reparameterisation noise) come from the CUDA generator's Philox offsets,
-which a replay advances exactly as the eager calls would, so a replayed step draws the same noise
-as the eager one.
-
-``auto`` and ``on`` both use graphs where they apply: one CUDA device, one process, 32-true
-precision, no ``--compile``. Elsewhere the step runs eagerly: under DDP (the gradient all-reduce is
-not captured), bf16/16 precision, ``--compile`` (its own graphs and guards), and on a CPU, where the
-setting has no effect. ``auto`` is on because ``bench/bench_gpu.py`` measured the graph step faster
-than the eager one with the same losses (tests/test_cuda_graphs.py); the numbers are in
-``bench/README.md``.
+A small model's step costs mostly kernel launches; a graph records them once and replays them in
+one call. Where graphs apply (one CUDA device and process, 32-true, no ``--compile``) ``auto`` and
+``on`` use them; elsewhere the step runs eagerly.
 """
 
 from __future__ import annotations
@@ -41,18 +22,10 @@ WARMUP_STEPS = 3  # eager steps on a side stream before capture (cuBLAS handles,
 def use_cuda_graphs(
     setting: str, device: torch.device, precision: str, world_size: int, compiled: bool
 ) -> bool:
-    """Whether the training step is captured in a CUDA graph.
+    """Whether the training step is captured: ``setting`` ("auto", "on", "off") where graphs apply.
 
-    Args:
-        setting: "auto", "on" or "off" (``--cuda_graphs``); "auto" and "on" both mean on where
-            graphs apply (see the module docstring).
-        device: the training device.
-        precision: Lightning's precision string, e.g. "32-true".
-        world_size: number of training processes.
-        compiled: whether ``--compile`` is on (its own graphs and guards do not mix with ours).
-
-    Raises:
-        ValueError: unknown setting.
+    ``precision`` is Lightning's string ("32-true"); ``compiled`` is ``--compile`` (its own graphs
+    and guards do not mix with ours). Raises ValueError for an unknown setting.
     """
     if setting not in CHOICES:
         raise ValueError(f"cuda_graphs must be one of {CHOICES}, got {setting!r}")
@@ -74,14 +47,10 @@ def use_cuda_graphs(
 class StaticStep:
     """Run ``step(x)`` on a static input buffer; on CUDA capture it after warm-up and replay it.
 
-    ``step`` must do a whole optimisation step on x (B, ...) without host syncs, reading and
-    writing only tensors that persist between calls, and return a tensor of results (a static
-    output: a replay overwrites it, so read it before the next call). On a CPU, and for batches of
-    another shape, ``step`` simply runs eagerly, so the step function can be tested anywhere.
-
-    Args:
-        step: the optimisation step, x -> results.
-        warmup_steps: eager CUDA steps (on a side stream, as capture requires) before capture.
+    ``step`` does a whole optimisation step on x (B, ...) without host syncs, touching only
+    persistent tensors, and returns a tensor of results (a static output a replay overwrites). On a
+    CPU, and for a batch of another shape, it runs eagerly. ``warmup_steps``: eager CUDA steps on a
+    side stream before capture.
     """
 
     def __init__(
@@ -128,20 +97,11 @@ class StaticStep:
 
 
 def lightning_step(optimizer: Any, step: StaticStep, batch: torch.Tensor) -> torch.Tensor:
-    """Run ``step(batch)`` as one step of Lightning's optimizer wrapper ``optimizer``.
+    """Run ``step(batch)`` as one step of the ``LightningOptimizer`` ``optimizer``; returns its output.
 
-    The captured graph updates the weights itself, so Lightning's ``optimizer.step()`` is not
-    called; its two private hooks around that step are, because they are where Lightning counts
-    optimizer steps (``trainer.global_step``, which checkpoints, logging and ``max_steps`` read).
-    The only use of Lightning internals in the project (tests/test_cuda_graphs.py checks them).
-
-    Args:
-        optimizer: the ``LightningOptimizer`` of ``self.optimizers()``.
-        step: the static (graphed) optimisation step.
-        batch: (B, ...) the batch.
-
-    Returns:
-        ``step``'s output (a static buffer on a replay).
+    The graph updates the weights itself, so only the two private hooks around Lightning's
+    ``optimizer.step()`` run: they count ``trainer.global_step``. The project's only use of
+    Lightning internals (tests/test_cuda_graphs.py checks them).
     """
     optimizer._on_before_step()
     out = step(batch)

@@ -1,15 +1,12 @@
-"""``create_consolidated_npz.py`` and ``create_datamodule.py``: one parser, flags named as
-:class:`hand_vae.data.build.BuildConfig`'s fields, with its defaults.
-
-Exit codes (``hand_vae.cli.common``): 0 = written, nothing skipped; 1 = written, but some input
-files were skipped (listed in the summary and in meta.json); 2 = error, nothing written (bad
-flags, no usable input, output dir already holds data, ``--strict`` stopped at a bad file), as one
-``error: ...`` line on stderr.
+"""``create_consolidated_npz.py`` and ``create_datamodule.py``: one parser whose flags are
+:class:`hand_vae.data.build.BuildConfig`'s fields, with its defaults. Exit codes: ``hand_vae.cli.common``
+(1: some input files were skipped; 2: nothing written, one ``error: ...`` line on stderr).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from collections import Counter
 from dataclasses import fields
@@ -43,40 +40,23 @@ EPILOG = (
 
 
 def build_parser(layout: str) -> argparse.ArgumentParser:
-    """The parser of ``create_consolidated_npz.py`` (``layout="consolidated"``) or ``create_datamodule.py``."""
+    """The parser of ``SCRIPTS[layout]``."""
     D = {f.name: f.default for f in fields(BuildConfig)}  # the defaults live in BuildConfig only
     p = argparse.ArgumentParser(prog=SCRIPTS[layout], description=DESCRIPTIONS[layout], epilog=EPILOG)
     add = p.add_argument
+    out, fmt = DEFAULT_OUT[layout], D["format"]
     add("--input_dir", default=None, help="raw data root (scanned recursively); omit for synthetic data")
-    add(
-        "--output_dir",
-        default=DEFAULT_OUT[layout],
-        help=f"dataset dir to write (default: {DEFAULT_OUT[layout]})",
-    )
-    add(
-        "--format",
-        default=D["format"],
-        choices=("auto", *FORMATS),
-        help=f"input format (default: {D['format']})",
-    )
+    add("--output_dir", default=out, help=f"dataset dir to write (default: {out})")
+    add("--format", default=fmt, choices=("auto", *FORMATS), help=f"input format (default: {fmt})")
     add("--trust_pickle", action="store_true",
         help="allow pickled files (GRAB); unpickling can run code, use only for files from a trusted source")  # fmt: skip
-    add(
-        "--target_fps",
-        type=float,
-        default=D["target_fps"],
-        help="subsample faster clips to this rate; 0 = keep all",
-    )
+    add("--target_fps", type=float, default=D["target_fps"],
+        help="subsample faster clips to this rate; 0 = keep all")  # fmt: skip
     add("--source_fps", type=float, default=D["source_fps"],
         help="frame rate of files that store none (default: no subsampling)")  # fmt: skip
     add("--split_scheme", default=D["split_scheme"], choices=SCHEMES, help="how sequences are split")
-    add(
-        "--split_ratios",
-        type=float,
-        nargs=3,
-        default=list(D["split_ratios"]),
-        metavar=("TRAIN", "VAL", "TEST"),
-    )
+    add("--split_ratios", type=float, nargs=3, default=list(D["split_ratios"]),
+        metavar=("TRAIN", "VAL", "TEST"))  # fmt: skip
     add("--seed", type=int, default=D["seed"], help="split seed (and synthetic-data seed)")
     if layout == "consolidated":
         add("--shard_size", type=int, default=D["shard_size"], help="rows per shard file")
@@ -131,11 +111,5 @@ def run(layout: str, argv: list[str] | None = None) -> int:
     return EXIT_PARTIAL if summary.skipped else EXIT_OK
 
 
-def consolidated_main(argv: list[str] | None = None) -> int:
-    """``create_consolidated_npz.py``."""
-    return run("consolidated", argv)
-
-
-def splits_main(argv: list[str] | None = None) -> int:
-    """``create_datamodule.py``."""
-    return run("splits", argv)
+consolidated_main = functools.partial(run, "consolidated")  # create_consolidated_npz.py
+splits_main = functools.partial(run, "splits")  # create_datamodule.py

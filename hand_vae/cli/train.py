@@ -1,26 +1,14 @@
 """``train_hand_vae_lightning.py``: flags -> checks -> (resume merge) -> training -> summary.
 
-Flags come from the settings dataclasses (``hand_vae.settings``). Before anything is written the
-command checks what a mistake would otherwise cost a run: a plain, free ``--experiment_name`` (one
-name, one run: a taken name is refused unless ``--overwrite``), a dataset dir that can train (with
-a "did you mean"), a GPU when one is asked for, and on a resume the checkpoint and the flags given
-with it. Lightning, matplotlib and TensorBoard are imported only after that, so ``--help`` and a
-bad flag answer at once.
-
-Resume (``--resume_from_checkpoint CKPT``): unset flags take the checkpoint's values. A flag given
-with it applies where that is sound (learning rate, weight decay, β schedule, batch size, more
-epochs, hardware, plots) and is refused with one line where it is not (model shape, data source,
-seed). A run that has already trained its ``--max_epochs`` is refused too (exit 2): nothing would
-be trained, and the line names the ``--max_epochs`` to pass instead.
-
-Exit codes: ``hand_vae.cli.common``.
+The checks (a free ``--experiment_name``, a dataset dir that can train, a GPU when asked for, a
+resume's checkpoint and flags) run before anything is written; Lightning, matplotlib and TensorBoard
+are imported only after them. Resume rules: docs/design.md §5; exit codes: ``hand_vae.cli.common``.
 """
 
 from __future__ import annotations
 
 import argparse
 import difflib
-import hashlib
 import logging
 import os
 import shutil
@@ -28,7 +16,6 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
-from hand_vae.data.staging import META_NAME, DatasetError
 from hand_vae.errors import UserError
 from hand_vae.settings import GROUPS, DataConfig, RunConfig, Settings, VAEConfig, add_flags
 
@@ -50,7 +37,7 @@ KEPT_ON_RESUME = MODEL_KEYS + tuple(
 
 
 def build_parser(with_defaults: bool = True) -> argparse.ArgumentParser:
-    """The training command's parser (``with_defaults=False``: only the flags typed land in the namespace)."""
+    """The command's parser (``with_defaults=False``: only the flags typed land in the namespace)."""
     parser = argparse.ArgumentParser(
         prog="train_hand_vae_lightning.py",
         description="Train a hand pose VAE prior (standard or SO(3)) with PyTorch Lightning.",
@@ -63,11 +50,10 @@ def build_parser(with_defaults: bool = True) -> argparse.ArgumentParser:
 
 
 def parse_settings(argv: list[str] | None) -> Settings:
-    """The run's settings: the flags, merged with the checkpoint's on a resume, and checked.
+    """The run's settings: the flags (merged with the checkpoint's on a resume), checked.
 
     Raises:
-        UserError: a flag out of range, a resume that contradicts its checkpoint or has nothing to
-            train, a dataset dir that cannot train, or a GPU asked for where there is none.
+        UserError: a bad flag or resume, a dataset dir that cannot train, or no GPU for ``--accelerator gpu``.
     """
     values = vars(build_parser().parse_args(argv))
     given = set(vars(build_parser(with_defaults=False).parse_args(argv)))
@@ -91,11 +77,11 @@ def parse_settings(argv: list[str] | None) -> Settings:
 
 
 def merge_resume(values: dict[str, Any], given: set[str], resume: str) -> Settings:
-    """The checkpoint's settings with the flags ``given`` on this command line applied over them.
+    """The checkpoint's settings with the flags ``given`` applied over them.
 
     Raises:
-        UserError: an unreadable checkpoint, a flag in ``KEPT_ON_RESUME`` that differs from the
-            checkpoint, or a run that has already trained its ``--max_epochs``.
+        UserError: an unreadable checkpoint, a ``KEPT_ON_RESUME`` flag that differs from it, or a run
+            that has already trained its ``--max_epochs``.
     """
     from hand_vae.checkpoint import load_checkpoint  # torch and roma: after the flags parse
 
@@ -133,19 +119,13 @@ def _epochs_done(ckpt: dict[str, Any]) -> int:
     return int(progress.get("processed", ckpt.get("epoch", -1) + 1))
 
 
-# --------------------------------------------------------------------------- checks before writing
-
-
 def check_data_source(data: DataConfig) -> tuple[DataConfig, dict[str, Any] | None]:
-    """Check the dataset dir before any file is written; returns the config and its meta.json (None: synthetic).
-
-    A dir given with the flag of the other layout is read as what it is (the returned config has
-    the right flag), so it is logged, saved in the checkpoint and resumed as that layout.
+    """The config (with the flag of the layout the dir really holds) and its meta.json (None: synthetic).
 
     Raises:
         DatasetError: missing dir (with a "did you mean"), missing/corrupt meta.json, or an empty split.
     """
-    from hand_vae.data.layouts import SPLITS, read_meta  # torch and roma: after the flags parse
+    from hand_vae.data.layouts import SPLITS, DatasetError, read_meta  # torch and roma: after the flags parse
 
     path = data.directory
     if not path:
@@ -171,6 +151,8 @@ def check_data_source(data: DataConfig) -> tuple[DataConfig, dict[str, Any] | No
 
 def _did_you_mean(path: Path) -> str:
     """``"; did you mean X?"`` naming a dataset dir beside ``path`` with a similar name, else ``""``."""
+    from hand_vae.data.layouts import META_NAME
+
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         return ""
@@ -181,12 +163,14 @@ def _did_you_mean(path: Path) -> str:
 
 def data_fingerprint(data: DataConfig, meta: dict[str, Any] | None) -> tuple[str | None, dict | None]:
     """(sha256 of the dataset dir's meta.json, rows per split), or (None, None) for synthetic data."""
+    from hand_vae.data.layouts import META_NAME
+    from hand_vae.data.npz_io import sha256_file
+
     if meta is None:
         return None, None
-    digest = hashlib.sha256((Path(data.directory) / META_NAME).read_bytes()).hexdigest()
-    return digest, {
-        k: v.get("frames") if isinstance(v, dict) else v for k, v in meta.get("counts", {}).items()
-    }
+    counts = meta.get("counts", {})
+    frames = {k: v.get("frames") if isinstance(v, dict) else v for k, v in counts.items()}
+    return sha256_file(Path(data.directory) / META_NAME), frames
 
 
 def describe_splits(meta: dict[str, Any] | None) -> str:
@@ -202,10 +186,8 @@ def describe_splits(meta: dict[str, Any] | None) -> str:
 
 
 def claim_run_dirs(run: RunConfig) -> None:
-    """Make sure this run writes into directories no other run uses.
-
-    A resumed run continues in the directory of its checkpoint. A fresh run needs both dirs absent
-    or empty; with ``--overwrite`` an earlier run's dirs are deleted first.
+    """Make sure this run writes into dirs no other run uses: a resume continues in its checkpoint's,
+    a fresh run needs both absent or empty (``--overwrite`` deletes an earlier run's first).
 
     Raises:
         UserError: the name is taken by another run and ``--overwrite`` was not given.
@@ -235,9 +217,6 @@ def _remove_empty_dirs(*dirs: Path) -> None:
 def _is_first_process() -> bool:
     """False in the extra processes of a DDP run (Lightning starts them with these variables set)."""
     return all(os.environ.get(k, "0") == "0" for k in ("LOCAL_RANK", "NODE_RANK", "RANK"))
-
-
-# --------------------------------------------------------------------------- the command
 
 
 def format_summary(summary: Any, splits_note: str) -> str:
