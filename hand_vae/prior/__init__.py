@@ -1,11 +1,5 @@
-"""Using a trained hand VAE as a pose prior: the public API (README "Using the prior").
-
-    from hand_vae.prior import load_prior, energy, plausibility, fit_to_joints, ...
-
-``api`` loads, scores, ranks, denoises, samples and exports; ``one_hand`` scores one hand with the
-other marginalised out; ``fit`` fits poses to 3D keypoints. Every function takes what users hold:
-numpy arrays or tensors of any float dtype on any device, (B, 90), (B, 30, 3) or one pose.
-"""
+"""Using a trained hand VAE as a pose prior (README "Using the prior"): ``api`` loads, scores, ranks,
+denoises, samples and exports; ``one_hand`` scores one hand; ``fit`` fits poses to 3D keypoints."""
 
 from __future__ import annotations
 

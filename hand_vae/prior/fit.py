@@ -1,35 +1,13 @@
-"""Fit two-hand poses to 3D keypoints with a pose prior: ``fit_to_joints``.
+"""Fit two-hand poses to 3D keypoints with a pose prior: ``fit_to_joints`` (docs/design.md §9).
 
-From the command line: ``python -m hand_vae.fit --checkpoint CKPT --joints joints.npy --output fitted.npz``.
-
-Per frame t and hand h (independently, batched over frames), the fit solves
-
-    min  Σ_visible ‖ s_h R_h FK(x)_h,j + t_h − y_h,j ‖² / (2 σ²)  +  w · energy(x)
-
-over the articulated pose x (90 axis-angle numbers, or the VAE latent z with x = decode(z)) and a
-free global wrist rotation R_h, translation t_h (and optionally scale s_h) per hand. With σ the
-keypoint noise in metres and w = 1 this is a MAP estimate with the prior's energy standing in for
-−log p(x). Keypoints y are (T, 2, 21, 3) metres, hand 0 = left, in the order of
-``hand_vae.kinematics.KEYPOINT_NAMES`` (wrist, then index, middle, pinky, ring, thumb: three joints
-and the tip each). Hidden keypoints are masked (or NaN); a hand with no visible keypoint is absent
-and its pose is filled in by the prior alone.
-
-Forward kinematics: by default this package's approximate skeleton (``kinematics.hands_fk``). With
-MANO, pass a function ``(T, 90) poses -> (T, 2, 21, 3)`` keypoints built on a MANO layer (manotorch
-or smplx), each hand in its own frame; the README shows one. Rotation, translation and scale are
-applied on top of it, so the layer's own global orientation and translation stay at zero.
-
-Pose space or latent space: optimising the 90 pose numbers with the energy as the prior term
-fitted better than optimising z with x = decode(z) on every corruption of the fitting benchmark
-(``python -m hand_vae.evaluate --task fit``, numbers in the README): the decoder's mean poses
-smooth away per-person detail, so a latent fit misses even visible keypoints. So ``space="pose"``
-is the default.
+Per frame and hand: ``min Σ_visible ‖s R FK(x) + t − y‖² / (2σ²) + w · energy(x)`` over the pose x
+(or z with x = decode(z)) and a free wrist rotation R, translation t (and scale s) per hand.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import roma
@@ -42,26 +20,24 @@ from hand_vae.prior.api import as_vae
 from hand_vae.rotations import NUM_HANDS, POSE_DIM, axis_angle_to_matrix, matrix_to_axis_angle
 
 ForwardKinematics = Callable[[torch.Tensor], torch.Tensor]  # (T, 90) -> (T, 2, 21, 3) metres
-# Share of the steps at the end (where the cosine schedule's step size is below 10% of lr) over
-# which a frame's objective must settle to count as converged.
+# Share of the steps at the end (cosine step size below 10% of lr) over which a frame must settle.
 CONVERGENCE_TAIL = 0.2
 
 
 @dataclass
 class FitResult:
-    """Output of ``fit_to_joints`` (float32 tensors on the device of ``joints``, detached; CPU for numpy).
+    """Output of ``fit_to_joints``: detached float32 on the device of ``joints`` (CPU for numpy).
 
     Attributes:
-        poses: (T, 90) fitted axis-angle, radians, ``[left 45 | right 45]``; an absent hand's pose
-            comes from the prior alone (the init pose without one).
-        global_orient: (T, 2, 3) wrist rotation per hand, axis-angle radians (R_h).
-        transl: (T, 2, 3) translation per hand, metres (t_h).
+        poses: (T, 90) fitted axis-angle, radians; an absent hand's pose comes from the prior alone.
+        global_orient: (T, 2, 3) wrist rotation per hand, axis-angle radians.
+        transl: (T, 2, 3) translation per hand, metres.
         scale: (T, 2) scale per hand (1 unless ``fit_scale``).
         joints: (T, 2, 21, 3) fitted keypoints, metres; NaN for an absent hand.
         joint_error_mm: (T,) mean distance fitted-to-target over the visible keypoints, mm.
         energy: (T,) the prior's energy of the fitted pose, nats (NaN without a prior).
-        converged: (T,) no fitted keypoint of the frame (absent hands included) moved by more
-            than ``tol · joint_sigma`` over the last 20% of the steps (``CONVERGENCE_TAIL``).
+        converged: (T,) no fitted keypoint moved more than ``tol · joint_sigma`` over the last 20%
+            of the steps.
         hand_present: (T, 2) the hand has at least one visible keypoint.
     """
 
@@ -98,14 +74,9 @@ def _check_inputs(
 
 
 def _rigid_start(src: torch.Tensor, dst: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weighted rigid alignment R src + t ≈ dst per row (Kabsch, by ``roma.rigid_points_registration``).
+    """Weighted Kabsch R src + t ≈ dst per row: src, dst (N, K, 3), w (N, K) -> R (N, 3, 3), t (N, 3).
 
-    Args:
-        src, dst: (N, K, 3); w: (N, K) weights (0 = ignore).
-
-    Returns:
-        R (N, 3, 3) and t (N, 3), float32. Rows with fewer than 3 weighted points keep R = I (a
-        rotation is not determined) and only match centroids (t = 0 with no point).
+    Rows with fewer than 3 weighted points keep R = I and only match centroids.
     """
     src, dst, w = src.double(), dst.double(), w.double()
     enough = (w > 0).sum(-1) >= 3  # (N,)
@@ -156,39 +127,23 @@ def fit_to_joints(
     fit_scale: bool = False,
     tol: float = 0.5,
 ) -> FitResult:
-    """Fit poses (and a rigid transform per hand) to 3D keypoints under a pose prior.
+    """Fit poses and a rigid transform per hand to 3D keypoints under a pose prior (Adam, batched).
 
-    Minimises ``Σ_visible ‖ŷ − y‖²/(2 joint_sigma²) + prior_weight · energy(x)`` per frame with
-    Adam (every frame independently, batched); the per-hand rotation and translation start from a
-    Kabsch alignment of the init pose's keypoints to the visible targets. ``space="latent"``
-    optimises z with x = decode(z) and the latent prior ½‖z‖² in place of the energy (VPoser
-    style): poses stay on the decoder's manifold, which helps when little is visible but cannot
-    fit details the decoder smooths away. Runs on the hand VAE's device (on that of ``joints``
-    for another prior); the result comes back on the device of ``joints``.
+    Minimises ``Σ_visible ‖ŷ − y‖²/(2 joint_sigma²) + prior_weight · energy(x)`` per frame from a
+    Kabsch alignment of the init pose. ``space="latent"`` optimises z, x = decode(z), with ½‖z‖² as
+    the prior. Runs on the hand VAE's device (that of ``joints`` for another prior).
 
     Args:
-        prior: a hand VAE (``load_prior``), a ``HandVAELightningModule``, any object with a
-            differentiable ``energy(x) -> (T,)``, or None (plain inverse kinematics).
-        joints: (T, 2, 21, 3) target keypoints, metres; NaN = hidden. A tensor of any float dtype
-            and device, or a numpy array (e.g. float64).
+        prior: a hand VAE, a ``HandVAELightningModule``, any object with a differentiable
+            ``energy(x) -> (T,)``, or None (plain inverse kinematics).
+        joints: (T, 2, 21, 3) metres, hand 0 = left, NaN = hidden; a tensor or numpy array.
         mask: optional (T, 2, 21), nonzero = visible.
-        forward_kinematics: (T, 90) -> (T, 2, 21, 3) metres, each hand in its own frame; default
-            ``kinematics.hands_fk``.
-        prior_weight: w, the weight of the energy (or of ½‖z‖² in latent space).
-        steps: Adam steps.
+        forward_kinematics: (T, 90) -> (T, 2, 21, 3) metres, each hand in its own frame
+            (default ``kinematics.hands_fk``).
         init: "mean" (the VAE's decode(0); zeros without a VAE), "zeros", or (T, 90)/(1, 90) poses.
-        space: "pose" or "latent" (needs a VAE).
-        joint_sigma: σ of the keypoint noise, metres.
-        lr: Adam step size for the pose (radians) and rotations; translations use lr / 10 metres.
-        fit_scale: also fit a scale per hand (e.g. for a skeleton of another size).
-        tol: largest keypoint movement over the last 20% of the steps that counts as converged,
-            as a fraction of ``joint_sigma``.
-
-    Returns:
-        A ``FitResult``.
-
-    Raises:
-        ValueError: bad shapes or settings.
+        joint_sigma: keypoint noise σ, metres.
+        lr: Adam step for pose and rotations; translations use lr / 10 metres.
+        tol: converged threshold, as a fraction of ``joint_sigma``.
     """
     vae, energy_fn = _prior_parts(prior)
     out_device = torch.as_tensor(joints).device
@@ -206,13 +161,8 @@ def fit_to_joints(
     x0 = _init_pose(init, vae, T, y)  # (T, 90)
 
     with torch.no_grad():  # rigid start: align the init pose's keypoints to the visible targets
-        local0 = fk(x0).float()  # (T, 2, 21, 3)
-        R0, t0 = _rigid_start(
-            local0.reshape(-1, NUM_KEYPOINTS, 3),
-            y.reshape(-1, NUM_KEYPOINTS, 3),
-            w.reshape(-1, NUM_KEYPOINTS),
-        )
-        R0, t0 = R0.reshape(T, NUM_HANDS, 3, 3), t0.reshape(T, NUM_HANDS, 3)
+        R0, t0 = _rigid_start(fk(x0).float().flatten(0, 1), y.flatten(0, 1), w.flatten(0, 1))
+        R0, t0 = R0.unflatten(0, (T, NUM_HANDS)), t0.unflatten(0, (T, NUM_HANDS))
 
     if space == "latent":
         with torch.no_grad():
@@ -230,24 +180,22 @@ def fit_to_joints(
     # Cosine decay to 1% of lr: large steps to get close, small ones for sub-millimetre accuracy.
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1), eta_min=0.01 * lr)
 
-    def evaluate(with_prior: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def evaluate(with_prior: bool = True) -> tuple[torch.Tensor, ...]:
+        """-> objective (T,), pose (T, 90), keypoints (T, 2, 21, 3), wrist rotations (T, 2, 3, 3)."""
         pose = vae.decode(var).float() if space == "latent" else var
-        R = R0 @ axis_angle_to_matrix(d_rot)  # (T, 2, 3, 3)
-        local = fk(pose).float()  # (T, 2, 21, 3)
-        pred = log_s.exp()[..., None, None] * local @ R.transpose(-1, -2) + (t0 + d_t)[:, :, None]
-        data = (w * (pred - y).square().sum(-1)).sum((1, 2)) / (2 * joint_sigma**2)  # (T,)
-        if not with_prior or prior_weight == 0:
-            return data, pose, pred
-        if space == "latent":
-            return data + prior_weight * 0.5 * var.square().sum(-1), pose, pred
-        if energy_fn is None:
-            return data, pose, pred
-        return data + prior_weight * energy_fn(pose).float(), pose, pred
+        R = R0 @ axis_angle_to_matrix(d_rot)
+        pred = log_s.exp()[..., None, None] * fk(pose).float() @ R.transpose(-1, -2) + (t0 + d_t)[:, :, None]
+        objective = (w * (pred - y).square().sum(-1)).sum((1, 2)) / (2 * joint_sigma**2)
+        if with_prior and prior_weight > 0 and space == "latent":
+            objective = objective + prior_weight * 0.5 * var.square().sum(-1)
+        elif with_prior and prior_weight > 0 and energy_fn is not None:
+            objective = objective + prior_weight * energy_fn(pose).float()
+        return objective, pose, pred, R
 
     tail_start, pred_tail = int((1.0 - CONVERGENCE_TAIL) * steps), None
     with torch.enable_grad():
         for step in range(steps):
-            objective, _, pred = evaluate()
+            objective, _, pred, _ = evaluate()
             if step == tail_start:
                 pred_tail = pred.detach()
             # A sum over frames: Adam is per coordinate, so every frame is optimised independently.
@@ -258,26 +206,22 @@ def fit_to_joints(
             opt.step()
             sched.step()
     with torch.no_grad():
-        _, pose, pred = evaluate()
+        _, pose, pred, R = evaluate(with_prior=False)
         err = ((pred - y).norm(dim=-1) * w).sum((1, 2)) / w.sum((1, 2)).clamp_min(1) * 1000.0
         energy = energy_fn(pose).float() if energy_fn is not None else torch.full((T,), float("nan"))
+        converged = torch.zeros(T, dtype=torch.bool, device=y.device)
         if pred_tail is not None and steps >= 5:
-            moved = (pred - pred_tail).norm(dim=-1).amax((1, 2))  # (T,) metres
-            converged = moved <= tol * joint_sigma
-        else:
-            converged = torch.zeros(T, dtype=torch.bool, device=y.device)
-        R = R0 @ axis_angle_to_matrix(d_rot)
-    result = FitResult(
-        poses=pose,
-        global_orient=matrix_to_axis_angle(R),
-        transl=t0 + d_t,
-        scale=log_s.exp(),
-        joints=torch.where(present[..., None, None], pred, torch.full_like(pred, float("nan"))),
-        joint_error_mm=torch.where(w.sum((1, 2)) > 0, err, torch.full_like(err, float("nan"))),
-        energy=energy.to(y.device),
-        converged=converged,
-        hand_present=present,
-    )
-    for f in fields(FitResult):
-        setattr(result, f.name, getattr(result, f.name).detach().to(out_device))
-    return result
+            converged = (pred - pred_tail).norm(dim=-1).amax((1, 2)) <= tol * joint_sigma
+    nan = float("nan")
+    result = {
+        "poses": pose,
+        "global_orient": matrix_to_axis_angle(R),
+        "transl": t0 + d_t,
+        "scale": log_s.exp(),
+        "joints": torch.where(present[..., None, None], pred, torch.full_like(pred, nan)),
+        "joint_error_mm": torch.where(w.sum((1, 2)) > 0, err, torch.full_like(err, nan)),
+        "energy": energy,
+        "converged": converged,
+        "hand_present": present,
+    }
+    return FitResult(**{k: v.detach().to(out_device) for k, v in result.items()})
