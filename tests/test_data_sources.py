@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from fake_raw import hand_track, truncate, write_array, write_grab, write_smplh, write_smplx
 
-from hand_vae.data.cleaning import DropCounts, clean_sequence, constant_hands, subsample_indices
+from hand_vae.data.build import DropCounts, clean_sequence, constant_hands, subsample_indices
+from hand_vae.data.layouts import DatasetError
 from hand_vae.data.npz_io import read_npz_into, write_npz
 from hand_vae.data.sources import SourceError, detect_format, read_file
 from hand_vae.data.splits import amass_split_of, assign_splits, check_ratios, split_by_ratio
-from hand_vae.data.staging import DatasetError
 
 # --------------------------------------------------------------------------- importers
 

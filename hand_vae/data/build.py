@@ -1,19 +1,10 @@
 """The shared build pipeline behind ``create_consolidated_npz.py`` and ``create_datamodule.py``:
-scan -> import -> clean -> split -> write.
+scan -> import -> clean -> split -> write (docs/design.md §2-3).
 
-Bad input never disappears silently. Every file under the input dir ends up in exactly one of:
-
-* ``sources`` (imported and kept, with its split),
-* ``dropped`` (imported but removed by cleaning: constant hand, no frames left),
-* ``skipped`` (could not be used: unreadable, unknown format, pickled without trust, wrong shape,
-  duplicate sequence name, outside ``train/ val/ test/`` for ``--split_scheme dirs``),
-* ``ignored`` (not ``.npz``/``.npy``, hidden, or an AMASS body-shape side file).
-
-All four lists go to ``meta.json``; a non-empty ``skipped`` makes the CLI exit non-zero, and
-``strict`` stops at the first skipped file before anything is written. Two files with identical
-poses (sha256 of the imported float32 frames) stop the build: a copy would leak between splits or
-count twice. A small or lopsided train split is warned about and listed in ``meta.json``'s
-``warnings``. Input files are only read.
+Every file under the input dir ends up in exactly one ``meta.json`` list: ``sources`` (kept),
+``dropped`` (removed by cleaning), ``skipped`` (unusable: the CLI exits non-zero, ``strict`` stops
+before anything is written) or ``ignored`` (not ``.npz``/``.npy``, hidden, AMASS shape files).
+Input files are only read.
 """
 
 from __future__ import annotations
@@ -28,8 +19,14 @@ from typing import Any
 import numpy as np
 
 from hand_vae.data import synthetic
-from hand_vae.data.cleaning import DropCounts, clean_sequence
-from hand_vae.data.layouts import DEFAULT_SHARD_SIZE, LAYOUTS, write_consolidated, write_splits_dir
+from hand_vae.data.layouts import (
+    DEFAULT_SHARD_SIZE,
+    LAYOUTS,
+    DatasetError,
+    check_output_dir,
+    write_consolidated,
+    write_splits_dir,
+)
 from hand_vae.data.sources import EXTENSIONS, FORMATS, SourceError, is_side_file, read_file
 from hand_vae.data.splits import (
     DEFAULT_RATIOS,
@@ -39,33 +36,103 @@ from hand_vae.data.splits import (
     dirs_split_of,
     empty_split_advice,
 )
-from hand_vae.data.staging import DatasetError, check_output_dir
+from hand_vae.rotations import HAND_DIM, POSE_DIM
 
 logger = logging.getLogger(__name__)
 
-BuildError = DatasetError  # TEMPORARY until hand_vae/data/cli.py stops importing it
 # Fewer training poses than this get a warning: a prior fitted to so few will not generalise.
 MIN_TRAIN_POSES = 1_000
+# A hand whose largest per-dimension std over the clip is below this (radians) never moves: many
+# AMASS subsets captured no fingers.
+CONSTANT_HAND_STD = 1e-4
+_INDEX_EPS = 1e-9  # fps ratios such as 100/30 are not exact in binary
+
+
+# --------------------------------------------------------------------------- cleaning
+
+
+@dataclass
+class DropCounts:
+    """What cleaning removed, per reason (``subsampled_frames`` is expected, not a data problem)."""
+
+    subsampled_frames: int = 0
+    non_finite_frames: int = 0
+    constant_hand_sequences: int = 0
+    empty_sequences: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        """Plain dict for ``meta.json``."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class CleanResult:
+    """Outcome of :func:`clean_sequence`: ``poses`` (T', 90) float32 at ``fps``, or None with
+    ``drop_reason`` (``"constant_hand"`` or ``"empty"``) and a human-readable ``detail``."""
+
+    poses: np.ndarray | None
+    fps: float | None
+    drop_reason: str | None = None
+    detail: str = ""
+
+
+def subsample_indices(num_frames: int, source_fps: float | None, target_fps: float | None) -> np.ndarray:
+    """(T',) int64 frames that resample a clip of ``num_frames`` from ``source_fps`` to ``target_fps``.
+
+    Output frame k is source frame ``floor(k * source_fps / target_fps)``, so 120 -> 30 fps keeps every
+    4th frame from 0. A clip not faster than the target, or of unknown rate (None), is kept whole.
+    """
+    if source_fps is None or target_fps is None or source_fps <= target_fps:
+        return np.arange(num_frames)
+    step = source_fps / target_fps
+    count = int(np.ceil(num_frames / step - _INDEX_EPS))
+    return np.floor(np.arange(count) * step + _INDEX_EPS).astype(np.int64)
+
+
+def constant_hands(poses: np.ndarray, threshold: float = CONSTANT_HAND_STD) -> list[str]:
+    """Names of the hands (``"left"``, ``"right"``) of a (T, 90) clip whose largest per-dimension std
+    over time is below ``threshold`` radians."""
+    std = poses.astype(np.float64).std(axis=0) if len(poses) else np.zeros(POSE_DIM)  # (90,)
+    hands = (("left", slice(0, HAND_DIM)), ("right", slice(HAND_DIM, POSE_DIM)))
+    return [name for name, cols in hands if float(std[cols].max()) < threshold]
+
+
+def clean_sequence(
+    poses: np.ndarray, source_fps: float | None, target_fps: float | None, counts: DropCounts
+) -> CleanResult:
+    """Subsample a (T, 90) clip, drop non-finite frames, reject constant hands; updates ``counts``.
+
+    Subsampling comes first, on the original time grid, so a bad frame never shifts which frames
+    are kept.
+    """
+    idx = subsample_indices(len(poses), source_fps, target_fps)
+    counts.subsampled_frames += len(poses) - len(idx)
+    fps = target_fps if len(idx) < len(poses) else source_fps
+    kept = poses[idx]
+    finite = np.isfinite(kept).all(axis=1)  # (T',)
+    bad = int((~finite).sum())
+    counts.non_finite_frames += bad
+    kept = kept[finite]
+    if len(kept) == 0:
+        counts.empty_sequences += 1
+        return CleanResult(None, fps, "empty", f"no frames left ({bad} non-finite)" if bad else "no frames")
+    still = constant_hands(kept)
+    if still:
+        counts.constant_hand_sequences += 1
+        detail = f"{' and '.join(still)} hand constant (per-dim std < {CONSTANT_HAND_STD:g} rad)"
+        return CleanResult(None, fps, "constant_hand", detail)
+    return CleanResult(np.ascontiguousarray(kept, dtype=np.float32), fps)
+
+
+# --------------------------------------------------------------------------- the build
 
 
 @dataclass
 class BuildConfig:
-    """Settings of one build (one field per CLI flag, same names and defaults).
+    """Settings of one build: one field per CLI flag (``hand_vae.cli.data``), same names and defaults.
 
-    Attributes:
-        output_dir: destination dir.
-        layout: ``"consolidated"`` or ``"splits"``.
-        input_dir: raw data root, or None for the embedded synthetic dataset.
-        format: ``"auto"`` or one of ``sources.FORMATS``.
-        trust_pickle: allow unpickling (GRAB); only for trusted files.
-        target_fps: subsample faster clips to this rate; None or 0 keeps every frame.
-        source_fps: frame rate of files that store none (plain arrays); None = no subsampling.
-        split_scheme: ``"ratio"``, ``"amass"`` or ``"dirs"``.
-        split_ratios: (train, val, test) for ``ratio``.
-        seed: split seed (and the synthetic dataset's seed).
-        shard_size: rows per consolidated shard.
-        overwrite: replace an output dir previously written by this tool.
-        strict: stop at the first file that would be skipped.
+    ``input_dir`` None writes the embedded synthetic dataset; ``target_fps`` None or 0 keeps every
+    frame; ``source_fps`` is the rate of files that store none (None: no subsampling).
     """
 
     output_dir: str
@@ -165,7 +232,6 @@ def _scan(cfg: BuildConfig) -> tuple[list[_Candidate], list[dict[str, str]], lis
             ignored[0]["path"],
         )
     taken: dict[str, str] = {}
-    unique = []
     for c in candidates:
         if c.name in taken:
             skipped.append(
@@ -173,17 +239,7 @@ def _scan(cfg: BuildConfig) -> tuple[list[_Candidate], list[dict[str, str]], lis
             )
         else:
             taken[c.name] = c.rel
-            unique.append(c)
-    return unique, skipped, ignored
-
-
-def _progress(items: list[_Candidate]):
-    """A tqdm bar over files on stderr when tqdm is installed (it ships with Lightning)."""
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a Lightning dependency
-        return items
-    return tqdm(items, desc="reading", unit="file", disable=None, leave=False)
+    return [c for c in candidates if taken[c.name] == c.rel], skipped, ignored
 
 
 def _skip(cfg: BuildConfig, skipped: list[dict[str, str]], rel: str, reason: str) -> None:
@@ -213,20 +269,19 @@ def formats_line(sources: list[dict[str, Any]]) -> str:
 
 
 def _import_all(cfg: BuildConfig) -> tuple[dict[str, list[Any]], dict[str, Any]]:
-    candidates, skipped, ignored = _scan(cfg)
-    if cfg.strict and skipped:
-        raise DatasetError(
-            f"{skipped[0]['path']}: {skipped[0]['reason']} (--strict: stopped, nothing written)"
-        )
-    for s in skipped:
-        logger.warning("skipping %s: %s", s["path"], s["reason"])
+    from tqdm.auto import tqdm  # a Lightning dependency, imported only when files are read
+
+    candidates, scan_skipped, ignored = _scan(cfg)
+    skipped: list[dict[str, str]] = []
+    for s in scan_skipped:
+        _skip(cfg, skipped, s["path"], s["reason"])
     target = cfg.target_fps or None
     counts = DropCounts()
     kept: dict[str, synthetic.PoseSequence] = {}
     sources, dropped, paths = [], [], {}
     digests: dict[str, str] = {}  # sha256 of the imported frames -> first file holding them
     copies: list[tuple[str, str]] = []
-    for c in _progress(candidates):
+    for c in tqdm(candidates, desc="reading", unit="file", disable=None, leave=False):
         try:
             raw = read_file(Path(cfg.input_dir) / c.rel, cfg.format, cfg.trust_pickle)  # type: ignore[arg-type]
         except SourceError as err:
@@ -287,13 +342,9 @@ def _size_warnings(splits: dict[str, list[Any]]) -> list[str]:
 def _args(cfg: BuildConfig) -> dict[str, Any]:
     """Settings recorded in meta.json; the output location and --overwrite are left out so two runs
     on the same input give byte-identical meta.json wherever they write."""
-    args = asdict(cfg)
-    for key in ("output_dir", "overwrite", "layout") + (
-        () if cfg.layout == "consolidated" else ("shard_size",)
-    ):
-        args.pop(key)
-    args["split_ratios"] = list(cfg.split_ratios)
-    return args
+    unused = ("output_dir", "overwrite", "layout") + (() if cfg.layout == "consolidated" else ("shard_size",))
+    args = {k: v for k, v in asdict(cfg).items() if k not in unused}
+    return {**args, "split_ratios": list(cfg.split_ratios)}
 
 
 def build_dataset(cfg: BuildConfig, created_by: str = "hand_vae.data.build") -> BuildSummary:

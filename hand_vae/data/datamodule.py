@@ -1,24 +1,12 @@
-"""LightningDataModule over pose tensors held in memory (host or GPU), batched by index.
-
-Each split is one float32 tensor. A sampler yields whole index batches and the "dataset" gathers
-them with one ``index_select``, so there is no per-sample ``__getitem__`` and no collate: the
-default per-sample path lost 40% of the throughput of a tiny MLP at batch 8192.
-
-Shuffling: every epoch draws ``randperm`` from a generator seeded with ``seed + epoch``, on the
-data's device, so a training step copies nothing from the host. Under DDP every rank draws the
-same permutation and takes its own contiguous share of it, trimmed so all ranks run the same number
-of steps (a rank with an extra step would hang the all-reduce).
-
-Loading: a dataset directory is streamed file by file (``layouts.split_files``) straight into each
-split's tensor on its device, through a small pinned buffer when that device is a GPU, so the host
-never holds more than one buffer of it (host memory stays near the size of one shard).
+"""LightningDataModule over pose tensors held in memory (host or GPU), batched by index
+(docs/design.md §6): a dataset dir is streamed file by file into each split's tensor, through a
+small pinned buffer when it lives on a GPU; batches are seeded index tensors gathered in one
+``index_select``, no per-sample ``__getitem__`` and no collate.
 """
 
 from __future__ import annotations
 
 import logging
-import struct
-import zipfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -27,7 +15,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from hand_vae.data.layouts import SPLITS, DatasetError, split_files
+from hand_vae.data.layouts import READ_ERRORS, SPLITS, DatasetError, split_files, unreadable
 from hand_vae.data.npz_io import iter_npz_rows
 from hand_vae.data.synthetic import default_splits, pose_tensors
 from hand_vae.rotations import NUM_JOINTS, POSE_DIM, swap_and_mirror_hands
@@ -40,17 +28,9 @@ CHECK_ROWS = 1 << 15  # rows per block of the NaN/inf check: isfinite makes a fl
 
 
 class IndexBatchSampler(Sampler):
-    """Yields (b,) int64 index tensors on ``device``: a seeded shuffle (train) or in-order slices (eval).
-
-    Args:
-        n: rows in the split.
-        batch_size: rows per batch.
-        shuffle: permute with ``seed + epoch`` (call ``set_epoch``; Lightning does each epoch).
-        seed: base seed.
-        rank, world_size: this process's share under DDP.
-        device: where the indices are made: the data's device (a CUDA permutation differs from the
-            CPU one for the same seed).
-    """
+    """Yields (b,) int64 index tensors on ``device`` (the data's: a CUDA permutation differs from the
+    CPU one): with ``shuffle`` a permutation seeded by ``seed + epoch`` (``set_epoch``), of which DDP
+    rank ``rank`` of ``world_size`` takes its equal share; else in-order slices of every row."""
 
     def __init__(
         self,
@@ -96,8 +76,7 @@ class _GatherDataset(Dataset):
         return len(self.data)
 
     def __getitem__(self, idx: torch.Tensor) -> torch.Tensor:
-        # index_select is ~2-4x faster than advanced indexing for a row gather.
-        return torch.index_select(self.data, 0, idx)
+        return torch.index_select(self.data, 0, idx)  # faster than advanced indexing (bench/bench_train.py)
 
 
 class HandPoseDataModule(pl.LightningDataModule):
@@ -107,12 +86,8 @@ class HandPoseDataModule(pl.LightningDataModule):
         model_type: "standard" yields (B, 90) batches, "so3" yields (B, 30, 3); it also picks the
             default batch size.
         seed: shuffling seed (and the synthetic set's seed).
-        **data: ``hand_vae.settings.DataConfig`` fields (their defaults when absent):
-            ``consolidated_dir`` or ``splits_dir`` (neither: the embedded synthetic dataset,
-            ``hand_vae.data.synthetic``), ``batch_size`` (per process), ``num_workers``,
-            ``mirror_augment`` (swap and mirror the hands of a random half of each training batch),
-            ``data_on_device`` ("auto": on the GPU if the data is < 30% of its free memory) and
-            ``verify_data`` (shard sha256 against meta.json on load).
+        **data: ``hand_vae.settings.DataConfig`` fields (their defaults when absent); neither
+            ``consolidated_dir`` nor ``splits_dir``: the embedded synthetic dataset.
     """
 
     def __init__(self, model_type: str = "standard", seed: int = 0, **data: Any) -> None:
@@ -153,12 +128,8 @@ class HandPoseDataModule(pl.LightningDataModule):
         for k, v in tensors.items():
             self._check_split(k, v)
         self.tensors = tensors
-        log.info(
-            "Data: %s — train %d, val %d, test %d poses (on %s)",
-            self.source,
-            *(len(self.tensors[k]) for k in SPLITS),
-            device,
-        )
+        sizes = (len(self.tensors[k]) for k in SPLITS)
+        log.info("Data: %s — train %d, val %d, test %d poses (on %s)", self.source, *sizes, device)
 
     def _check_split(self, split: str, data: torch.Tensor) -> None:
         bad = sum((~torch.isfinite(block).all(1)).sum() for block in data.split(CHECK_ROWS))
@@ -251,12 +222,9 @@ def _stream_split(
     root: Path,
     staging_rows: int | None = None,
 ) -> torch.Tensor:
-    """Read one split's files into a new (rows, 90) float32 tensor on ``device``.
-
-    Host memory: nothing beyond the result for a CPU device (files are read straight into it);
-    one ``staging_rows`` buffer (default ``STAGING_ROWS``, pinned) for a GPU, each chunk being read
-    into it and then copied to the GPU. ``staging_rows`` forces that path on a CPU too (tests).
-    """
+    """Read one split's files ((path, rows) each, ``rows`` in all) into a new (rows, 90) float32 tensor
+    on ``device``: straight into it on a CPU, else through one pinned ``staging_rows`` buffer (default
+    ``STAGING_ROWS``; given, it forces that path on a CPU too), so the host never holds the split."""
     out = torch.empty((rows, POSE_DIM), dtype=torch.float32, device=device)
     staging = None
     if device.type != "cpu" or staging_rows is not None:
@@ -267,15 +235,10 @@ def _stream_split(
     for file, n in files:
         buffer = out[start : start + n].numpy() if staging is None else staging
         try:
-            for chunk in iter_npz_rows(file, "hand_pose", buffer):
+            for chunk in iter_npz_rows(file, "hand_pose", buffer, rows=n):
                 if staging is not None:
                     out[start : start + len(chunk)].copy_(torch.from_numpy(chunk))
                 start += len(chunk)
-        except (OSError, ValueError, EOFError, struct.error, zipfile.BadZipFile) as err:
-            raise DatasetError(
-                f"{file} is unreadable ({type(err).__name__}: {err}); re-create {root} with "
-                "create_consolidated_npz.py / create_datamodule.py --overwrite"
-            ) from None
-    if start != rows:
-        raise DatasetError(f"{root}: read {start} rows of a split meta.json says has {rows}; re-create it")
+        except READ_ERRORS as err:
+            raise unreadable(file, root, err) from None
     return out

@@ -1,45 +1,42 @@
-"""The two on-disk dataset layouts of docs/design.md §3: writers and readers.
-
-``consolidated`` (``create_consolidated_npz.py``)::
-
-    train_000.npz, train_001.npz, ..., val_000.npz, test_000.npz   # hand_pose (N,90) f4, sequence_index (N,) i4
-    meta.json
-
-``splits`` (``create_datamodule.py``)::
-
-    train/<sequence>.npz, val/..., test/...                        # hand_pose (T,90) f4, one file per sequence
-    meta.json
-
-Both layouts hold, per split, the sequences sorted by name; ``sequence_index`` is the position of a
-frame's sequence in that sorted list. Built from the same clips, both readers therefore return
-identical arrays. ``meta.json`` (counts, file names with byte sizes and sha256, sequences, plus the
-builder's sources / skipped files / drop counts / args) is written last and atomically, and the whole
-directory is built under a temporary name and renamed into place, so an interrupted run never leaves
-a directory that the readers accept.
+"""The two on-disk dataset layouts of docs/design.md §3 (consolidated shards, one file per sequence):
+crash-safe writers and checked readers. Per split, sequences are sorted by name and ``sequence_index``
+is a frame's position in that list, so both layouts give identical rows.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import struct
+import tempfile
 import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from hand_vae.data.npz_io import read_npz_into, sha256_file, write_npz
-from hand_vae.data.staging import META_NAME, DatasetError, staging_dir, write_json_atomic
+from hand_vae.errors import UserError, atomic_write
 from hand_vae.rotations import POSE_DIM
 
 FORMAT_VERSION = 1
 LAYOUTS = ("consolidated", "splits")
 SPLITS = ("train", "val", "test")
+META_NAME = "meta.json"
 DEFAULT_SHARD_SIZE = 1_000_000
 POSE_LAYOUT = "axis-angle radians, [left 45 | right 45], MANO joint order, full pose (flat hand = 0)"
 _FIX = "re-create it with create_consolidated_npz.py / create_datamodule.py --output_dir {path} --overwrite"
+# What numpy / zipfile raise for a truncated or corrupt .npz.
+READ_ERRORS = (OSError, ValueError, EOFError, struct.error, zipfile.BadZipFile)
 
 Arrays = dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+class DatasetError(UserError, ValueError):
+    """A dataset cannot be built, written or read (bad flags, bad input, damaged dir); one actionable line."""
 
 
 class Sequence(Protocol):
@@ -53,6 +50,54 @@ class Sequence(Protocol):
 # --------------------------------------------------------------------------- writing
 
 
+def write_json_atomic(path: Path, obj: dict[str, Any]) -> None:
+    """Write ``obj`` as indented JSON through :func:`hand_vae.errors.atomic_write`."""
+    atomic_write(path, lambda f: f.write((json.dumps(obj, indent=1) + "\n").encode()))
+
+
+def check_output_dir(out_dir: str | Path, overwrite: bool) -> None:
+    """Refuse a file, a non-empty dir without ``overwrite``, or (even with it) a non-empty dir this
+    tool did not write (no ``meta.json``), raising :class:`DatasetError` with the fix."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise DatasetError(f"--output_dir {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise DatasetError(
+                f"--output_dir {out} already holds data; pass --overwrite to replace it or pick another dir"
+            )
+        if not (out / META_NAME).is_file():
+            raise DatasetError(
+                f"--output_dir {out} is not empty and has no {META_NAME}, so it was not written by this tool; "
+                "refusing to delete it with --overwrite: remove it yourself or pick another dir"
+            )
+
+
+@contextmanager
+def staging_dir(out_dir: str | Path, overwrite: bool) -> Iterator[Path]:
+    """Yield a hidden temporary sibling dir; on success swap it into ``out_dir``, on failure delete it,
+    so an interrupted run never leaves a directory the readers accept."""
+    out = Path(out_dir).resolve()
+    check_output_dir(out, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)
+        old = None
+        if out.is_dir():  # move the old dir away, then swap
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, old / "data")
+        os.replace(tmp, out)
+        if old is not None:
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def _check_splits(splits: dict[str, list[Sequence]]) -> dict[str, list[Sequence]]:
     """Validate names / shapes and sort each split by name."""
     unknown = set(splits) - set(SPLITS)
@@ -61,17 +106,15 @@ def _check_splits(splits: dict[str, list[Sequence]]) -> dict[str, list[Sequence]
     seen: set[str] = set()
     out = {}
     for split in SPLITS:
-        seqs = sorted(splits.get(split, []), key=lambda s: s.name)
-        for s in seqs:
-            parts = s.name.split("/")
+        out[split] = sorted(splits.get(split, []), key=lambda s: s.name)
+        for s in out[split]:
             if s.name in seen:
                 raise ValueError(f"sequence name {s.name!r} occurs twice")
-            if s.name.startswith("/") or "\\" in s.name or any(p in ("", ".", "..") for p in parts):
+            if s.name.startswith("/") or "\\" in s.name or {"", ".", ".."} & set(s.name.split("/")):
                 raise ValueError(f"sequence name {s.name!r} is not a safe relative path")
             if s.poses.ndim != 2 or s.poses.shape[1] != POSE_DIM:
                 raise ValueError(f"sequence {s.name!r} has shape {s.poses.shape}, expected (T, {POSE_DIM})")
             seen.add(s.name)
-        out[split] = seqs
     return out
 
 
@@ -79,7 +122,17 @@ def _file_entry(path: Path, rel: str, rows: int) -> dict[str, Any]:
     return {"file": rel, "rows": rows, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
-def _meta(layout: str, splits: dict[str, list[Sequence]], per_split: dict, extra: dict) -> dict[str, Any]:
+def _write(
+    out_dir: str | Path,
+    layout: str,
+    splits: dict[str, list[Sequence]],
+    meta_extra: dict[str, Any],
+    overwrite: bool,
+    write_split: Callable[[Path, str, list[Sequence]], dict[str, Any]],
+) -> dict[str, Any]:
+    """Stage the dir, write each split with ``write_split(tmp, split, seqs) -> meta entry``, then
+    meta.json last (its presence marks the dir complete)."""
+    splits = _check_splits(splits)
     meta: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "layout": layout,
@@ -89,12 +142,15 @@ def _meta(layout: str, splits: dict[str, list[Sequence]], per_split: dict, extra
             s: {"sequences": len(seqs), "frames": int(sum(len(q.poses) for q in seqs))}
             for s, seqs in splits.items()
         },
-        "splits": per_split,
     }
-    clash = set(meta) & set(extra)
+    clash = (set(meta) | {"splits"}) & set(meta_extra)
     if clash:
         raise ValueError(f"meta_extra may not set reserved keys {sorted(clash)}")
-    return {**meta, **extra}
+    with staging_dir(out_dir, overwrite) as tmp:
+        meta["splits"] = {split: write_split(tmp, split, seqs) for split, seqs in splits.items()}
+        meta.update(meta_extra)
+        write_json_atomic(tmp / META_NAME, meta)
+    return meta
 
 
 def write_consolidated(
@@ -121,27 +177,21 @@ def write_consolidated(
     """
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
-    splits = _check_splits(splits)
-    with staging_dir(out_dir, overwrite) as tmp:
-        per_split = {}
-        for split, seqs in splits.items():
-            lengths = [len(s.poses) for s in seqs]
-            poses = np.concatenate([s.poses for s in seqs]) if seqs else np.zeros((0, POSE_DIM))
-            poses = poses.astype(np.float32, copy=False)  # (N, 90)
-            index = np.repeat(np.arange(len(seqs), dtype=np.int32), lengths)  # (N,)
-            shards = []
-            for k, start in enumerate(range(0, len(poses), shard_size)):
-                name = f"{split}_{k:03d}.npz"
-                stop = start + shard_size
-                write_npz(tmp / name, {"hand_pose": poses[start:stop], "sequence_index": index[start:stop]})
-                shards.append(_file_entry(tmp / name, name, len(poses[start:stop])))
-            per_split[split] = {
-                "shards": shards,
-                "sequences": [{"name": s.name, "frames": len(s.poses), "fps": s.fps} for s in seqs],
-            }
-        meta = _meta("consolidated", splits, per_split, meta_extra)
-        write_json_atomic(tmp / META_NAME, meta)  # last: its presence marks the dir complete
-    return meta
+
+    def write_split(tmp: Path, split: str, seqs: list[Sequence]) -> dict[str, Any]:
+        lengths = [len(s.poses) for s in seqs]
+        poses = np.concatenate([s.poses for s in seqs]) if seqs else np.zeros((0, POSE_DIM))
+        poses = poses.astype(np.float32, copy=False)  # (N, 90)
+        index = np.repeat(np.arange(len(seqs), dtype=np.int32), lengths)  # (N,)
+        shards = []
+        for k, start in enumerate(range(0, len(poses), shard_size)):
+            name, rows = f"{split}_{k:03d}.npz", slice(start, start + shard_size)
+            write_npz(tmp / name, {"hand_pose": poses[rows], "sequence_index": index[rows]})
+            shards.append(_file_entry(tmp / name, name, len(poses[rows])))
+        sequences = [{"name": s.name, "frames": len(s.poses), "fps": s.fps} for s in seqs]
+        return {"shards": shards, "sequences": sequences}
+
+    return _write(out_dir, "consolidated", splits, meta_extra, overwrite, write_split)
 
 
 def write_splits_dir(
@@ -154,21 +204,18 @@ def write_splits_dir(
 
     Args and Returns: as :func:`write_consolidated` (no sharding).
     """
-    splits = _check_splits(splits)
-    with staging_dir(out_dir, overwrite) as tmp:
-        per_split = {}
-        for split, seqs in splits.items():
-            (tmp / split).mkdir()
-            entries = []
-            for s in seqs:
-                rel = f"{split}/{s.name}.npz"
-                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-                write_npz(tmp / rel, {"hand_pose": s.poses.astype(np.float32, copy=False)})
-                entries.append({"name": s.name, "fps": s.fps, **_file_entry(tmp / rel, rel, len(s.poses))})
-            per_split[split] = {"sequences": entries}
-        meta = _meta("splits", splits, per_split, meta_extra)
-        write_json_atomic(tmp / META_NAME, meta)  # last: its presence marks the dir complete
-    return meta
+
+    def write_split(tmp: Path, split: str, seqs: list[Sequence]) -> dict[str, Any]:
+        (tmp / split).mkdir()
+        entries = []
+        for s in seqs:
+            rel = f"{split}/{s.name}.npz"
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            write_npz(tmp / rel, {"hand_pose": s.poses.astype(np.float32, copy=False)})
+            entries.append({"name": s.name, "fps": s.fps, **_file_entry(tmp / rel, rel, len(s.poses))})
+        return {"sequences": entries}
+
+    return _write(out_dir, "splits", splits, meta_extra, overwrite, write_split)
 
 
 # --------------------------------------------------------------------------- reading
@@ -221,71 +268,9 @@ def _check_file(root: Path, entry: dict[str, Any], verify: bool) -> Path:
     return path
 
 
-def _read_into(path: Path, dest: dict[str, np.ndarray], root: Path) -> None:
-    try:
-        read_npz_into(path, dest)
-    except (OSError, ValueError, EOFError, struct.error, zipfile.BadZipFile) as err:
-        raise DatasetError(
-            f"{path} is unreadable ({type(err).__name__}: {err}); {_FIX.format(path=root)}"
-        ) from None
-
-
-def _expect_layout(meta: dict[str, Any], path: Path, layout: str) -> None:
-    if meta["layout"] != layout:
-        flag = "--consolidated_dir" if meta["layout"] == "consolidated" else "--splits_dir"
-        raise DatasetError(f"{path} holds the {meta['layout']} layout, not {layout}; pass it as {flag}")
-
-
-def load_consolidated(path: str | Path, verify: bool = False) -> Arrays:
-    """Load a consolidated dir.
-
-    Args:
-        path: the dir written by :func:`write_consolidated`.
-        verify: also check every shard's sha256 (reads the data twice); sizes are always checked.
-
-    Returns:
-        split -> (hand_pose (N, 90) float32, sequence_index (N,) int32), for train / val / test.
-
-    Raises:
-        DatasetError: missing / incomplete / damaged dir or wrong layout.
-    """
-    path = Path(path)
-    meta = read_meta(path)
-    _expect_layout(meta, path, "consolidated")
-    out: Arrays = {}
-    for split in SPLITS:
-        shards = meta["splits"].get(split, {}).get("shards", [])
-        total = sum(int(s["rows"]) for s in shards)
-        poses = np.empty((total, POSE_DIM), np.float32)  # (N, 90)
-        index = np.empty((total,), np.int32)  # (N,)
-        start = 0
-        for shard in shards:
-            file = _check_file(path, shard, verify)
-            stop = start + int(shard["rows"])
-            _read_into(file, {"hand_pose": poses[start:stop], "sequence_index": index[start:stop]}, path)
-            start = stop
-        out[split] = (poses, index)
-    return out
-
-
-def load_splits_dir(path: str | Path, verify: bool = False) -> Arrays:
-    """Load a splits dir (every file read once). Same arguments and return value as
-    :func:`load_consolidated`; rows come in meta.json's order (sorted by sequence name)."""
-    path = Path(path)
-    meta = read_meta(path)
-    _expect_layout(meta, path, "splits")
-    out: Arrays = {}
-    for split in SPLITS:
-        entries = meta["splits"].get(split, {}).get("sequences", [])
-        lengths = [int(e["rows"]) for e in entries]
-        poses = np.empty((sum(lengths), POSE_DIM), np.float32)  # (N, 90)
-        start = 0
-        for entry, n in zip(entries, lengths, strict=True):
-            file = _check_file(path, entry, verify)
-            _read_into(file, {"hand_pose": poses[start : start + n]}, path)
-            start += n
-        out[split] = (poses, np.repeat(np.arange(len(entries), dtype=np.int32), lengths))
-    return out
+def unreadable(file: Path, root: Path, err: BaseException) -> DatasetError:
+    """The error for a data file of dataset dir ``root`` that cannot be read."""
+    return DatasetError(f"{file} is unreadable ({type(err).__name__}: {err}); {_FIX.format(path=root)}")
 
 
 def split_files(path: str | Path, verify: bool = False) -> dict[str, list[tuple[Path, int]]]:
@@ -304,8 +289,52 @@ def split_files(path: str | Path, verify: bool = False) -> dict[str, list[tuple[
     }
 
 
-def load_dataset_dir(path: str | Path, verify: bool = False) -> Arrays:
-    """Load either layout, chosen by ``meta.json``'s ``layout`` field. See :func:`load_consolidated`."""
+def load_dataset_dir(path: str | Path, verify: bool = False, layout: str | None = None) -> Arrays:
+    """Load a dataset dir (each file read once, straight into the result).
+
+    Args:
+        path: a dir written by :func:`write_consolidated` or :func:`write_splits_dir`.
+        verify: also check every file's sha256 (reads the data twice); sizes are always checked.
+        layout: the layout it must have (None: either, as ``meta.json`` says).
+
+    Returns:
+        split -> (hand_pose (N, 90) float32, sequence_index (N,) int32), for train / val / test, rows
+        sorted by sequence name.
+
+    Raises:
+        DatasetError: missing / incomplete / damaged dir or wrong layout.
+    """
+    path = Path(path)
     meta = read_meta(path)
-    loader = load_consolidated if meta["layout"] == "consolidated" else load_splits_dir
-    return loader(path, verify=verify)
+    if layout is not None and meta["layout"] != layout:
+        flag = "--consolidated_dir" if meta["layout"] == "consolidated" else "--splits_dir"
+        raise DatasetError(f"{path} holds the {meta['layout']} layout, not {layout}; pass it as {flag}")
+    out: Arrays = {}
+    for split, files in split_files(path, verify).items():
+        rows = [n for _, n in files]
+        poses = np.empty((sum(rows), POSE_DIM), np.float32)  # (N, 90)
+        index = np.repeat(
+            np.arange(len(files), dtype=np.int32), rows
+        )  # (N,): right for one file per sequence
+        start = 0
+        for file, n in files:
+            dest = {"hand_pose": poses[start : start + n]}
+            if meta["layout"] == "consolidated":
+                dest["sequence_index"] = index[start : start + n]
+            try:
+                read_npz_into(file, dest)
+            except READ_ERRORS as err:
+                raise unreadable(file, path, err) from None
+            start += n
+        out[split] = (poses, index)
+    return out
+
+
+def load_consolidated(path: str | Path, verify: bool = False) -> Arrays:
+    """:func:`load_dataset_dir` of a consolidated dir (any other layout is refused)."""
+    return load_dataset_dir(path, verify, "consolidated")
+
+
+def load_splits_dir(path: str | Path, verify: bool = False) -> Arrays:
+    """:func:`load_dataset_dir` of a splits dir (any other layout is refused)."""
+    return load_dataset_dir(path, verify, "splits")

@@ -15,9 +15,8 @@ import math
 
 import numpy as np
 
-from hand_vae.data.staging import DatasetError
+from hand_vae.data.layouts import SPLITS, DatasetError
 
-SPLITS = ("train", "val", "test")
 SCHEMES = ("ratio", "amass", "dirs")
 DEFAULT_RATIOS = (0.8, 0.1, 0.1)
 
@@ -35,9 +34,6 @@ DIR_ALIASES = {
     "validation": "val",
     "test": "test",
 }
-
-
-SplitError = DatasetError  # TEMPORARY until hand_vae/data/cli.py stops importing it
 
 
 def check_ratios(ratios: tuple[float, ...] | list[float]) -> tuple[float, float, float]:
