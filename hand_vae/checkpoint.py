@@ -1,19 +1,6 @@
-"""Checkpoint loading: the one place that turns a ``.ckpt`` written by this project into a model.
+"""Checkpoint loading: a ``.ckpt`` of this project -> the plain model, read with ``weights_only=True``.
 
-Used by resume (training), ``hand_vae.prior.load_prior``, evaluation, calibration and the bench
-scripts. A checkpoint is data, never code: it is read with ``torch.load(weights_only=True)``, so a
-file carrying a pickled object that could run code is refused. Every failure is a
-:class:`CheckpointError` with one line naming the file and what went wrong:
-
-* ``no such checkpoint: PATH`` (also a ``FileNotFoundError``);
-* ``PATH is a run directory; give one of its checkpoints: PATH/best_model.ckpt, PATH/last.ckpt``;
-* ``PATH is not a readable checkpoint (...)``: truncated, not a torch file, or a pickle payload;
-* ``PATH is not a hand VAE checkpoint (...)``: a torch file without this project's keys;
-* ``PATH: weights do not match its hyper_parameters (...)``.
-
-A checkpoint knows what it was trained on: ``hyper_parameters["run"]`` holds the training run's
-settings (data source, pose counts per split, seed, ...). A prior trained on the embedded
-synthetic demo data says so with a warning when it is loaded.
+Every failure is a one-line :class:`CheckpointError` naming the file (docs/design.md §9).
 """
 
 from __future__ import annotations
@@ -50,7 +37,7 @@ class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
 
 def _first_line(err: BaseException, limit: int = 160) -> str:
     """``TypeName: first line of the message``, cut to ``limit`` characters (torch's are long)."""
-    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    text = (str(err).strip().splitlines() or [""])[0]
     text = text if len(text) <= limit else text[: limit - 1] + "…"
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
@@ -68,13 +55,9 @@ def _directory_error(p: Path) -> CheckpointError:
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read and check a checkpoint written by ``train_hand_vae_lightning.py``.
 
-    Args:
-        path: the ``.ckpt`` file (e.g. ``checkpoints/NAME/best_model.ckpt``).
-        map_location: device the tensors are loaded onto.
-
     Returns:
-        The checkpoint dict; it has at least ``hyper_parameters`` (model settings plus ``run``, the
-        training run's settings) and ``state_dict`` (``model.*`` weights).
+        The dict, with at least ``hyper_parameters`` (model settings plus ``run``, the run's
+        settings) and ``state_dict`` (``model.*`` weights), on ``map_location``.
 
     Raises:
         CheckpointNotFoundError: no such file.
@@ -107,17 +90,10 @@ def trained_on_synthetic(run: dict[str, Any]) -> bool:
 
 
 def vae_from_checkpoint(ckpt: dict[str, Any], source: str | Path = "checkpoint") -> BaseHandVAE:
-    """The plain hand VAE of an already-read checkpoint dict (``load_checkpoint``), in eval mode.
+    """The plain hand VAE of a ``load_checkpoint`` dict, in eval mode, on the weights' device.
 
-    The model is rebuilt with ``build_model`` from the checkpoint's ``hyper_parameters`` and its
-    ``model.*`` weights (no Lightning object), on the device the weights were loaded onto. A
-    checkpoint written before checkpoints carried the energy calibration loads with NaN quantiles
-    (``plausibility`` then names the fix). Logs one warning when the prior was trained on the
-    embedded synthetic data.
-
-    Args:
-        ckpt: the dict from ``load_checkpoint``.
-        source: the file it came from, for messages.
+    A checkpoint without energy calibration loads with NaN quantiles; one trained on the embedded
+    synthetic data warns. ``source`` names the file in messages.
 
     Raises:
         CheckpointError: the weights do not match the checkpoint's hyper_parameters.
@@ -145,14 +121,7 @@ def vae_from_checkpoint(ckpt: dict[str, Any], source: str | Path = "checkpoint")
 def load_vae(
     path: str | Path, map_location: str | torch.device = "cpu"
 ) -> tuple[BaseHandVAE, dict[str, Any]]:
-    """Load the plain hand VAE of a checkpoint file, in eval mode, and its run settings.
-
-    Args:
-        path: a ``.ckpt`` written by ``train_hand_vae_lightning.py``.
-        map_location: device to load onto.
-
-    Returns:
-        The ``StandardHandVAE`` or ``SO3HandVAE`` and the training run's settings (``run_settings``).
+    """The plain hand VAE of a checkpoint file (eval mode) and its run settings (``run_settings``).
 
     Raises:
         CheckpointError: as for ``load_checkpoint`` and ``vae_from_checkpoint``.
