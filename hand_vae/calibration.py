@@ -1,5 +1,4 @@
-"""``python -m hand_vae.calibration``: the command lives in ``hand_vae.cli.calibrate``,
-the quantile maths in ``hand_vae.models.quantiles``."""
+"""``python -m hand_vae.calibration``: the command is ``hand_vae.cli.calibrate``."""
 
 import sys
 

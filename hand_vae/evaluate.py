@@ -1,5 +1,4 @@
-"""``python -m hand_vae.evaluate``: the command lives in ``hand_vae.cli.evaluate``,
-the metrics and the fitting benchmark in ``hand_vae.evaluation``."""
+"""``python -m hand_vae.evaluate``: the command is ``hand_vae.cli.evaluate``."""
 
 import sys
 

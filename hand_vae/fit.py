@@ -1,7 +1,4 @@
-"""``from hand_vae.fit import fit_to_joints`` (README) and ``python -m hand_vae.fit``.
-
-The fitting lives in ``hand_vae.prior.fit``, the command in ``hand_vae.cli.fit``.
-"""
+"""``from hand_vae.fit import fit_to_joints`` (README; ``hand_vae.prior.fit``) and ``python -m hand_vae.fit``."""
 
 import sys
 

@@ -1,11 +1,7 @@
-"""``python -m hand_vae.calibration``: write the plausibility calibration into a checkpoint.
+"""``python -m hand_vae.calibration --checkpoint CKPT [--consolidated_dir DIR | --splits_dir DIR]``.
 
-    python -m hand_vae.calibration --checkpoint CKPT [--consolidated_dir DIR | --splits_dir DIR]
-
-For a checkpoint written before checkpoints carried their validation-energy quantiles
-(``hand_vae.models.quantiles``). Without a data flag, the run's own data source (e.g. the embedded
-synthetic set). The checkpoint is rewritten in place (atomically) unless ``--output`` names another
-file.
+Writes the validation-energy quantiles into a checkpoint from before they were stored (in place,
+atomically, unless ``--output``); without a data flag, on the run's own data source.
 """
 
 from __future__ import annotations
@@ -36,9 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Calibrate on the chosen split, rewrite the checkpoint, print the summary."""
-    # start-up: the models load after parsing, so --help stays fast
     from hand_vae.checkpoint import load_checkpoint, run_settings, vae_from_checkpoint
-    from hand_vae.models.quantiles import STATE_KEY, calibrate
+    from hand_vae.models.quantiles import STATE_KEY, calibrate  # after parsing: --help stays fast
 
     ckpt = load_checkpoint(args.checkpoint)  # read once: rewritten below with the quantiles
     model = vae_from_checkpoint(ckpt, args.checkpoint)

@@ -1,11 +1,7 @@
-"""``python -m hand_vae.fit``: fit two-hand poses to 3D keypoints stored in ``.npy`` files.
+"""``python -m hand_vae.fit --checkpoint CKPT --joints joints.npy [--mask mask.npy] --output fitted.npz``.
 
-    python -m hand_vae.fit --checkpoint CKPT --joints joints.npy [--mask mask.npy] --output fitted.npz
-
-``--joints`` is (T, 2, 21, 3) float, metres, hand 0 = left, keypoints in the order of
-``hand_vae.kinematics.KEYPOINT_NAMES``; NaN marks a hidden keypoint and a hand with none visible
-is absent. ``--mask`` (T, 2, 21) marks visible keypoints (nonzero). Keypoints in centimetres or
-millimetres are refused with the factor to divide by. Mistakes give one line and exit code 2.
+``--joints`` (T, 2, 21, 3) metres in ``kinematics.KEYPOINT_NAMES`` order, NaN = hidden; centimetres
+and millimetres are refused with the factor to divide by. Mistakes: one line, exit code 2.
 """
 
 from __future__ import annotations
@@ -37,8 +33,7 @@ The output .npz holds, per frame t (T frames) and hand (2, hand 0 = left):
   hand_present    (T, 2)         the hand had at least one visible keypoint
   plausibility    (T,)           share of validation poses less plausible (calibrated checkpoints only)"""
 
-# Median hand extent (bounding-box diagonal of its visible keypoints) above which the keypoints
-# cannot be metres: a hand spans ~0.1-0.2 m, i.e. ~10-20 in centimetres and ~100-200 in millimetres.
+# Median hand extent (diagonal of its visible keypoints' box) above which they cannot be metres.
 UNITS = ((50.0, "millimetres", 1000), (1.0, "centimetres", 100))
 
 
@@ -69,11 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def read_keypoints(joints_path: str, mask_path: str | None) -> tuple[np.ndarray, np.ndarray | None]:
-    """``--joints`` (T, 2, 21, 3) metres and ``--mask`` (T, 2, 21) bool or None, checked.
-
-    Raises:
-        UserError: unreadable, another shape, nothing visible, or not in metres (with the factor).
-    """
+    """``--joints`` (T, 2, 21, 3) metres and ``--mask`` (T, 2, 21) bool or None; UserError when wrong."""
     joints = read_array(joints_path, "--joints")
     if joints.ndim != 4 or joints.shape[1:] != (NUM_HANDS, NUM_KEYPOINTS, 3) or joints.shape[0] == 0:
         raise UserError(f"--joints: expected shape (T, 2, {NUM_KEYPOINTS}, 3) in metres, got {joints.shape}")
@@ -104,9 +95,8 @@ def run(args: argparse.Namespace) -> int:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA GPU is available")
     joints, mask = read_keypoints(args.joints, args.mask)
-    # start-up: the models load after parsing, so --help stays fast
-    from hand_vae.models.quantiles import is_calibrated, plausibility_from_quantiles
-    from hand_vae.prior import FitResult, fit_to_joints, load_prior
+    from hand_vae.models.quantiles import is_calibrated, plausibility_from_quantiles  # after parsing
+    from hand_vae.prior import fit_to_joints, load_prior
 
     try:
         prior = load_prior(args.checkpoint, map_location=args.device)
@@ -120,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         prior, y, m, prior_weight=args.prior_weight, steps=args.steps, space=args.space,
         joint_sigma=args.joint_sigma, fit_scale=args.fit_scale,
     )  # fmt: skip
-    out = {k: getattr(res, k).cpu().numpy() for k in FitResult.__dataclass_fields__}
+    out = {k: v.cpu().numpy() for k, v in vars(res).items()}
     if is_calibrated(prior.energy_quantiles):
         out["plausibility"] = plausibility_from_quantiles(res.energy, prior.energy_quantiles).cpu().numpy()
     path = Path(args.output if args.output.endswith(".npz") else args.output + ".npz")  # as np.savez names it
