@@ -1,19 +1,8 @@
-"""Importers for raw hand-pose files (docs/design.md §2): one small reader per format.
+"""Importers for raw hand-pose files, one small reader per format (table: docs/design.md §2).
 
-Every reader returns a :class:`RawSequence` with poses (T, 90) float32 in the project layout
-``[left 45 | right 45]`` (axis-angle, radians, MANO joint order, full pose: flat hand = 0) and the
-source frame rate when the file stores one.
-
-| format        | file                 | hand pose                                                   |
-|---------------|----------------------|-------------------------------------------------------------|
-| ``amass_smplh``| ``*_poses.npz``     | ``poses`` (N,156): left ``66:111``, right ``111:156``; fps ``mocap_framerate`` |
-| ``amass_smplx``| ``*_stageii.npz``   | ``pose_hand`` (N,90), else ``poses`` (N,165) ``75:120`` / ``120:165``; fps ``mocap_frame_rate`` |
-| ``grab``      | ``*.npz`` (pickled)  | ``lhand``/``rhand`` -> ``params`` -> ``fullpose`` (T,45); fps ``framerate`` |
-| ``array``     | ``.npy`` / ``.npz``  | (N,90) or (N,30,3), or ``left_hand_pose`` + ``right_hand_pose`` (N,45); optional ``fps`` key |
-
-Security: ``np.load(allow_pickle=True)`` can execute arbitrary code from the file, so it is used
-only when the caller passes ``trust_pickle=True`` (the CLI's ``--trust_pickle``). Without it a file
-that needs unpickling (GRAB, any object array) raises :class:`SourceError` saying so.
+Every reader returns poses (T, 90) float32 ``[left 45 | right 45]`` (axis-angle, MANO order, flat
+hand = 0) and the frame rate when the file stores one. Pickles (GRAB, any object array) can run
+code, so they are loaded only with ``trust_pickle=True`` (``--trust_pickle``).
 """
 
 from __future__ import annotations
@@ -37,10 +26,6 @@ EXTENSIONS = (".npz", ".npy")
 # Full-body pose widths: SMPL+H (hands 66:156) and SMPL-X (hands 75:165), see rotations.BODY_HAND_SLICES.
 SMPLH_POSE_DIM, SMPLX_POSE_DIM = 156, 165
 
-# AMASS ships body-shape side files next to the motions; they hold no poses and are not errors.
-_SIDE_FILES = ("shape.npz",)
-_SIDE_SUFFIXES = ("_stagei.npz",)
-
 # Exceptions numpy / zipfile raise for truncated or corrupt files. Anything else is a bug and
 # propagates (never catch-all-and-continue: a bug must surface).
 _READ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
@@ -56,13 +41,8 @@ class SourceError(UserError, ValueError):
 
 @dataclass(frozen=True)
 class RawSequence:
-    """One imported clip.
-
-    Attributes:
-        poses: (T, 90) float32 axis-angle, ``[left 45 | right 45]``, radians.
-        fps: source frame rate, or None when the file does not say.
-        format: the reader that produced it (one of :data:`FORMATS`).
-    """
+    """One imported clip: poses (T, 90) float32, the source fps (None when the file does not say) and
+    the reader that produced it (one of :data:`FORMATS`)."""
 
     poses: np.ndarray
     fps: float | None
@@ -70,21 +50,20 @@ class RawSequence:
 
 
 def is_side_file(path: Path) -> bool:
-    """True for AMASS files that carry body shape only (``shape.npz``, ``*_stagei.npz``)."""
-    return path.name in _SIDE_FILES or path.name.endswith(_SIDE_SUFFIXES)
+    """True for the body-shape files AMASS ships beside the motions (``shape.npz``, ``*_stagei.npz``)."""
+    return path.name == "shape.npz" or path.name.endswith("_stagei.npz")
 
 
-def _shape(a: np.ndarray) -> str:
-    return "(" + ", ".join(str(d) for d in a.shape) + ")"
-
-
-def _two_d(a: np.ndarray, what: str) -> np.ndarray:
+def _matrix(a: np.ndarray, what: str, width: int | None, hint: str = "") -> np.ndarray:
+    """``a`` if it is a 2-D numeric (N, width) array, else a :class:`SourceError` naming ``what``."""
     if a.dtype == object:
         raise SourceError(f"{what} is an object array, expected numbers")
     if a.ndim != 2:
-        raise SourceError(f"{what} has shape {_shape(a)}, expected 2-D (frames, dims)")
+        raise SourceError(f"{what} has shape {a.shape}, expected 2-D (frames, dims)")
     if not np.issubdtype(a.dtype, np.number):
         raise SourceError(f"{what} has dtype {a.dtype}, expected numbers")
+    if width is not None and a.shape[1] != width:
+        raise SourceError(f"{what} has shape {a.shape}, expected (N, {width}){hint}")
     return a
 
 
@@ -108,72 +87,44 @@ def _join(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     return np.concatenate([left, right], axis=1).astype(np.float32)  # (T, 90)
 
 
-def _unreadable(err: BaseException) -> SourceError:
-    return SourceError(f"unreadable (truncated or corrupt?): {type(err).__name__}: {err}")
+@contextmanager
+def _as_source_error(what: str = "") -> Iterator[None]:
+    """Turn what numpy / zipfile raise for a pickled, truncated or corrupt file into :class:`SourceError`."""
+    try:
+        yield
+    except (pickle.UnpicklingError, *_READ_ERRORS) as err:
+        if isinstance(err, ValueError) and "allow_pickle" in str(err):
+            raise SourceError(f"{what}holds pickled Python objects; {_PICKLE_HINT}") from None
+        raise SourceError(f"unreadable (truncated or corrupt?): {type(err).__name__}: {err}") from None
 
 
 class _Members(Mapping):
-    """Read-only, lazy view of a ``.npz``'s arrays (or a ``.npy`` as key ``""``).
+    """A ``.npz``'s arrays, each loaded when a reader asks for it (so an unneeded pickled member does
+    not need ``--trust_pickle``); load errors become :class:`SourceError`."""
 
-    Members are loaded only when a reader asks for them, so an unneeded pickled member (e.g. marker
-    metadata) does not stop a file from importing without ``--trust_pickle``.
-    """
-
-    def __init__(self, npz: np.lib.npyio.NpzFile | None, single: np.ndarray | None = None) -> None:
-        self._npz, self._single = npz, single
-        self._keys = list(npz.files) if npz is not None else [""]
+    def __init__(self, npz: np.lib.npyio.NpzFile) -> None:
+        self._npz = npz
 
     def __contains__(self, key: object) -> bool:
-        return key in self._keys
+        return key in self._npz.files
 
     def __getitem__(self, key: str) -> np.ndarray:
-        if key not in self._keys:
-            raise KeyError(key)
-        if self._npz is None:
-            return self._single  # type: ignore[return-value]
-        try:
+        with _as_source_error(f"'{key}' "):
             return self._npz[key]
-        except ValueError as err:
-            if "allow_pickle" in str(err):
-                raise SourceError(f"'{key}' holds pickled Python objects; {_PICKLE_HINT}") from None
-            raise _unreadable(err) from None
-        except (pickle.UnpicklingError, *_READ_ERRORS) as err:
-            raise _unreadable(err) from None
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._keys)
+        return iter(self._npz.files)
 
     def __len__(self) -> int:
-        return len(self._keys)
-
-
-@contextmanager
-def _open(path: Path, trust_pickle: bool) -> Iterator[_Members]:
-    """Open a .npy / .npz for reading; errors become :class:`SourceError`."""
-    try:
-        loaded = np.load(path, allow_pickle=trust_pickle)
-    except ValueError as err:
-        if "allow_pickle" in str(err):
-            raise SourceError(f"holds pickled Python objects; {_PICKLE_HINT}") from None
-        raise _unreadable(err) from None
-    except (pickle.UnpicklingError, *_READ_ERRORS) as err:
-        raise _unreadable(err) from None
-    if isinstance(loaded, np.ndarray):
-        yield _Members(None, loaded)
-        return
-    with loaded:
-        yield _Members(loaded)
+        return len(self._npz.files)
 
 
 def _keys(path: Path) -> set[str]:
     """Member names of a .npz without loading any data ({""} for a .npy)."""
     if path.suffix == ".npy":
         return {""}
-    try:
-        with zipfile.ZipFile(path) as zf:
-            return {n[: -len(".npy")] if n.endswith(".npy") else n for n in zf.namelist()}
-    except (OSError, zipfile.BadZipFile, EOFError) as err:
-        raise _unreadable(err) from None
+    with _as_source_error(), zipfile.ZipFile(path) as zf:
+        return {n.removesuffix(".npy") for n in zf.namelist()}
 
 
 def detect_format(path: Path) -> str:
@@ -201,9 +152,7 @@ def read_amass_smplh(data: Mapping[str, np.ndarray]) -> RawSequence:
     """AMASS SMPL+H ``*_poses.npz``: ``poses`` (N,156), fps ``mocap_framerate``."""
     if "poses" not in data:
         raise SourceError("AMASS SMPL+H file has no 'poses' array")
-    poses = _two_d(data["poses"], "poses")
-    if poses.shape[1] != SMPLH_POSE_DIM:
-        raise SourceError(f"poses has shape {_shape(poses)}, expected (N, {SMPLH_POSE_DIM}) for SMPL+H")
+    poses = _matrix(data["poses"], "poses", SMPLH_POSE_DIM, " for SMPL+H")
     fps = _fps(data["mocap_framerate"], "mocap_framerate") if "mocap_framerate" in data else None
     return RawSequence(_body_hands(poses), fps, "amass_smplh")
 
@@ -212,15 +161,11 @@ def read_amass_smplx(data: Mapping[str, np.ndarray]) -> RawSequence:
     """AMASS SMPL-X ``*_stageii.npz``: ``pose_hand`` (N,90), else ``poses`` (N,165)."""
     fps = _fps(data["mocap_frame_rate"], "mocap_frame_rate") if "mocap_frame_rate" in data else None
     if "pose_hand" in data:
-        hands = _two_d(data["pose_hand"], "pose_hand")
-        if hands.shape[1] != POSE_DIM:
-            raise SourceError(f"pose_hand has shape {_shape(hands)}, expected (N, {POSE_DIM})")
+        hands = _matrix(data["pose_hand"], "pose_hand", POSE_DIM)
         return RawSequence(hands.astype(np.float32), fps, "amass_smplx")
     if "poses" not in data:
         raise SourceError("AMASS SMPL-X file has neither 'pose_hand' nor 'poses'")
-    poses = _two_d(data["poses"], "poses")
-    if poses.shape[1] != SMPLX_POSE_DIM:
-        raise SourceError(f"poses has shape {_shape(poses)}, expected (N, {SMPLX_POSE_DIM}) for SMPL-X")
+    poses = _matrix(data["poses"], "poses", SMPLX_POSE_DIM, " for SMPL-X")
     return RawSequence(_body_hands(poses), fps, "amass_smplx")
 
 
@@ -230,10 +175,7 @@ def _grab_hand(data: Mapping[str, np.ndarray], key: str) -> np.ndarray:
         pose = np.asarray(params["fullpose"])
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise SourceError(f"GRAB '{key}' has no params['fullpose'] ({type(err).__name__}: {err})") from None
-    pose = _two_d(pose, f"{key}.params.fullpose")
-    if pose.shape[1] != HAND_DIM:
-        raise SourceError(f"{key}.params.fullpose has shape {_shape(pose)}, expected (T, {HAND_DIM})")
-    return pose
+    return _matrix(pose, f"{key}.params.fullpose", HAND_DIM)
 
 
 def read_grab(data: Mapping[str, np.ndarray]) -> RawSequence:
@@ -259,11 +201,7 @@ def read_array(data: Mapping[str, np.ndarray]) -> RawSequence:
     """Plain arrays: one (N,90) or (N,30,3) array, or ``left_hand_pose`` + ``right_hand_pose`` (N,45) each."""
     fps = _fps(data["fps"], "fps") if "fps" in data else None
     if "left_hand_pose" in data and "right_hand_pose" in data:
-        left = _two_d(data["left_hand_pose"], "left_hand_pose")
-        right = _two_d(data["right_hand_pose"], "right_hand_pose")
-        for name, hand in (("left_hand_pose", left), ("right_hand_pose", right)):
-            if hand.shape[1] != HAND_DIM:
-                raise SourceError(f"{name} has shape {_shape(hand)}, expected (N, {HAND_DIM})")
+        left, right = (_matrix(data[k], k, HAND_DIM) for k in ("left_hand_pose", "right_hand_pose"))
         return RawSequence(_join(left, right), fps, "array")
     candidates = [k for k in ("hand_pose", "poses", "") if k in data]
     arrays = [k for k in data if k != "fps"]
@@ -277,33 +215,21 @@ def read_array(data: Mapping[str, np.ndarray]) -> RawSequence:
     poses = np.asarray(data[key])
     if poses.shape[1:] == (NUM_JOINTS, 3):  # (N, 30, 3): per-joint axis-angle, the model's other layout
         poses = poses.reshape(len(poses), POSE_DIM)
-    poses = _two_d(poses, label)
+    poses = _matrix(poses, label, None)
     if poses.shape[1] != POSE_DIM:
         raise SourceError(
-            f"{label} has shape {_shape(poses)}, expected (N, {POSE_DIM}) = [left 45 | right 45] "
+            f"{label} has shape {poses.shape}, expected (N, {POSE_DIM}) = [left 45 | right 45] "
             f"or (N, {NUM_JOINTS}, 3){_width_hint(poses.shape[1], key)}"
         )
     return RawSequence(poses.astype(np.float32), fps, "array")
 
 
-_READERS = {
-    "amass_smplh": read_amass_smplh,
-    "amass_smplx": read_amass_smplx,
-    "grab": read_grab,
-    "array": read_array,
-}
+_READERS = dict(zip(FORMATS, (read_amass_smplh, read_amass_smplx, read_grab, read_array), strict=True))
 
 
 def read_file(path: str | Path, fmt: str = "auto", trust_pickle: bool = False) -> RawSequence:
-    """Import one raw file. The file is only read, never modified.
-
-    Args:
-        path: a ``.npz`` or ``.npy`` file.
-        fmt: ``"auto"`` (detect from keys) or one of :data:`FORMATS`.
-        trust_pickle: allow unpickling (needed for GRAB). Only for files from a trusted source.
-
-    Returns:
-        The clip, poses (T, 90) float32.
+    """Import one ``.npz`` / ``.npy`` (only read) in format ``fmt`` (``"auto"``: detected from its keys);
+    ``trust_pickle`` allows unpickling (GRAB), only for files from a trusted source.
 
     Raises:
         SourceError: unreadable, unrecognised, pickled without trust, or wrong shape.
@@ -316,5 +242,9 @@ def read_file(path: str | Path, fmt: str = "auto", trust_pickle: bool = False) -
     fmt = detect_format(path) if fmt == "auto" else fmt
     if fmt == "grab" and not trust_pickle:
         raise SourceError(f"GRAB files store pickled Python objects; {_PICKLE_HINT}")
-    with _open(path, trust_pickle) as members:
-        return _READERS[fmt](members)
+    with _as_source_error():
+        loaded = np.load(path, allow_pickle=trust_pickle)
+    if isinstance(loaded, np.ndarray):
+        return _READERS[fmt]({"": loaded})
+    with loaded:
+        return _READERS[fmt](_Members(loaded))

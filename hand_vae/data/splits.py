@@ -1,12 +1,5 @@
-"""Sequence-level train / val / test splits. Never split by frame: neighbouring frames
-are near-identical, so a frame split leaks the test set into training.
-
-Three schemes, all deterministic (inputs are sorted by name first, randomness comes only from
-``np.random.default_rng(seed)``):
-
-* ``ratio``: a seeded permutation of the sequences cut at the given ratios (default 0.8/0.1/0.1).
-* ``amass``: AMASS's usual split by sub-dataset, the first path component under the input dir.
-* ``dirs``: the input's top-level ``train/``, ``val/`` and ``test/`` folders are the split.
+"""Sequence-level train / val / test splits, never by frame (docs/design.md §2). Every scheme is
+deterministic: names are sorted first and randomness comes only from ``np.random.default_rng(seed)``.
 """
 
 from __future__ import annotations
@@ -26,22 +19,12 @@ DEFAULT_RATIOS = (0.8, 0.1, 0.1)
 AMASS_VAL = frozenset({"humaneva", "mpi_hdm05", "hdm05", "sfu", "mpi_mosh", "mosh"})
 AMASS_TEST = frozenset({"transitions_mocap", "transitions", "ssm_synced", "ssm"})
 # Folder names accepted by the ``dirs`` scheme.
-DIR_ALIASES = {
-    "train": "train",
-    "training": "train",
-    "val": "val",
-    "vald": "val",
-    "validation": "val",
-    "test": "test",
-}
+DIR_ALIASES = {"train": "train", "training": "train", "val": "val", "vald": "val", "validation": "val",
+               "test": "test"}  # fmt: skip
 
 
 def check_ratios(ratios: tuple[float, ...] | list[float]) -> tuple[float, float, float]:
-    """Validate ``--split_ratios``: three non-negative numbers summing to 1 with a non-empty train.
-
-    Raises:
-        DatasetError: otherwise.
-    """
+    """``--split_ratios`` as three non-negative floats summing to 1 with train > 0, else :class:`DatasetError`."""
     if len(ratios) != 3:
         raise DatasetError(f"--split_ratios needs 3 numbers (train val test), got {len(ratios)}")
     r = tuple(float(x) for x in ratios)
@@ -69,16 +52,8 @@ def _split_sizes(n: int, ratios: tuple[float, float, float]) -> list[int]:
 
 
 def split_by_ratio(names: list[str], ratios: tuple[float, float, float], seed: int) -> dict[str, list[str]]:
-    """Seeded random split of sequence names.
-
-    Args:
-        names: unique sequence names (order does not matter; they are sorted first).
-        ratios: (train, val, test), see :func:`check_ratios`.
-        seed: the permutation's seed; the same names and seed give the same split.
-
-    Returns:
-        split -> sorted names.
-    """
+    """Split unique sequence names (in any order) by a permutation seeded with ``seed`` at the
+    (train, val, test) ``ratios``; returns split -> sorted names."""
     ordered = sorted(names)
     perm = np.random.default_rng(seed).permutation(len(ordered))
     sizes = _split_sizes(len(ordered), ratios)
@@ -112,10 +87,8 @@ def assign_splits(
 
     Args:
         names_to_paths: sequence name -> source path relative to the input dir (POSIX separators).
-            For ``dirs`` every path must start with a split folder (see :func:`dirs_split_of`).
-        scheme: one of :data:`SCHEMES`.
-        ratios: used by ``ratio`` only.
-        seed: used by ``ratio`` only.
+        scheme: ``ratio`` (a seeded cut at ``ratios``), ``amass`` (AMASS's split by sub-dataset, the
+            first path component) or ``dirs`` (the top-level ``train/``, ``val/``, ``test/`` folder).
 
     Returns:
         ``{"train": [...], "val": [...], "test": [...]}``, each sorted by name, disjoint.
@@ -141,11 +114,8 @@ def assign_splits(
 def empty_split_advice(
     splits: dict[str, list[str]], scheme: str, ratios: tuple[float, float, float]
 ) -> str | None:
-    """Why a split came out empty and what to do, in one line; None when every split has a sequence.
-
-    Training needs all three splits: train fits the model, val picks the checkpoints, test scores
-    the best one. A build that leaves one empty is refused rather than failing later in training.
-    """
+    """Why a split came out empty and what to do, in one line; None when every split has a sequence
+    (training needs all three, so such a build is refused rather than failing later)."""
     empty = [s for s in SPLITS if not splits.get(s)]
     if not empty:
         return None

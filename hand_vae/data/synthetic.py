@@ -1,30 +1,5 @@
-"""Embedded synthetic two-hand pose data: deterministic, seeded, no files, no downloads.
-
-**Synthetic, for trying the tool and for tests — not a substitute for captured data.**
-
-Assumptions (all approximate, see ``hand_vae.anatomy`` for axes and sizes):
-  * Each hand is driven by 7 grasp parameters in [0, 1]: flexion of each of the 4 fingers, thumb
-    flexion, thumb opposition and knuckle spread. Poses therefore lie near a 7-D non-linear
-    manifold per hand inside the 45-D axis-angle space, as real hands do.
-  * Within a finger the three joints are coupled: MCP ∝ f^1.2, PIP ∝ f^0.9, DIP ≈ 2/3 PIP
-    (tendon coupling); ring and pinky flexion are pulled towards their neighbour's.
-    Spread shrinks as the fingers flex. Joint limits: MCP [−0.2, 1.5], PIP [0, 1.8], DIP [0, 1.2] rad
-    before the subject's scale.
-  * Sequences are smooth: the parameters move between keyframes (every 0.5-1.3 s) with smoothstep
-    easing, plus AR(1) tremor on every joint angle. Frames of one sequence are strongly correlated,
-    which is why data must be split by sequence (or subject), never by frame.
-  * A *subject* is a style: its own joint-limit scale, spread scale, thumb bias, tremor level and
-    preferred grasps (a weighting over 8 grasp prototypes). Held-out subjects test generalisation.
-  * The two hands are correlated: per sequence, with probability ``bimanual_prob`` the left hand
-    copies the right hand's keyframe grasp (with jitter); otherwise it moves on its own.
-  * The left hand is built in the right hand's frame and then mirrored, (x, y, z) -> (x, −y, −z)
-    (docs/design.md §1), so mirror augmentation is exact on this data.
-  * Full MANO convention: the flat hand is the zero vector.
-  * Optional capture noise (``CaptureNoise``): what a capture system adds to the hand's motion,
-    i.i.d. per frame (jitter on every joint angle) plus rare per-joint outliers (a marker swap, a
-    self-occlusion). Without it the data are cleaner than any capture, and every prior separates
-    real from noisy poses perfectly; with it, sharp and blunt priors differ (``bench/prior_quality.py``).
-    It is drawn from its own random stream, so the noiseless arrays are the same with or without it.
+"""Embedded synthetic two-hand pose data: deterministic, seeded, no files, no downloads. **For trying
+the tool and for tests, not a substitute for captured data.** Its assumptions: docs/design.md §2.
 """
 
 from __future__ import annotations
