@@ -67,6 +67,16 @@ def active_units(kl_per_dim: torch.Tensor, threshold: float = ACTIVE_UNIT_NATS) 
     return (kl_per_dim > threshold).sum().float()
 
 
+def subsample(poses: torch.Tensor, max_rows: int | None, seed: int = 0) -> torch.Tensor:
+    """At most ``max_rows`` rows of ``poses`` (N, ...) in their original order, the same seeded subset
+    on every call; None keeps every row."""
+    if max_rows is None or poses.shape[0] <= max_rows:
+        return poses
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(poses.shape[0], generator=g)[:max_rows].sort().values
+    return poses[idx]
+
+
 class RunningMean:
     """Batch-size-weighted means of K named scalars, accumulated on the device.
 

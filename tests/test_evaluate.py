@@ -16,7 +16,7 @@ from hand_vae.data.layouts import write_consolidated
 from hand_vae.data.synthetic import generate_sequences, split_by_subject
 from hand_vae.evaluation.metrics import COLUMNS, auc, backbend, evaluate, swap_hands, top1, verdicts
 from hand_vae.lightning_module import HandVAELightningModule
-from hand_vae.viz.report import subsample
+from hand_vae.metrics import subsample
 
 
 def test_auc_and_top1_hand_computed() -> None:

@@ -97,7 +97,7 @@ def score(args: argparse.Namespace) -> int:
     """``--task score``: load, score, write the JSON and figures, print the table and verdicts."""
     # start-up: sklearn and matplotlib load after parsing, so --help stays fast
     from hand_vae.evaluation.metrics import evaluate, markdown_table, verdicts
-    from hand_vae.viz.report import subsample
+    from hand_vae.metrics import subsample
 
     model, splits, source, poses, what = _load(args, need_splits=args.baselines or not args.poses)
     poses = subsample(poses, args.max_poses, args.seed)

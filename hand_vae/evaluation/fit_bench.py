@@ -34,10 +34,10 @@ from torch import nn
 from hand_vae.evaluation.baselines import GaussianPrior
 from hand_vae.evaluation.metrics import auc, corrupted_sets, scores
 from hand_vae.kinematics import NUM_KEYPOINTS, POINTS_PER_FINGER, hands_fk
+from hand_vae.metrics import subsample
 from hand_vae.models.quantiles import BUFFER, CALIBRATE_HINT, calibrate, is_calibrated, threshold_at
 from hand_vae.prior import energy_one_hand, fit_to_joints, log_prob_one_hand
 from hand_vae.rotations import HAND_DIM, NUM_HANDS, geodesic_angle_axis_angle, to_joints
-from hand_vae.viz.report import subsample
 
 log = logging.getLogger(__name__)
 

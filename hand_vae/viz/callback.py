@@ -1,24 +1,7 @@
-"""``PlotCallback``: the validation plots every few epochs and the test plots, rank zero only.
+"""``PlotCallback``: the validation figures every few epochs and the test figures, rank zero only.
 
-What it writes (figures from ``hand_vae.viz.report.make_figures``):
-  * every ``every_n_epochs`` validation epochs (``(epoch + 1) % every_n_epochs == 0``, never during
-    the sanity check): ``plots/{name}_epoch{epoch:03d}.png`` and TensorBoard images
-    ``val_plots/{name}`` at step = epoch;
-  * after ``trainer.test``: ``plots/test_{name}.png`` and TensorBoard images ``test_plots/{name}``,
-    except a figure whose picture is the same as the last validation plot's (the loss breakdown when
-    no epoch ran since, the prior samples when the best checkpoint is that epoch's): it is not
-    written twice.
-``plots/`` is ``out_dir`` when given, else ``<logger.log_dir>/plots`` (else
-``<default_root_dir>/plots`` without a logger).
-
-Cadence: when plotting takes longer than the epochs since the last plots (tiny data, where an epoch
-is far quicker than drawing), ``every_n_epochs`` is multiplied so plots take at most about half of
-the run, and one log line says so.
-
-Timing: validation runs inside the training epoch, before that epoch's ``train/*`` metrics
-(``train/beta``) exist, so the callback records the epoch's metrics and draws the plots in
-``on_train_epoch_end``, once the row is complete. Plot time and epoch time are logged at INFO and,
-with a TensorBoard logger, as the scalars ``time/plot_seconds`` and ``time/train_epoch_seconds``.
+What it writes, when, its cadence and timing logs: ``docs/design.md`` §5 (plots). Figures come from
+``hand_vae.viz.report.make_figures``.
 """
 
 from __future__ import annotations
@@ -36,34 +19,27 @@ from matplotlib.figure import Figure
 from pytorch_lightning.utilities import rank_zero_only
 from typing_extensions import override
 
-from hand_vae.viz.report import make_figures, subsample
+from hand_vae.metrics import subsample
+from hand_vae.viz.report import make_figures
 
 log = logging.getLogger(__name__)
 
 # Metrics copied from ``trainer.callback_metrics`` into the per-epoch history (loss breakdown).
-HISTORY_KEYS = (
-    "val/loss",
-    "val/recon_nll",
-    "val/kl",
-    "train/loss",
-    "train/recon_nll",
-    "train/kl",
-    "train/beta",
-)
+HISTORY_KEYS = ("val/loss", "val/recon_nll", "val/kl",
+                "train/loss", "train/recon_nll", "train/kl", "train/beta")  # fmt: skip
 PNG_DPI = 110
 
 
 class PlotCallback(pl.Callback):
     """Validation and test figures into TensorBoard and PNG files (rank zero only).
 
-    Expects ``pl_module.model`` to be a hand VAE (see ``hand_vae.viz.report``) and
-    ``trainer.datamodule.split_tensor(stage)`` to return the split as (N, 90) float32.
+    Expects ``pl_module.model`` to be a hand VAE and ``trainer.datamodule.split_tensor(stage)`` to
+    return the split as (N, 90) float32.
 
     Args:
         every_n_epochs: plot on validation epochs with ``(epoch + 1) % every_n_epochs == 0``.
-        out_dir: PNG folder; default ``<logger.log_dir>/plots``.
-        num_plot_samples: at most this many poses (a fixed seeded subset) are evaluated; the
-            plots cost about 1 s per 2k poses plus ~4 s of drawing on a CPU core.
+        out_dir: PNG folder; default ``<logger.log_dir>/plots`` (``<default_root_dir>/plots`` without one).
+        num_plot_samples: at most this many poses (a fixed seeded subset) are evaluated.
         seed: seed of the subset, the noise and the prior samples (same every epoch).
     """
 
@@ -87,14 +63,13 @@ class PlotCallback(pl.Callback):
         self._val_row: dict[str, float] | None = None
         self._epoch_start: float | None = None
         self._train_seconds = 0.0  # of the epochs since the last validation plot
-        self.plot_seconds: dict[str, float] = {}  # "epoch004" / "test" -> seconds, for the note
+        self.plot_seconds: dict[str, float] = {}  # "epoch004" / "test" -> seconds
         self.written: list[Path] = []  # PNG files this callback wrote, in order
         # name -> (sha256 of the pixels, file) of the latest validation plot, to skip identical test copies
         self._last_val: dict[str, tuple[str, Path]] = {}
 
-    # ------------------------------------------------------------------ state (resume keeps history)
     @override
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict:  # resuming keeps the history
         return {"history": self.history, "epochs": self.epochs}
 
     @override
@@ -102,7 +77,6 @@ class PlotCallback(pl.Callback):
         self.history = {k: list(state_dict["history"].get(k, [])) for k in HISTORY_KEYS}
         self.epochs = list(state_dict["epochs"])
 
-    # ------------------------------------------------------------------ hooks
     @override
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._epoch_start = time.perf_counter()
@@ -110,23 +84,20 @@ class PlotCallback(pl.Callback):
     @override
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Not on_validation_epoch_end: callbacks run that hook before the module logs its epoch metrics.
-        if trainer.sanity_checking:
-            return
-        self._val_row = _metrics(trainer, "val/")
+        if not trainer.sanity_checking:
+            self._val_row = _metrics(trainer, "val/")
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        epoch_seconds = (
-            time.perf_counter() - self._epoch_start if self._epoch_start is not None else float("nan")
-        )
+        # Validation ran inside this epoch, before its train/* metrics existed: the row is complete only now.
+        epoch_seconds = time.perf_counter() - self._epoch_start if self._epoch_start is not None else math.nan
         if self._val_row is None:  # no validation this epoch
             return
-        row = {**self._val_row, **_metrics(trainer, "train/")}
-        self._val_row = None
+        row, self._val_row = {**self._val_row, **_metrics(trainer, "train/")}, None
         epoch = trainer.current_epoch
         self.epochs.append(epoch)
         for key in HISTORY_KEYS:
-            self.history[key].append(row.get(key, float("nan")))
+            self.history[key].append(row.get(key, math.nan))
         self._train_seconds += epoch_seconds
         if (epoch + 1) % self.every_n_epochs == 0:
             self._plot(trainer, pl_module, "val", epoch, epoch_seconds)
@@ -138,26 +109,19 @@ class PlotCallback(pl.Callback):
         if plot_seconds <= trained or not trained > 0:
             return
         self.every_n_epochs *= math.ceil(plot_seconds / trained)
-        log.info("plots took %.1f s, the epochs since the last ones %.1f s: plotting every %d epochs from now "
-                 "on (--plot_every_n_epochs; --no_plots turns them off)", plot_seconds, trained,
+        log.info("plots took %.1f s, the epochs since the last ones %.1f s: plotting every %d epochs from "
+                 "now on (--plot_every_n_epochs; --no_plots turns them off)", plot_seconds, trained,
                  self.every_n_epochs)  # fmt: skip
 
     @override
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._plot(trainer, pl_module, "test", trainer.current_epoch, None)
 
-    # ------------------------------------------------------------------ work
     @rank_zero_only
-    def _plot(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        stage: str,
-        epoch: int,
-        epoch_seconds: float | None,
-    ) -> None:
+    def _plot(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str, epoch: int,
+              epoch_seconds: float | None) -> None:  # fmt: skip
         datamodule = getattr(trainer, "datamodule", None)
-        if datamodule is None or not hasattr(datamodule, "split_tensor"):
+        if not hasattr(datamodule, "split_tensor"):
             log.warning("PlotCallback: trainer has no datamodule with split_tensor(); no %s plots", stage)
             return
         start = time.perf_counter()
@@ -171,11 +135,11 @@ class PlotCallback(pl.Callback):
                 figs = make_figures(model, poses, history, self.epochs, seed=self.seed, split=stage)
         finally:
             model.train(was_training)
-        names = {name: (f"test_{name}" if stage == "test" else f"{name}_epoch{epoch:03d}") for name in figs}
+        key = "test" if stage == "test" else f"epoch{epoch:03d}"
         out_dir = self._out_dir(trainer)
         repeated = []
         for name, fig in figs.items():
-            path = out_dir / f"{names[name]}.png"
+            path = out_dir / (f"test_{name}.png" if stage == "test" else f"{name}_epoch{epoch:03d}.png")
             same_as = self._last_val.get(name) if stage == "test" else None
             digest = _write(fig, path, trainer, f"{stage}_plots/{name}", epoch, skip_if=same_as)
             if digest is None:
@@ -184,46 +148,31 @@ class PlotCallback(pl.Callback):
             self.written.append(path)
             if stage == "val":
                 self._last_val[name] = (digest, path)
-        seconds = time.perf_counter() - start
-        self.plot_seconds["test" if stage == "test" else f"epoch{epoch:03d}"] = seconds
+        seconds = self.plot_seconds[key] = time.perf_counter() - start
         if epoch_seconds is None:
             same = f" ({len(repeated)} not repeated, same as {', '.join(repeated)})" if repeated else ""
-            log.info(
-                "test plots: %d figures for %d poses in %.2f s -> %s%s",
-                len(figs) - len(repeated),
-                len(poses),
-                seconds,
-                out_dir,
-                same,
-            )
-        else:
-            log.info(
-                "epoch %d plots: %d figures for %d poses in %.2f s (training epoch incl. validation took %.2f s)",
-                epoch,
-                len(figs),
-                len(poses),
-                seconds,
-                epoch_seconds,
-            )
+            log.info("test plots: %d figures for %d poses in %.2f s -> %s%s", len(figs) - len(repeated),
+                     len(poses), seconds, out_dir, same)  # fmt: skip
+            return
+        log.info("epoch %d plots: %d figures for %d poses in %.2f s (training epoch incl. validation took "
+                 "%.2f s)", epoch, len(figs), len(poses), seconds, epoch_seconds)  # fmt: skip
         experiment = getattr(trainer.logger, "experiment", None)
-        if stage == "val" and hasattr(experiment, "add_scalar"):
+        if hasattr(experiment, "add_scalar"):
             experiment.add_scalar("time/plot_seconds", seconds, epoch)
             experiment.add_scalar("time/train_epoch_seconds", epoch_seconds, epoch)
 
     def _out_dir(self, trainer: pl.Trainer) -> Path:
         if self.out_dir is not None:
             return self.out_dir
-        log_dir = getattr(trainer.logger, "log_dir", None) if trainer.logger is not None else None
+        log_dir = getattr(trainer.logger, "log_dir", None)
         return Path(log_dir if log_dir is not None else trainer.default_root_dir) / "plots"
 
 
 def _metrics(trainer: pl.Trainer, prefix: str) -> dict[str, float]:
     """The history keys with ``prefix`` that are currently in ``trainer.callback_metrics``."""
-    out = {}
-    for key, value in trainer.callback_metrics.items():
-        if key in HISTORY_KEYS and key.startswith(prefix):
-            out[key] = float(value.detach().cpu()) if torch.is_tensor(value) else float(value)
-    return out
+    return {
+        k: float(v) for k, v in trainer.callback_metrics.items() if k in HISTORY_KEYS and k.startswith(prefix)
+    }
 
 
 def _write(
@@ -232,8 +181,7 @@ def _write(
     """Render ``fig`` once, save it as a PNG, add it to TensorBoard (if any) and close it.
 
     Returns:
-        The sha256 of the rendered pixels, or None when they equal ``skip_if``'s digest (nothing
-        written).
+        The sha256 of the rendered pixels, or None when they equal ``skip_if``'s (nothing written).
     """
     import matplotlib.pyplot as plt
     from matplotlib.image import imsave
@@ -247,8 +195,7 @@ def _write(
         return None
     path.parent.mkdir(parents=True, exist_ok=True)
     imsave(path, rgba, format="png")
-    experiment = getattr(trainer.logger, "experiment", None) if trainer.logger is not None else None
-    if hasattr(experiment, "add_image"):
-        # Same pixels as TensorBoard's add_figure, without drawing the figure a second time.
+    experiment = getattr(trainer.logger, "experiment", None)
+    if hasattr(experiment, "add_image"):  # the pixels of add_figure, without drawing the figure again
         experiment.add_image(tag, rgba[..., :3], step, dataformats="HWC")
     return digest

@@ -1,15 +1,6 @@
-"""Figures of ``python -m hand_vae.evaluate``: the VAE beside the classic priors it is compared with.
-
-* ``energy_histogram_{noise,backbend,swap}.png``: left, the VAE's energy of held-out poses against
-  corrupted copies of them; right, the ROC curve of every method (VAE and baselines) telling the
-  real poses from those copies, with each curve's AUC in the legend.
-* ``summary.png``: every method's AUC per corruption and top-1 hypothesis selection, side by side.
-
-Energies of different methods are on different scales (nats for densities, radians for the
-nearest-neighbour distance), so they are compared through ROC curves, which depend only on the order
-of the scores, never on one shared energy axis. Pure functions, arrays in and figures out (Agg canvas,
-no pyplot); ``save_evaluation_figures`` saves and closes them.
-"""
+"""Figures of ``python -m hand_vae.evaluate``: ``energy_histogram_{noise,backbend,swap}.png`` (the VAE's
+energies beside every method's ROC curve) and ``summary.png``. Methods' energies are on different scales
+(nats, radians), so they are compared through ROC curves, which depend only on the scores' order."""
 
 from __future__ import annotations
 
@@ -19,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import seaborn as sns
 from matplotlib.figure import Figure
+from sklearn import metrics as skm
 
 from hand_vae.metrics import NOISE_LEVELS
 from hand_vae.viz.figures import draw_energy_histogram
@@ -29,33 +21,19 @@ KINDS = {
     "backbend": {"backbend (one finger negated)": "backbend"},
     "swap": {"hands swapped, not mirrored": "swap"},
 }
-LABELS = {
-    "vae": "VAE",
-    "gaussian": "Gaussian",
-    "gmm4": "GMM 4",
-    "gmm8": "GMM 8",
-    "nearest_neighbour": "nearest neighbour",
-}
+LABELS = {"vae": "VAE", "gaussian": "Gaussian", "gmm4": "GMM 4", "gmm8": "GMM 8",
+          "nearest_neighbour": "nearest neighbour"}  # fmt: skip
+BELOW = {"loc": "upper center", "bbox_to_anchor": (0.5, -0.14), "ncol": 2, "fontsize": "x-small"}
 
 
 def roc_curve(neg: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """ROC curve of a score that should be higher for ``pos`` than for ``neg``.
-
-    Args:
-        neg: (N,) scores of real poses; NaN counts as +inf (a non-finite energy is implausible).
-        pos: (M,) scores of corrupted poses.
-
-    Returns:
-        (false-positive rate, true-positive rate), each (K,) from (0, 0) to (1, 1), one point per
-        distinct threshold, so tied scores give a straight segment (the AUC's ½-for-ties).
-    """
-    neg = np.nan_to_num(np.asarray(neg, np.float64), nan=np.inf)
-    pos = np.nan_to_num(np.asarray(pos, np.float64), nan=np.inf)
-    thresholds = np.unique(np.concatenate([neg, pos]))[::-1]  # high to low: flag score >= t
-    neg_sorted, pos_sorted = np.sort(neg), np.sort(pos)
-    fpr = 1.0 - np.searchsorted(neg_sorted, thresholds, side="left") / max(neg.size, 1)
-    tpr = 1.0 - np.searchsorted(pos_sorted, thresholds, side="left") / max(pos.size, 1)
-    return np.concatenate([[0.0], fpr, [1.0]]), np.concatenate([[0.0], tpr, [1.0]])
+    """(false-positive rate, true-positive rate) of a score that should be higher for ``pos`` (M,) than
+    for ``neg`` (N,), from (0, 0) to (1, 1). NaN counts as +inf (a non-finite energy is implausible);
+    scores are ranked first because sklearn refuses non-finite ones, and ranks keep order and ties."""
+    s = np.nan_to_num(np.concatenate([neg, pos]).astype(np.float64), nan=np.inf, posinf=np.inf)
+    ranks = np.unique(s, return_inverse=True)[1].reshape(-1)
+    fpr, tpr, _ = skm.roc_curve(np.r_[np.zeros(len(neg)), np.ones(len(pos))], ranks)
+    return fpr, tpr
 
 
 def _colors(methods: list[str]) -> dict[str, tuple]:
@@ -69,33 +47,27 @@ def corruption_figure(
     """The VAE's energy histogram for one corruption kind, beside every method's ROC curves.
 
     Args:
-        energies: method -> {"real": (N,), "<set>": (N,), ...} energies (``eval_metrics.evaluate``).
+        energies: method -> {"real": (N,), "<set>": (N,), ...} energies (``evaluation.metrics.evaluate``).
         kind: "noise", "backbend" or "swap".
-        aucs: method -> {"auc_<set>": AUC}, the numbers of the report, quoted in the legend.
+        aucs: method -> {"auc_<set>": AUC}, quoted in the legend.
 
     Returns:
         The figure: axes[0] the VAE histogram, axes[1] the ROC curves.
     """
-    sets = KINDS[kind]
-    vae = energies["vae"]
-    methods = list(energies)
-    colors = _colors(methods)
-    styles = ["-", "--", ":"]
+    sets, vae, colors = KINDS[kind], energies["vae"], _colors(list(energies))
     with figure_style():
         fig = new_figure((15.0, 5.6))
         ax_h, ax_r = fig.subplots(1, 2, width_ratios=[1.35, 1.0])
-        draw_energy_histogram(
-            ax_h, {"held-out": vae["real"], **{label: vae[key] for label, key in sets.items()}}
-        )
+        hist = {"held-out": vae["real"]} | {label: vae[key] for label, key in sets.items()}
+        draw_energy_histogram(ax_h, hist)
         ax_h.set_title(f"VAE energy: held-out poses vs corrupted copies ({kind})")
-        ax_h.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize="x-small")
-        for method in methods:
-            for (label, key), ls in zip(sets.items(), styles, strict=False):
+        ax_h.legend(**BELOW)
+        for method in energies:
+            for (label, key), ls in zip(sets.items(), ["-", "--", ":"], strict=False):
                 fpr, tpr = roc_curve(energies[method]["real"], energies[method][key])
-                auc = aucs[method][f"auc_{key}"]
                 name = LABELS.get(method, method) + (f", {label}" if len(sets) > 1 else "")
                 ax_r.plot(fpr, tpr, ls, color=colors[method], linewidth=2.2 if method == "vae" else 1.4,
-                          label=f"{name}: AUC {auc:.3f}")  # fmt: skip
+                          label=f"{name}: AUC {aucs[method][f'auc_{key}']:.3f}")  # fmt: skip
         ax_r.plot([0, 1], [0, 1], color="0.6", linewidth=0.8, label="chance: AUC 0.5")
         ax_r.set_xlim(0, 1)
         ax_r.set_ylim(0, 1.01)
@@ -103,24 +75,19 @@ def corruption_figure(
         ax_r.set_xlabel("held-out poses flagged (false-positive rate)")
         ax_r.set_ylabel("corrupted poses flagged (true-positive rate)")
         ax_r.set_title(f"Every method telling real from corrupted ({kind}); higher = better")
-        ax_r.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize="x-small")
+        ax_r.legend(**BELOW)
     return fig
 
 
 def summary_figure(results: Mapping[str, Mapping[str, float | None]]) -> Figure:
-    """Grouped bars: each method's AUC per corruption and top-1 selection rate (higher = better).
+    """Grouped bars of each method's AUC per corruption and top-1 selection rate (higher = better).
 
     Args:
-        results: method -> {metric: value or None} (``eval_metrics.evaluate``'s first return value).
-
-    Returns:
-        The figure (one axes).
+        results: method -> {metric: value or None} (``evaluation.metrics.evaluate``'s first value).
     """
     metrics = [m for m in next(iter(results.values())) if m.startswith(("auc_", "top1_"))]
-    methods = list(results)
-    colors = _colors(methods)
-    width = 0.8 / len(methods)
-    x = np.arange(len(metrics))
+    methods, x = list(results), np.arange(len(metrics))
+    colors, width = _colors(methods), 0.8 / len(methods)
     with figure_style():
         fig = new_figure((12.0, 4.8))
         ax = fig.add_subplot()
@@ -130,11 +97,8 @@ def summary_figure(results: Mapping[str, Mapping[str, float | None]]) -> Figure:
                    label=LABELS.get(method, method))  # fmt: skip
         ax.axhline(0.5, color="0.5", linestyle="--", linewidth=1.0, label="AUC chance (0.5)")
         ax.axhline(1 / 8, color="0.5", linestyle=":", linewidth=1.0, label="top-1 chance (1/8)")
-        ax.set_xticks(
-            x,
-            [m.replace("auc_", "AUC ").replace("top1_", "top-1 ").replace("_", " ") for m in metrics],
-            rotation=20,
-        )
+        names = [m.replace("auc_", "AUC ").replace("top1_", "top-1 ").replace("_", " ") for m in metrics]
+        ax.set_xticks(x, names, rotation=20)
         ax.set_ylim(0, 1.05)
         ax.set_ylabel("score (1 = perfect)")
         ax.set_title(

@@ -1,14 +1,9 @@
-"""Pure figure functions: numpy arrays in, a ``matplotlib.figure.Figure`` out. No Lightning.
-
-Built on an Agg canvas without pyplot (see ``hand_vae.viz.style``). **The caller owns each figure
-and must close it**: ``save_figure(fig, path)`` saves a PNG and closes it; TensorBoard's
-``add_figure(tag, fig, step)`` closes it by default. Units: energies, NLL and KL in nats
-(natural-log units), angles in degrees, skeleton coordinates in metres.
-"""
+"""Figure functions: numpy arrays in, a ``matplotlib.figure.Figure`` out; the caller closes it
+(``save_figure`` does, as does TensorBoard's ``add_figure``). Units: nats, degrees, metres. No Lightning."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import seaborn as sns
@@ -18,29 +13,11 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from hand_vae import anatomy
 from hand_vae.losses import ACTIVE_UNIT_NATS
-from hand_vae.viz.objective_figures import beta_sensitivity, loss_breakdown
-from hand_vae.viz.skeleton_figure import hand_skeletons
-from hand_vae.viz.style import PALETTE as _PALETTE
-from hand_vae.viz.style import as_1d as _as_1d
-from hand_vae.viz.style import figure_style as _style
-from hand_vae.viz.style import finger_colors, new_figure, save_figure
+from hand_vae.viz.skeleton_figure import hand_skeletons as hand_skeletons
+from hand_vae.viz.style import PALETTE, as_1d, figure_style, finger_colors, new_figure
+from hand_vae.viz.style import save_figure as save_figure
 
-__all__ = [
-    "ACTIVE_UNIT_THRESHOLD",
-    "beta_sensitivity",
-    "energy_histogram",
-    "hand_skeletons",
-    "latent_scatter",
-    "loss_breakdown",
-    "per_joint_geodesic_error",
-    "save_figure",
-]
-
-# A latent dimension is "active" when its mean KL exceeds this (as in `val/active_units`).
-ACTIVE_UNIT_THRESHOLD = ACTIVE_UNIT_NATS  # nats, the same threshold as val/active_units
-
-
-# --------------------------------------------------------------------------- energy
+BELOW = {"loc": "upper center", "bbox_to_anchor": (0.5, -0.16), "fontsize": "small"}  # legend under the axes
 
 
 def _nice_ceil(x: float) -> float:
@@ -50,13 +27,12 @@ def _nice_ceil(x: float) -> float:
 
 
 def _symlog_ticks(lo: float, hi: float, linthresh: float) -> np.ndarray:
-    """Readable ticks for a symlog axis on [lo, hi]: about six round numbers inside ±linthresh, then
-    1-2-5 steps per decade beyond it (only powers of ten over more than 3 decades)."""
+    """About six round ticks inside ±linthresh, then 1-2-5 per decade beyond (only 1s over > 3 decades)."""
     a, b = max(lo, -linthresh), min(hi, linthresh)
     lin = MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]).tick_values(a, b) if b > a else np.array([])
     top = max(abs(lo), abs(hi), linthresh)
     decades = np.arange(np.floor(np.log10(linthresh)), np.ceil(np.log10(top)) + 1)
-    mantissas = (1.0,) if len(decades) > 3 else (1.0, 2.0, 5.0)  # 1-2-5 crowd in many decades
+    mantissas = (1.0,) if len(decades) > 3 else (1.0, 2.0, 5.0)
     outer = np.array([m * 10.0**k for k in decades for m in mantissas])
     outer = outer[outer > linthresh]
     ticks = np.unique(np.concatenate([lin, outer, -outer]))
@@ -66,20 +42,15 @@ def _symlog_ticks(lo: float, hi: float, linthresh: float) -> np.ndarray:
 def energy_histogram(energies: Mapping[str, np.ndarray], bins: int = 60) -> Figure:
     """Histograms of the energy (−ELBO at z = μ) of held-out poses and of noisy copies of them.
 
-    The first entry is the reference (held-out poses). Its 95th percentile is drawn as a dashed
-    line, and each other entry's legend says what fraction of its poses lies above it (how often
-    that noise would be flagged as implausible at a 5 % false-alarm rate). When the energies span
-    far more than the reference's spread, the x axis is symmetric-log (linear around the
-    reference, logarithmic beyond) so both the held-out peak and the noisy tails stay visible.
+    The first entry is the reference; its 95th percentile is a dashed line and each other entry's
+    legend gives the share of its poses above it (flagged at a 5 % false-alarm rate). When the
+    energies span far more than the reference's spread the x axis is symmetric-log.
 
     Args:
         energies: label -> (N_i,) energies in nats, e.g. ``{"held-out": e0, "noise 0.02 rad": e1}``.
         bins: number of bins.
-
-    Returns:
-        The figure (one axes).
     """
-    with _style():
+    with figure_style():
         fig = new_figure((8.5, 5.2))
         ax = fig.add_subplot()
         draw_energy_histogram(ax, energies, bins)
@@ -92,7 +63,7 @@ def draw_energy_histogram(ax: Axes, energies: Mapping[str, np.ndarray], bins: in
     """Draw :func:`energy_histogram`'s content into ``ax`` (labelled artists, no legend, no title)."""
     if not energies:
         raise ValueError("energies is empty")
-    data = {k: _as_1d(v, f"energies[{k!r}]") for k, v in energies.items()}
+    data = {k: as_1d(v, f"energies[{k!r}]") for k, v in energies.items()}
     data = {k: v[np.isfinite(v)] for k, v in data.items()}
     ref_name, ref = next(iter(data.items()))
     allv = np.concatenate(list(data.values()))
@@ -100,10 +71,8 @@ def draw_energy_histogram(ax: Axes, energies: Mapping[str, np.ndarray], bins: in
     if hi <= lo:
         lo, hi = lo - 1.0, hi + 1.0
     p5, p95 = np.percentile(ref, [5, 95]) if ref.size else (lo, hi)
-    spread = max(p95 - p5, 1e-3)
-    symlog = (hi - lo) > 30.0 * spread
-    if symlog:
-        # Linear within ±linthresh, which covers the held-out bulk; log beyond it.
+    symlog = (hi - lo) > 30.0 * max(p95 - p5, 1e-3)
+    if symlog:  # linear within ±linthresh, which covers the held-out bulk; log beyond it
         linthresh = _nice_ceil(max(abs(p5), abs(p95), 1.0))
         ax.set_xscale("symlog", linthresh=linthresh, linscale=1.5)
         tr = ax.xaxis.get_transform()
@@ -112,27 +81,17 @@ def draw_energy_histogram(ax: Axes, energies: Mapping[str, np.ndarray], bins: in
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
     else:
         edges = np.linspace(lo, hi, bins + 1)
-    # Reference in blue, noise levels in an ordered (light -> dark) palette.
-    colors = [sns.color_palette(_PALETTE)[0]] + sns.color_palette("flare", max(len(data) - 1, 1))
+    colors = [sns.color_palette(PALETTE)[0]] + sns.color_palette("flare", max(len(data) - 1, 1))
     for (name, v), c in zip(data.items(), colors, strict=False):
         label = f"{name}: median {np.median(v):,.1f}" if v.size else f"{name}: (none finite)"
         if name != ref_name and v.size:
             label += f", {100.0 * np.mean(v > p95):.0f}% above ref. p95"
-        # Fraction per bin (not density per nat): bins are equal-width on the drawn axis, so the
-        # area a reader sees is the share of poses. Out-of-range values go into the edge bins.
-        weights = np.full(v.size, 1.0 / max(v.size, 1))
-        ax.hist(
-            np.clip(v, edges[0], edges[-1]),
-            bins=edges,
-            weights=weights,
-            # Reference filled, noise levels as outlines: readable even where they overlap.
-            histtype="stepfilled" if name == ref_name else "step",
-            alpha=0.35 if name == ref_name else 1.0,
-            color=c,
-            edgecolor=c,
-            linewidth=1.8,
-            label=label,
-        )
+        # Fraction per bin (bins equal-width on the drawn axis, so area = share); outliers in the edge bins.
+        # Reference filled, noise levels as outlines: readable even where they overlap.
+        ref_like = name == ref_name
+        ax.hist(np.clip(v, edges[0], edges[-1]), bins=edges, weights=np.full(v.size, 1.0 / max(v.size, 1)),
+                histtype="stepfilled" if ref_like else "step", alpha=0.35 if ref_like else 1.0,
+                color=c, edgecolor=c, linewidth=1.8, label=label)  # fmt: skip
     ax.axvline(p95, color="k", linestyle="--", linewidth=1.2, label=f"{ref_name} 95th percentile")
     ax.set_xlim(edges[0], edges[-1])
     ax.set_xlabel(
@@ -142,20 +101,16 @@ def draw_energy_histogram(ax: Axes, energies: Mapping[str, np.ndarray], bins: in
     ax.set_ylabel("fraction of poses per bin")
 
 
-# --------------------------------------------------------------------------- latent space
-
-
 def latent_scatter(
-    mu: np.ndarray, energy: np.ndarray, kl_per_dim: np.ndarray, threshold: float = ACTIVE_UNIT_THRESHOLD
+    mu: np.ndarray, energy: np.ndarray, kl_per_dim: np.ndarray, threshold: float = ACTIVE_UNIT_NATS
 ) -> Figure:
     """2-D PCA of posterior means coloured by energy, beside the per-dimension KL (active units).
 
     Args:
         mu: (N, Z) posterior means μ(x).
-        energy: (N,) energies in nats (colour; clipped to its 2-98th percentiles so outliers do not
-            wash out the colour scale).
+        energy: (N,) energies in nats (colour, clipped to its 2-98th percentiles).
         kl_per_dim: (Z,) mean KL(q(z_i|x) ‖ N(0, 1)) per latent dimension, nats.
-        threshold: active-unit threshold in nats.
+        threshold: active-unit threshold in nats (as ``val/active_units``).
 
     Returns:
         The figure: axes[0] the scatter, axes[1] the KL bars, plus a colorbar axes.
@@ -164,45 +119,31 @@ def latent_scatter(
     if mu.ndim != 2 or mu.shape[0] == 0:
         raise ValueError(f"mu must be (N, Z) with N > 0, got {mu.shape}")
     N, Z = mu.shape
-    energy = _as_1d(energy, "energy")
-    kl = _as_1d(kl_per_dim, "kl_per_dim")
+    energy, kl = as_1d(energy, "energy"), as_1d(kl_per_dim, "kl_per_dim")
     if energy.shape[0] != N or kl.shape[0] != Z:
         raise ValueError(f"need energy ({N},) and kl_per_dim ({Z},), got {energy.shape} and {kl.shape}")
     centred = mu - mu.mean(axis=0)
     _, s, vt = np.linalg.svd(centred, full_matrices=False)  # principal axes = rows of vt
-    pcs = centred @ vt[:2].T  # (N, <=2)
-    if pcs.shape[1] < 2:
-        pcs = np.concatenate([pcs, np.zeros((N, 2 - pcs.shape[1]))], axis=1)
-    var = s**2 / max(float(np.sum(s**2)), 1e-12)
-    var = np.concatenate([var, np.zeros(2)])[:2]
+    proj = centred @ vt[:2].T  # (N, <=2)
+    pcs = np.pad(proj, ((0, 0), (0, 2 - proj.shape[1])))
+    var = np.pad(s**2 / max(float(np.sum(s**2)), 1e-12), (0, 2))[:2]
     vmin, vmax = np.percentile(energy, [2, 98])
     active = kl > threshold
-    with _style():
+    with figure_style():
         fig = new_figure((11.0, 4.6))
         ax_sc, ax_kl = fig.subplots(1, 2, width_ratios=[1.15, 1.0])
         order = np.argsort(energy)[::-1]  # draw low energy last, on top
-        sc = ax_sc.scatter(
-            pcs[order, 0],
-            pcs[order, 1],
-            c=energy[order],
-            cmap="viridis_r",
-            vmin=vmin,
-            vmax=max(vmax, vmin + 1e-9),
-            s=6,
-            alpha=0.8,
-            linewidths=0,
-        )
+        sc = ax_sc.scatter(pcs[order, 0], pcs[order, 1], c=energy[order], cmap="viridis_r", vmin=vmin,
+                           vmax=max(vmax, vmin + 1e-9), s=6, alpha=0.8, linewidths=0)  # fmt: skip
         fig.colorbar(sc, ax=ax_sc, label="energy (nats; lower = more plausible; 2-98th pct.)")
         ax_sc.set_xlabel(f"PC1 of posterior mean μ ({100 * var[0]:.0f}% var., latent units)")
         ax_sc.set_ylabel(f"PC2 ({100 * var[1]:.0f}% var., latent units)")
         ax_sc.set_title(f"Posterior means μ(x), PCA of {N} poses")
-        colors = sns.color_palette(_PALETTE, 2)
+        colors = sns.color_palette(PALETTE, 2)
         idx = np.arange(Z)
         ax_kl.bar(idx[active], kl[active], color=colors[0], label="active")
         ax_kl.bar(idx[~active], np.maximum(kl[~active], 1e-6), color=colors[1], label="inactive (collapsed)")
-        ax_kl.axhline(
-            threshold, color="k", linestyle="--", linewidth=1.2, label=f"threshold {threshold:g} nats"
-        )
+        ax_kl.axhline(threshold, color="k", ls="--", lw=1.2, label=f"threshold {threshold:g} nats")
         if kl.max() > 0 and kl.max() / max(min(kl.min(), threshold), 1e-6) > 100:
             ax_kl.set_yscale("log")
         ax_kl.set_xlabel("latent dimension")
@@ -213,40 +154,156 @@ def latent_scatter(
     return fig
 
 
-# --------------------------------------------------------------------------- per-joint error
-
-
 def per_joint_geodesic_error(err_deg: np.ndarray) -> Figure:
-    """Bar chart of the mean geodesic angle between input and reconstruction, per joint.
+    """Bar chart of the mean geodesic angle between input and reconstruction per joint.
 
     Args:
         err_deg: (30,) degrees, joints 0-14 left hand and 15-29 right, MANO order within a hand.
-
-    Returns:
-        The figure (one axes).
     """
-    err = _as_1d(err_deg, "err_deg")
+    err = as_1d(err_deg, "err_deg")
     J = len(anatomy.JOINT_NAMES)
     if err.size != 2 * J:
         raise ValueError(f"err_deg must have {2 * J} values (left then right hand), got {err.size}")
-    names = [f"{side} {n}" for side in ("L", "R") for n in anatomy.JOINT_NAMES]
     palette = finger_colors()
-    colors = [palette[n.rstrip("123")] for n in anatomy.JOINT_NAMES] * 2
-    with _style():
+    with figure_style():
         fig = new_figure((11.0, 4.2))
         ax = fig.add_subplot()
         x = np.arange(err.size)
-        ax.bar(x, err, color=colors)
+        ax.bar(x, err, color=[palette[n.rstrip("123")] for n in anatomy.JOINT_NAMES] * 2)
         ax.axvline(J - 0.5, color="0.3", linewidth=1.0)
         ax.axhline(err.mean(), color="k", linestyle="--", linewidth=1.0, label=f"mean {err.mean():.2f}°")
         top = max(float(err.max()), 1e-6)
         ax.set_ylim(0, top * 1.15)
         ax.text(J / 2 - 0.5, top * 1.07, "left hand", ha="center", fontsize="small")
         ax.text(J * 1.5 - 0.5, top * 1.07, "right hand", ha="center", fontsize="small")
+        names = [f"{side} {n}" for side in ("L", "R") for n in anatomy.JOINT_NAMES]
         ax.set_xticks(x, names, rotation=90, fontsize="small")
         ax.set_xlim(-0.7, err.size - 0.3)
         ax.set_ylabel("geodesic error (degrees)")
         ax.set_xlabel("joint (MANO order; colour = finger)")
         ax.set_title("Per-joint geodesic angle between input and reconstruction")
         ax.legend(loc="upper right", fontsize="small")
+    return fig
+
+
+def loss_breakdown(history: Mapping[str, Sequence[float]], epochs: Sequence[int]) -> Figure:
+    """Loss components over epochs: reconstruction NLL, KL and β·KL, read from the logged history.
+
+    Args:
+        history: metric name -> one value per epoch. Uses ``val/recon_nll``, ``val/kl``, ``train/beta``
+            and, when present, ``train/recon_nll``, ``train/kl``, ``val/loss``; missing keys are skipped.
+        epochs: (T,) epoch numbers; one is enough (drawn as markers).
+
+    Returns:
+        The figure: axes[0] reconstruction NLL, axes[1] KL terms, axes[2] β (twin of axes[1]).
+    """
+    ep = np.asarray(list(epochs), dtype=np.float64)
+    if ep.size == 0:
+        raise ValueError("epochs is empty")
+
+    def series(key: str) -> np.ndarray | None:
+        if key not in history:
+            return None
+        v = np.asarray(list(history[key]), dtype=np.float64)
+        if v.shape != ep.shape:
+            raise ValueError(f"history[{key!r}] has {v.size} values for {ep.size} epochs")
+        return v
+
+    colors = sns.color_palette(PALETTE, 6)
+    with figure_style():
+        fig = new_figure((11.0, 4.8))
+        ax_nll, ax_kl = fig.subplots(1, 2)
+        # val −ELBO = recon NLL + KL: with a small KL the lines coincide, so the −ELBO is a pale band below.
+        if (elbo := series("val/loss")) is not None:
+            ax_nll.plot(ep, elbo, "-", color="0.55", linewidth=6.0, alpha=0.45, solid_capstyle="round",
+                        label="val −ELBO = recon NLL + KL (band)")  # fmt: skip
+        for split, ls, marker in (("val", "-", "o"), ("train", ":", "s")):
+            if (v := series(f"{split}/recon_nll")) is not None:
+                ax_nll.plot(ep, v, ls, marker=marker, ms=4, color=colors[0], label=f"{split} recon NLL")
+        ax_nll.set_title("Reconstruction NLL (and total −ELBO)")
+        kl, beta = series("val/kl"), series("train/beta")
+        for split, ls in (("val", "-"), ("train", ":")):
+            if (v := series(f"{split}/kl")) is not None:
+                ax_kl.plot(ep, v, ls, marker="o", ms=4, color=colors[1], label=f"{split} KL")
+        if kl is not None and beta is not None:
+            ax_kl.plot(ep, beta * kl, "-", marker="s", ms=4, color=colors[2], label="β · val KL")
+        ax_kl.set_title("KL term (rate)")
+        handles, labels = ax_kl.get_legend_handles_labels()
+        if beta is not None:
+            ax_b = ax_kl.twinx()
+            ax_b.grid(False)
+            (hb,) = ax_b.plot(ep, beta, "--", marker="^", ms=4, color="0.4", label="β (right axis)")
+            ax_b.set_ylabel("β (dimensionless)")
+            ax_b.set_ylim(0.0, max(1.0, float(np.nanmax(beta))) * 1.05)
+            handles, labels = handles + [hb], labels + ["β (right axis)"]
+        for ax in (ax_nll, ax_kl):
+            ax.set_xlabel("epoch")
+            ax.set_ylabel("mean per pose (nats)")
+            if ep.size == 1:
+                ax.set_xlim(ep[0] - 1, ep[0] + 1)
+            ax.xaxis.get_major_locator().set_params(integer=True)
+        if ax_nll.lines:
+            ax_nll.legend(ncol=2, **BELOW)
+        if handles:
+            ax_kl.legend(handles, labels, ncol=2, **BELOW)
+        fig.suptitle("Loss components over training")
+    return fig
+
+
+def beta_sensitivity(recon_nll: np.ndarray, kl: np.ndarray, betas: Sequence[float]) -> Figure:
+    """β trade-off of a FIXED trained model (no retraining): distortion D, rate R and D + β·R.
+
+    D (mean recon NLL) and R (mean KL) do not depend on β; β only weighs them in ``D + β·R``. Left:
+    each pose in the rate-distortion plane, the mean (R, D) and per β the iso-objective line through
+    it (slope −β). Right: D, β·R and D + β·R against β.
+
+    Args:
+        recon_nll: (N,) per-pose reconstruction NLL (distortion), nats.
+        kl: (N,) per-pose KL summed over latent dimensions (rate), nats.
+        betas: β values (> 0).
+
+    Returns:
+        The figure: axes[0] rate-distortion plane, axes[1] objective vs β.
+    """
+    D, R, b = as_1d(recon_nll, "recon_nll"), as_1d(kl, "kl"), as_1d(betas, "betas")
+    if D.shape != R.shape:
+        raise ValueError(f"recon_nll and kl must have the same length, got {D.size} and {R.size}")
+    if np.any(b <= 0):
+        raise ValueError("betas must be positive")
+    b = np.sort(b)
+    d_mean, r_mean = float(D.mean()), float(R.mean())
+    obj = D[None, :] + b[:, None] * R[None, :]  # (nβ, N)
+    with figure_style():
+        fig = new_figure((11.0, 5.4))
+        ax_rd, ax_b = fig.subplots(1, 2)
+        ax_rd.scatter(R, D, s=5, alpha=0.25, color="0.45", linewidths=0, label="poses")
+        ax_rd.scatter([r_mean], [d_mean], s=60, color="k", marker="X", zorder=5, label="mean (R, D)")
+        r_lo, r_hi = np.percentile(R, [1, 99])
+        span = max(r_hi - r_lo, 1e-3)
+        r_line = np.linspace(max(0.0, r_lo - 0.1 * span), r_hi + 0.1 * span, 50)
+        for beta, c in zip(b, sns.color_palette("rocket", len(b)), strict=True):
+            ax_rd.plot(r_line, d_mean - beta * (r_line - r_mean), color=c, lw=1.3, label=f"β = {beta:g}")
+        d_lo, d_hi = np.percentile(D, [1, 99])
+        pad = 0.15 * max(d_hi - d_lo, 1e-3)
+        ax_rd.set_ylim(d_lo - pad, d_hi + pad)
+        ax_rd.set_xlabel("rate R = KL(q(z|x) ‖ p(z)) (nats)")
+        ax_rd.set_ylabel("distortion D = recon NLL (nats)")
+        ax_rd.set_title("Rate-distortion plane, iso-objective lines D + β·R")
+        ax_rd.legend(ncol=4, **BELOW)
+        ax_b.plot(b, np.full_like(b, d_mean), "-", marker="o", ms=4, label="D (recon NLL)")
+        ax_b.plot(b, b * r_mean, "-", marker="o", ms=4, label="β · R (β · KL)")
+        ax_b.plot(b, obj.mean(axis=1), "-", marker="o", ms=4, color="k", label="D + β · R  (−β-ELBO)")
+        q25, q75 = np.percentile(obj, [25, 75], axis=1)
+        ax_b.fill_between(b, q25, q75, color="k", alpha=0.12, label="D + β · R, per-pose IQR")
+        if b[-1] / b[0] > 20:
+            ax_b.set_xscale("log")
+            ax_b.set_xticks(b, [f"{v:g}" for v in b])
+            ax_b.minorticks_off()
+        ax_b.set_xlabel("β (dimensionless)")
+        ax_b.set_ylabel("mean per pose (nats)")
+        ax_b.set_title("Objective terms vs β")
+        ax_b.legend(ncol=2, **BELOW)
+        fig.suptitle(
+            f"β sensitivity of the FIXED trained model (objective trade-off, not a retrain), N = {D.size}"
+        )
     return fig

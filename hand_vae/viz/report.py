@@ -1,10 +1,5 @@
-"""Evaluate a hand VAE on a set of poses and build every figure of ``hand_vae.viz.figures``.
-
-No Lightning here: ``make_figures(model, poses, ...)`` needs only the model API of ``hand_vae.models.BaseHandVAE``:
-``forward(x) -> {"recon_nll" (B,), "kl" (B, Z), "mu" (B, Z), ...}``, ``energy(x) -> (B,)``,
-``reconstruct(x) -> (B, 90)`` and ``sample(n, generator) -> (n, 90)``. The plot callback calls it
-every few validation epochs and at test time.
-"""
+"""Evaluate a hand VAE on a set of poses and build every training-time figure. No Lightning: needs only the
+model API of ``hand_vae.models.BaseHandVAE`` (``forward``, ``energy``, ``reconstruct``, ``sample``)."""
 
 from __future__ import annotations
 
@@ -19,8 +14,7 @@ from hand_vae import metrics
 from hand_vae.rotations import to_flat
 from hand_vae.viz import figures
 
-# β values for the trade-off figure (the model itself is fixed; training uses β ≤ --beta_max).
-BETAS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
+BETAS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)  # for the trade-off figure (the model itself is fixed)
 FIGURE_NAMES = (
     "energy_histogram",
     "latent_scatter",
@@ -32,48 +26,34 @@ FIGURE_NAMES = (
 )
 
 
-def subsample(poses: torch.Tensor, max_rows: int | None, seed: int = 0) -> torch.Tensor:
-    """At most ``max_rows`` rows of ``poses`` (N, ...) in their original order, the same seeded subset
-    on every call; None keeps every row."""
-    if max_rows is None or poses.shape[0] <= max_rows:
-        return poses
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(poses.shape[0], generator=g)[:max_rows].sort().values
-    return poses[idx]
-
-
 @torch.no_grad()
 def evaluate_for_plots(model: nn.Module, poses: torch.Tensor, seed: int = 0, num_skeletons: int = 8) -> dict:
     """Run the model on ``poses`` and collect the numpy arrays the figures need.
 
-    The global RNG state is forked (restored afterwards), so plotting never changes the training
-    run's randomness, and the noise, the sampled z of ``forward`` and the prior samples are seeded.
+    The global RNG is forked (training randomness is untouched); noise, the posterior z and the prior
+    samples are seeded with ``seed``.
 
     Args:
-        model: a hand VAE with the API above, in eval mode, on any device.
-        poses: (N, 90) or (N, 30, 3) axis-angle, radians, on any device (moved to the model's).
-        seed: seed for noise, posterior and prior samples.
+        model: a hand VAE in eval mode, on any device.
+        poses: (N, 90) or (N, 30, 3) axis-angle, radians (moved to the model's device).
         num_skeletons: poses drawn as stick figures (prior samples and reconstructions).
 
     Returns:
-        Dict of numpy arrays: ``energy`` {label: (N,)} nats, ``mu`` (N, Z), ``energy_clean`` (N,),
-        ``kl_per_dim`` (Z,) nats, ``recon_nll`` (N,), ``kl`` (N,) nats, ``inputs`` and ``recon``
-        (k, 90), ``samples`` (k, 90) radians, ``joint_err_deg`` (30,) degrees.
+        ``energy`` {label: (N,)} nats, ``mu`` (N, Z), ``energy_clean`` (N,), ``kl_per_dim`` (Z,),
+        ``recon_nll`` (N,), ``kl`` (N,) nats, ``inputs``, ``recon``, ``samples`` (k, 90) radians,
+        ``joint_err_deg`` (30,) degrees.
     """
     device = next(model.parameters()).device
     x = to_flat(poses.to(device=device, dtype=torch.float32))  # (N, 90)
-    cuda = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda):
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         out = model(x)
-        energy = model.energy(x)  # (N,)
-        energies = {"held-out": energy}
+        energies = {"held-out": model.energy(x)}  # (N,)
         for sigma in metrics.NOISE_LEVELS:
             energies[f"noise {sigma:g} rad"] = model.energy(x + sigma * torch.randn_like(x))
         x_hat = to_flat(model.reconstruct(x))  # (N, 90)
         gen = torch.Generator(device=device).manual_seed(seed)
         samples = to_flat(model.sample(num_skeletons, generator=gen))  # (k, 90)
-    err = metrics.geodesic_error(x, x_hat)  # (N, 30) radians
     k = min(num_skeletons, x.shape[0])
 
     def np_(t: torch.Tensor) -> np.ndarray:
@@ -81,7 +61,7 @@ def evaluate_for_plots(model: nn.Module, poses: torch.Tensor, seed: int = 0, num
 
     return {
         "energy": {name: np_(e) for name, e in energies.items()},
-        "energy_clean": np_(energy),
+        "energy_clean": np_(energies["held-out"]),
         "mu": np_(out["mu"]),
         "kl_per_dim": np_(out["kl"].mean(0)),  # (Z,) mean over poses
         "recon_nll": np_(out["recon_nll"]),
@@ -89,7 +69,7 @@ def evaluate_for_plots(model: nn.Module, poses: torch.Tensor, seed: int = 0, num
         "inputs": np_(x[:k]),
         "recon": np_(x_hat[:k]),
         "samples": np_(samples),
-        "joint_err_deg": np_(torch.rad2deg(err).mean(0)),
+        "joint_err_deg": np_(torch.rad2deg(metrics.geodesic_error(x, x_hat)).mean(0)),
     }
 
 
@@ -102,19 +82,17 @@ def make_figures(
     num_skeletons: int = 8,
     split: str = "val",
 ) -> dict[str, Figure]:
-    """Every figure for one evaluation of ``model`` on ``poses``. The caller closes them.
+    """Every figure for one evaluation of ``model`` on ``poses``; the caller closes them.
 
     Args:
-        model: hand VAE (see module docstring), already in eval mode.
-        poses: (N, 90) or (N, 30, 3) radians; subsample first if N is large (about 1 s per 2k rows).
-        history: logged metrics per epoch for ``loss_breakdown`` (skipped when None or empty).
-        epochs: epoch numbers matching ``history``.
-        seed: see ``evaluate_for_plots``.
-        num_skeletons: stick figures per skeleton grid.
-        split: name of the pose set, used in titles ("val" or "test").
+        model: hand VAE, already in eval mode.
+        poses: (N, 90) or (N, 30, 3) radians; subsample a large N first (cost grows with N).
+        history, epochs: logged metrics per epoch for ``loss_breakdown`` (skipped when empty).
+        seed, num_skeletons: see ``evaluate_for_plots``.
+        split: name of the pose set in titles ("val" or "test").
 
     Returns:
-        ``{name: Figure}`` with names from ``FIGURE_NAMES`` (``loss_breakdown`` only with history).
+        ``{name: Figure}`` named as ``FIGURE_NAMES`` (``loss_breakdown`` only with a history).
     """
     d = evaluate_for_plots(model, poses, seed=seed, num_skeletons=num_skeletons)
     energies = {(f"{split} poses" if k == "held-out" else k): v for k, v in d["energy"].items()}

@@ -1,11 +1,5 @@
-"""Shared figure plumbing: an Agg canvas without pyplot, seaborn styling, saving and closing.
-
-Figures are built with ``matplotlib.figure.Figure`` on an explicit Agg canvas: no display is
-needed and pyplot's global figure registry is never touched, so a figure cannot leak through
-pyplot. Callers should still release a figure when done, with ``save_figure(fig, path)`` (saves a
-PNG and closes) or ``plt.close(fig)`` (TensorBoard's ``add_figure`` does that by default).
-Seaborn styling is applied through a context manager, so importing this changes no global state.
-"""
+"""Shared figure plumbing: figures on an explicit Agg canvas (no pyplot registry, no display, nothing can
+leak), seaborn styling local to a ``with`` block, and saving."""
 
 from __future__ import annotations
 
@@ -19,8 +13,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 PALETTE = "colorblind"
-# One colour per finger, the same in every figure (Set1: five clearly distinct hues).
-FINGER_COLOR_ORDER = ("thumb", "index", "middle", "ring", "pinky")
+FINGER_COLOR_ORDER = ("thumb", "index", "middle", "ring", "pinky")  # Set1 hues, the same in every figure
 
 
 def finger_colors() -> dict[str, tuple[float, float, float]]:
@@ -36,27 +29,14 @@ def figure_style() -> Iterator[None]:
 
 
 def new_figure(figsize: tuple[float, float]) -> Figure:
-    """A bare Figure (constrained layout) on an Agg canvas: no pyplot, no display.
-
-    Args:
-        figsize: (width, height) in inches.
-    """
+    """A bare Figure (constrained layout, ``figsize`` in inches) on an Agg canvas."""
     fig = Figure(figsize=figsize, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
-    """Save ``fig`` as a PNG (creating parent folders) and close it.
-
-    Args:
-        fig: the figure; do not use it after this call.
-        path: destination file, normally ending in ``.png``.
-        dpi: resolution in dots per inch.
-
-    Returns:
-        The path written.
-    """
+    """Save ``fig`` as a PNG at ``path`` (parent folders created), close it and return the path."""
     import matplotlib.pyplot as plt  # only to close; a no-op for figures pyplot does not manage
 
     path = Path(path)
