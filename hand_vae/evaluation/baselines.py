@@ -1,15 +1,8 @@
-"""Classic pose priors to compare a hand VAE against, all fitted on the same training poses.
+"""Classic pose priors to compare a hand VAE against, fitted on the same training poses (docs/design.md §9):
+Gaussian, Student-t, GMMs (scikit-learn EM) and nearest-neighbour distance.
 
-* ``GaussianPrior``: one full-covariance Gaussian (MANO-PCA style; exact log-density).
-* ``StudentTPrior``: one multivariate Student-t (heavy tails: an unseen subject's unusual pose
-  costs it logarithmically, a Gaussian quadratically; ``hand_vae.student_t``).
-* ``GMMPrior``: a mixture of full-covariance Gaussians fitted by EM (SMPLify style).
-* ``NearestNeighbourPrior``: Euclidean distance to the closest training pose in the flat 90-D
-  axis-angle space (Pose-NDF style, without the learned field); a score, not a density.
-
-Every prior exposes ``energy(x) -> (B,)`` (lower = more plausible), the same contract as the VAEs.
-Densities also expose ``log_prob(x) -> (B,)`` in nats. Maths runs in float64: the covariances of
-real hand poses are badly conditioned (tremor-level variances next to radian-level ones).
+Each has ``energy(x) -> (B,)`` (lower = more plausible), as the VAEs; densities also ``log_prob(x)``
+in nats. Maths in float64: the covariances of real hand poses are badly conditioned.
 """
 
 from __future__ import annotations
@@ -28,8 +21,8 @@ from hand_vae.student_t import fit_t, t_log_prob, tune_student_t
 
 log = logging.getLogger(__name__)
 
-# Added to every covariance diagonal, rad²; scikit-learn's ``reg_covar`` default. It keeps the
-# Cholesky factor defined when a dimension never varies (e.g. a constant-hand clip slipped in).
+# Added to every covariance diagonal, rad² (scikit-learn's ``reg_covar`` default): keeps the
+# Cholesky factor defined when a dimension never varies.
 REG_COVAR = 1e-6
 DEFAULT_NU = 10.0  # the Student-t's degrees of freedom when there is no validation split to choose on
 
@@ -39,45 +32,50 @@ def _flat64(x: torch.Tensor) -> torch.Tensor:
     return to_flat(x).detach().to("cpu", torch.float64)
 
 
-class GaussianPrior:
-    """Full-covariance Gaussian: N(mean, scale² · (Σ_ML + reg · I)).
-
-    A prior for new subjects is a frontier, not a point: ``reg`` (a diagonal floor) trades the NLL
-    of an unseen subject against sharpness to small off-manifold noise, and ``scale`` widens it
-    without changing its ranking of poses. ``GaussianPrior.tuned`` chooses both on validation poses.
-
-    Args:
-        reg: added to the covariance diagonal, rad².
-        scale: multiplies the standard deviations (the covariance by scale²).
-    """
+class _Density:
+    """A density: energy = −log_prob."""
 
     is_density = True
-    nu = math.inf  # degrees of freedom of StudentTPrior; the Gaussian is its ν = ∞
+
+    def energy(self, x: torch.Tensor) -> torch.Tensor:
+        """−log p(x), (B,) nats."""
+        return -self.log_prob(x)
+
+
+class GaussianPrior(_Density):
+    """Full-covariance Gaussian N(mean, scale² · (Σ_ML + reg · I)), reg in rad² (MANO-PCA style).
+
+    The floor ``reg`` trades an unseen subject's NLL against sharpness to small noise; ``scale``
+    widens it without changing its ranking. ``GaussianPrior.tuned`` chooses both on validation poses.
+    """
+
+    nu = math.inf  # the Gaussian is the Student-t's ν = ∞
     _tune = staticmethod(tune_gaussian)
 
     def __init__(self, reg: float = REG_COVAR, scale: float = 1.0) -> None:
         self.reg, self.scale = reg, scale
         self.mean: torch.Tensor | None = None  # (D,)
-        self.cov: torch.Tensor | None = None  # (D, D), Σ_ML + reg · I (before the scale)
-        self.chol: torch.Tensor | None = None
+        self.chol: torch.Tensor | None = None  # (D, D), Cholesky factor of ``cov``
+
+    @property
+    def cov(self) -> torch.Tensor:
+        """(D, D) Σ_ML + reg · I (the Student-t's scatter), before the scale."""
+        return self.chol @ self.chol.T
 
     def fit(self, x: torch.Tensor) -> GaussianPrior:
         """Fit on poses (N, 90) or (N, 30, 3); returns self."""
         self.mean, self.chol = fit_gaussian(_flat64(x), self.reg)
-        self.cov = self.chol @ self.chol.T
         return self
 
     @classmethod
     def tuned(cls, x: torch.Tensor, val: torch.Tensor) -> GaussianPrior:
-        """The Gaussian of poses x (N, 90) with floor and scale chosen on val (M, 90) by
-        ``gaussian.tune_gaussian``, the same search the VAEs' whitening uses; settings in ``.settings``
-        (a subclass's own search: ``_tune``)."""
+        """Fitted on x (N, 90) with the settings ``_tune`` chooses on val (M, 90) (for the Gaussian
+        ``gaussian.tune_gaussian``, the VAEs' whitening search), kept in ``.settings``."""
         mean, chol, settings = cls._tune(_flat64(x), _flat64(val))
         prior = cls(
             settings["floor"], settings["scale"], **({"nu": settings["nu"]} if "nu" in settings else {})
         )
         prior.mean, prior.chol = mean, chol / settings["scale"]  # stored before the scale, as fit() does
-        prior.cov = prior.chol @ prior.chol.T
         prior.settings = settings
         return prior
 
@@ -87,22 +85,11 @@ class GaussianPrior:
             raise RuntimeError("call fit() first")
         return t_log_prob(_flat64(x), self.mean, self.chol * self.scale, self.nu)  # ν = inf: Gaussian
 
-    def energy(self, x: torch.Tensor) -> torch.Tensor:
-        """−log p(x), (B,) nats."""
-        return -self.log_prob(x)
-
 
 class StudentTPrior(GaussianPrior):
-    """Multivariate Student-t: t_ν(mean, scale² · Σ) with Σ the EM scatter (floor ``reg`` included).
+    """Multivariate t_ν(mean, scale² · Σ), Σ the EM scatter with floor ``reg``; ν = inf is the Gaussian.
 
-    ``StudentTPrior.tuned`` chooses ν, floor and scale on validation poses
-    (``student_t.tune_student_t``; settings {"nu", "floor", "scale", "val_nll"}); ν = inf is the
-    Gaussian. ``cov`` holds the scatter matrix.
-
-    Args:
-        reg: diagonal floor of the scatter, rad².
-        scale: multiplies the Cholesky factor of the scatter.
-        nu: degrees of freedom (> 0, inf allowed).
+    ``StudentTPrior.tuned`` chooses ν, floor and scale on validation poses (``student_t.tune_student_t``).
     """
 
     _tune = staticmethod(tune_student_t)
@@ -116,24 +103,20 @@ class StudentTPrior(GaussianPrior):
         if math.isinf(self.nu):
             return super().fit(x)
         self.mean, self.chol, _ = fit_t(_flat64(x), self.nu, self.reg)
-        self.cov = self.chol @ self.chol.T
         return self
 
 
-class GMMPrior:
-    """Gaussian mixture with full covariances (SMPLify style), fitted by scikit-learn's EM
-    (``sklearn.mixture.GaussianMixture``, k-means initialisation) in float64.
+class GMMPrior(_Density):
+    """Gaussian mixture with full covariances (SMPLify style), by ``sklearn.mixture.GaussianMixture``.
 
     Args:
         n_components: K.
         max_iter: EM iteration cap.
         tol: convergence threshold on the mean log-likelihood, nats per pose.
         reg: added to every component covariance diagonal, rad² (scikit-learn's ``reg_covar``).
-        seed: seed of the initialisation (the only randomness).
+        seed: seed of the k-means initialisation (the only randomness).
         scale: multiplies every component's standard deviations after fitting.
     """
-
-    is_density = True
 
     def __init__(
         self,
@@ -146,14 +129,9 @@ class GMMPrior:
     ) -> None:
         if n_components < 1:
             raise ValueError(f"n_components must be >= 1, got {n_components}")
-        self.n_components, self.max_iter, self.tol, self.reg = n_components, max_iter, tol, reg
-        self.scale = scale
-        self.seed = seed
-        self.weights: torch.Tensor | None = None  # (K,)
-        self.means: torch.Tensor | None = None  # (K, D)
+        self.n_components, self.max_iter, self.tol = n_components, max_iter, tol
+        self.reg, self.seed, self.scale = reg, seed, scale
         self.chols: torch.Tensor | None = None  # (K, D, D), Cholesky factors of Σ_k + reg · I
-        self.converged = False
-        self.n_iter = 0
 
     def fit(self, x: torch.Tensor) -> GMMPrior:
         """Fit on poses (N, 90) or (N, 30, 3); returns self."""
@@ -171,7 +149,7 @@ class GMMPrior:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)  # logged below, once
             gm.fit(x64.numpy())
-        self.weights, self.means = torch.from_numpy(gm.weights_), torch.from_numpy(gm.means_)
+        self.weights, self.means = torch.from_numpy(gm.weights_), torch.from_numpy(gm.means_)  # (K,), (K, D)
         self.chols = torch.linalg.cholesky(torch.from_numpy(gm.covariances_))
         self.converged, self.n_iter = bool(gm.converged_), int(gm.n_iter_)
         if not self.converged:
@@ -186,16 +164,12 @@ class GMMPrior:
         joint = [gaussian_log_prob(c, self.means, chols) for c in _flat64(x).split(8192)]  # (b, K) each
         return torch.logsumexp(torch.cat(joint) + self.weights.log(), 1)
 
-    def energy(self, x: torch.Tensor) -> torch.Tensor:
-        """−log p(x), (B,) nats."""
-        return -self.log_prob(x)
-
 
 class NearestNeighbourPrior:
-    """Distance to the nearest training pose, radians in the flat 90-D axis-angle space.
+    """Distance to the nearest training pose, radians in flat 90-D axis-angle (not a density).
 
     Args:
-        chunk_size: query rows per distance block (memory is chunk_size × N_train × 8 bytes).
+        chunk_size: query rows per distance block (memory is chunk_size × N_train × 4 bytes).
     """
 
     is_density = False
@@ -203,7 +177,6 @@ class NearestNeighbourPrior:
     def __init__(self, chunk_size: int = 2048) -> None:
         self.chunk_size = chunk_size
         self.train: torch.Tensor | None = None  # (N, D) float32, centred
-        self.center: torch.Tensor | None = None  # (D,)
 
     def fit(self, x: torch.Tensor) -> NearestNeighbourPrior:
         """Store the training poses (N, 90) or (N, 30, 3); returns self."""
@@ -236,18 +209,16 @@ def choose_scale(prior: GaussianPrior | GMMPrior, val: torch.Tensor) -> dict[str
 def fit_baselines(
     train: torch.Tensor, seed: int = 0, val: torch.Tensor | None = None, mirror: bool = True
 ) -> dict[str, object]:
-    """All baselines of the evaluation, fitted on ``train`` (N, 90).
+    """Every baseline of the evaluation, fitted on ``train`` (N, 90).
 
-    With ``val``, the Gaussians' floor and scale and the Student-t's ν, floor and scale are chosen
-    on it (``GaussianPrior.tuned``, ``StudentTPrior.tuned``), and the GMMs' scale (at the
-    Gaussian's floor); otherwise they keep ``REG_COVAR``, scale 1 and ν = ``DEFAULT_NU``. With
-    ``mirror``, the Gaussian and the t are also fitted on train ∪ swap_and_mirror(train)
-    (left-right mirroring is the cheapest augmentation a hand prior has).
+    With ``val``, the Gaussians' floor and scale, the t's ν, floor and scale and the GMMs' scale
+    (at the Gaussian's floor) are chosen on it; otherwise ``REG_COVAR``, scale 1, ν = ``DEFAULT_NU``.
+    With ``mirror``, the Gaussian and the t are also fitted on train ∪ swap_and_mirror(train).
 
     Returns:
         name -> fitted prior: ``gaussian``, [``gaussian_mirrored``], ``student_t``,
-        [``student_t_mirrored``], ``gmm4``, ``gmm8``, ``nearest_neighbour``. Each density carries
-        its chosen settings in ``.settings`` ({"floor", "scale"[, "nu"][, "val_nll"]}).
+        [``student_t_mirrored``], ``gmm4``, ``gmm8``, ``nearest_neighbour``; each density carries
+        its settings in ``.settings`` ({"floor", "scale"[, "nu"][, "val_nll"]}).
     """
     if val is not None and len(val) == 0:
         val = None
@@ -265,8 +236,8 @@ def fit_baselines(
             else:
                 prior = cls.tuned(x, val)
             priors[family + suffix] = prior
-    # Each floor costs a GMM a full EM fit (minutes on 36k poses): GMMs take the plain Gaussian's
-    # val-chosen floor and choose only their scale, which is free.
+    # Each floor costs a GMM a full EM fit: GMMs take the plain Gaussian's val-chosen floor and
+    # choose only their scale, which is free.
     floor = priors["gaussian"].settings["floor"]
     for k in (4, 8):
         gmm = GMMPrior(k, seed=seed, reg=floor).fit(train)
