@@ -172,12 +172,6 @@ class BuildSummary:
         return files + ["meta.json"]
 
 
-@dataclass
-class _Candidate:
-    rel: str  # path relative to the input dir, POSIX separators
-    name: str  # sequence name = rel without extension (and without the split folder for "dirs")
-
-
 def _validate(cfg: BuildConfig) -> None:
     if cfg.layout not in LAYOUTS:
         raise DatasetError(f"unknown layout {cfg.layout!r}")
@@ -202,8 +196,9 @@ def _validate(cfg: BuildConfig) -> None:
         raise DatasetError(f"--output_dir {cfg.output_dir} must not contain or be inside --input_dir")
 
 
-def _scan(cfg: BuildConfig) -> tuple[list[_Candidate], list[dict[str, str]], list[dict[str, str]]]:
-    """Sorted candidate files, plus skipped (before reading) and ignored entries."""
+def _scan(cfg: BuildConfig) -> tuple[dict[str, str], list[dict[str, str]], list[dict[str, str]]]:
+    """Sequence name -> candidate file (relative POSIX path), in path order, plus skipped (before
+    reading) and ignored entries. The name is the path without extension (and split folder)."""
     root = Path(cfg.input_dir)  # type: ignore[arg-type]
     candidates, skipped, ignored = [], [], []
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
@@ -219,7 +214,7 @@ def _scan(cfg: BuildConfig) -> tuple[list[_Candidate], list[dict[str, str]], lis
         else:
             stem = rel[: -len(path.suffix)]
             name = stem.split("/", 1)[1] if cfg.split_scheme == "dirs" else stem
-            candidates.append(_Candidate(rel, name))
+            candidates.append((name, rel))
     if not candidates and not skipped:
         raise DatasetError(
             f"--input_dir {cfg.input_dir} holds no .npz/.npy files"
@@ -232,14 +227,12 @@ def _scan(cfg: BuildConfig) -> tuple[list[_Candidate], list[dict[str, str]], lis
             ignored[0]["path"],
         )
     taken: dict[str, str] = {}
-    for c in candidates:
-        if c.name in taken:
-            skipped.append(
-                {"path": c.rel, "reason": f"duplicate sequence name {c.name!r} (also {taken[c.name]})"}
-            )
+    for name, rel in candidates:
+        if name in taken:
+            skipped.append({"path": rel, "reason": f"duplicate sequence name {name!r} (also {taken[name]})"})
         else:
-            taken[c.name] = c.rel
-    return [c for c in candidates if taken[c.name] == c.rel], skipped, ignored
+            taken[name] = rel
+    return taken, skipped, ignored
 
 
 def _skip(cfg: BuildConfig, skipped: list[dict[str, str]], rel: str, reason: str) -> None:
@@ -281,28 +274,28 @@ def _import_all(cfg: BuildConfig) -> tuple[dict[str, list[Any]], dict[str, Any]]
     sources, dropped, paths = [], [], {}
     digests: dict[str, str] = {}  # sha256 of the imported frames -> first file holding them
     copies: list[tuple[str, str]] = []
-    for c in tqdm(candidates, desc="reading", unit="file", disable=None, leave=False):
+    for name, rel in tqdm(candidates.items(), desc="reading", unit="file", disable=None, leave=False):
         try:
-            raw = read_file(Path(cfg.input_dir) / c.rel, cfg.format, cfg.trust_pickle)  # type: ignore[arg-type]
+            raw = read_file(Path(cfg.input_dir) / rel, cfg.format, cfg.trust_pickle)  # type: ignore[arg-type]
         except SourceError as err:
-            _skip(cfg, skipped, c.rel, str(err))
+            _skip(cfg, skipped, rel, str(err))
             continue
         digest = hashlib.sha256(np.ascontiguousarray(raw.poses, np.float32)).hexdigest()
         if digest in digests:
-            copies.append((digests[digest], c.rel))
+            copies.append((digests[digest], rel))
             continue
-        digests[digest] = c.rel
+        digests[digest] = rel
         fps = raw.fps if raw.fps is not None else cfg.source_fps
         res = clean_sequence(raw.poses, fps, target, counts)
         if res.poses is None:
-            logger.debug("dropping %s: %s", c.rel, res.detail)
-            dropped.append({"path": c.rel, "name": c.name, "reason": res.drop_reason, "detail": res.detail})
+            logger.debug("dropping %s: %s", rel, res.detail)
+            dropped.append({"path": rel, "name": name, "reason": res.drop_reason, "detail": res.detail})
             continue
-        subject = c.name.rsplit("/", 1)[0] if "/" in c.name else ""
-        kept[c.name] = synthetic.PoseSequence(c.name, subject, res.poses, res.fps)
-        paths[c.name] = c.rel
+        subject = name.rsplit("/", 1)[0] if "/" in name else ""
+        kept[name] = synthetic.PoseSequence(name, subject, res.poses, res.fps)
+        paths[name] = rel
         sources.append(
-            {"path": c.rel, "name": c.name, "format": raw.format, "source_fps": fps, "fps": res.fps,
+            {"path": rel, "name": name, "format": raw.format, "source_fps": fps, "fps": res.fps,
              "frames_read": len(raw.poses), "frames_kept": len(res.poses)}
         )  # fmt: skip
     if copies:

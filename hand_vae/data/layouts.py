@@ -10,6 +10,7 @@ import os
 import shutil
 import struct
 import tempfile
+import uuid
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -80,12 +81,10 @@ def staging_dir(out_dir: str | Path, overwrite: bool) -> Iterator[Path]:
     out = Path(out_dir).resolve()
     check_output_dir(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:12]}"
+    tmp.mkdir()  # not mkdtemp: the dir keeps the umask's permissions, not 0o700, once renamed
     try:
         yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)
         old = None
         if out.is_dir():  # move the old dir away, then swap
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
@@ -116,6 +115,13 @@ def _check_splits(splits: dict[str, list[Sequence]]) -> dict[str, list[Sequence]
                 raise ValueError(f"sequence {s.name!r} has shape {s.poses.shape}, expected (T, {POSE_DIM})")
             seen.add(s.name)
     return out
+
+
+def stack_poses(sequences: list[Sequence]) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate clips -> (poses (N, 90) float32, sequence_index (N,) int32)."""
+    poses = np.concatenate([s.poses for s in sequences]) if sequences else np.zeros((0, POSE_DIM))
+    index = np.repeat(np.arange(len(sequences), dtype=np.int32), [len(s.poses) for s in sequences])
+    return poses.astype(np.float32, copy=False), index
 
 
 def _file_entry(path: Path, rel: str, rows: int) -> dict[str, Any]:
@@ -179,10 +185,7 @@ def write_consolidated(
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
 
     def write_split(tmp: Path, split: str, seqs: list[Sequence]) -> dict[str, Any]:
-        lengths = [len(s.poses) for s in seqs]
-        poses = np.concatenate([s.poses for s in seqs]) if seqs else np.zeros((0, POSE_DIM))
-        poses = poses.astype(np.float32, copy=False)  # (N, 90)
-        index = np.repeat(np.arange(len(seqs), dtype=np.int32), lengths)  # (N,)
+        poses, index = stack_poses(seqs)
         shards = []
         for k, start in enumerate(range(0, len(poses), shard_size)):
             name, rows = f"{split}_{k:03d}.npz", slice(start, start + shard_size)

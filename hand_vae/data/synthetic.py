@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from hand_vae import anatomy
+from hand_vae.data.layouts import stack_poses
 from hand_vae.rotations import HAND_DIM, JOINTS_PER_HAND, POSE_DIM
 
 # Grasp prototypes: flex(index, middle, pinky, ring), thumb flex, thumb opposition, spread.
@@ -32,34 +33,21 @@ _FINGER_COLUMNS = {"index": 0, "middle": 1, "pinky": 2, "ring": 3}
 
 @dataclass(frozen=True)
 class PoseSequence:
-    """One motion clip.
+    """One motion clip."""
 
-    Attributes:
-        name: unique sequence name, e.g. ``"subject03/seq012"``.
-        subject: subject id, e.g. ``"subject03"``.
-        poses: (T, 90) float32 axis-angle, ``[left 45 | right 45]``, radians.
-        fps: frames per second.
-    """
-
-    name: str
-    subject: str
-    poses: np.ndarray
+    name: str  # unique, e.g. "subject03/seq012"
+    subject: str  # e.g. "subject03"
+    poses: np.ndarray  # (T, 90) float32 axis-angle, [left 45 | right 45], radians
     fps: float
 
 
 @dataclass(frozen=True)
 class CaptureNoise:
-    """Per-frame measurement error added to every clip (radians, on the axis-angle numbers).
+    """Per-frame measurement error added to every clip (radians, on the axis-angle numbers)."""
 
-    Attributes:
-        sigma: std of the i.i.d. Gaussian jitter on every axis-angle component of every frame.
-        outlier_prob: probability that one joint of one frame is an outlier.
-        outlier_sigma: std of the extra error on an outlier joint's 3 numbers.
-    """
-
-    sigma: float = 0.01
-    outlier_prob: float = 0.01
-    outlier_sigma: float = 0.15
+    sigma: float = 0.01  # std of the i.i.d. Gaussian jitter on every number of every frame
+    outlier_prob: float = 0.01  # probability that one joint of one frame is an outlier
+    outlier_sigma: float = 0.15  # std of the extra error on an outlier joint's 3 numbers
 
 
 CAPTURE_NOISE = CaptureNoise()  # the level the proxies of bench/prior_quality.py use
@@ -110,13 +98,8 @@ def _right_hand_pose(params: np.ndarray, subject: _Subject) -> np.ndarray:
 
 def _make_subject(rng: np.random.Generator) -> _Subject:
     weights = rng.dirichlet(np.full(len(_PROTOTYPES), 0.7))
-    return _Subject(
-        limit_scale=float(rng.uniform(0.85, 1.1)),
-        spread_scale=float(rng.uniform(0.7, 1.3)),
-        thumb_bias=float(rng.uniform(-0.1, 0.1)),
-        tremor=float(rng.uniform(0.004, 0.015)),
-        grasp_weights=weights,
-    )
+    ranges = ((0.85, 1.1), (0.7, 1.3), (-0.1, 0.1), (0.004, 0.015))  # limit, spread, thumb bias, tremor
+    return _Subject(*(float(rng.uniform(lo, hi)) for lo, hi in ranges), grasp_weights=weights)
 
 
 def _keyframe_track(
@@ -179,25 +162,18 @@ def generate_sequences(
     hand_roles: bool = False,
     capture_noise: CaptureNoise | None = None,
 ) -> list[PoseSequence]:
-    """Generate the synthetic two-hand dataset (see module docstring for the assumptions).
+    """Generate ``num_subjects * sequences_per_subject`` clips of (T, 90) float32 poses (docs/design.md §2).
 
     Args:
-        num_subjects: number of subject styles.
-        sequences_per_subject: clips per subject.
-        frames_per_sequence: frames T per clip.
-        fps: frame rate stored with each clip.
         bimanual_prob: probability that a clip moves both hands through the same grasps.
         seed: the only source of randomness; the same arguments give identical arrays.
-        hand_roles: give the hands different roles, as in real captures of object manipulation:
-            the left hand holds (slow power grasps), the right manipulates (the subject's whole
-            repertoire); ``bimanual_prob`` is then unused. Left-right mirroring is then a real
-            augmentation with a real cost: the mirrored left hand is not a typical right hand.
-        capture_noise: add this capture error to every frame (None: none); drawn from a second
-            stream seeded by ``seed``, so the arrays without it are unchanged and the error of
-            subject s does not depend on ``num_subjects``.
-
-    Returns:
-        ``num_subjects * sequences_per_subject`` clips, each with poses (T, 90) float32.
+        hand_roles: the left hand holds (slow power grasps), the right manipulates (the subject's
+            whole repertoire), as in captures of object manipulation; ``bimanual_prob`` is unused.
+            Mirroring is then a real augmentation with a cost: a mirrored left hand is not a
+            typical right hand.
+        capture_noise: capture error added to every frame (None: none), drawn from a second stream
+            seeded by ``seed``: the arrays without it are unchanged and the error of subject s does
+            not depend on ``num_subjects``.
     """
     rng = np.random.default_rng(seed)
     noise_rng = np.random.default_rng([seed, 1])
@@ -247,15 +223,6 @@ def default_splits(seed: int = 0, **kwargs) -> dict[str, list[PoseSequence]]:
     (36,000 frames), val = subject06, test = subject07.
     """
     return split_by_subject(generate_sequences(seed=seed, **kwargs))
-
-
-def stack_poses(sequences: list[PoseSequence]) -> tuple[np.ndarray, np.ndarray]:
-    """Concatenate clips -> (poses (N, 90) float32, sequence_index (N,) int32)."""
-    if not sequences:
-        return np.zeros((0, POSE_DIM), np.float32), np.zeros((0,), np.int32)
-    poses = np.concatenate([s.poses for s in sequences]).astype(np.float32, copy=False)
-    index = np.concatenate([np.full(len(s.poses), i, np.int32) for i, s in enumerate(sequences)])
-    return poses, index
 
 
 def small_proxy_splits(
