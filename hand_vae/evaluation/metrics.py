@@ -1,21 +1,5 @@
-"""Metrics of ``python -m hand_vae.evaluate``: corruptions, AUC, top-1 selection, VAE and baseline scores.
-
-Metrics, per method (the VAE from ``--checkpoint``; with ``--baselines`` also a full-covariance
-Gaussian, GMMs with 4 and 8 components and nearest-neighbour distance, fitted on the training split):
-  * ``neg_elbo``: mean −ELBO (one z ~ q(z|x) per pose), nats/pose; VAE only;
-  * ``nll``: −log p(x), nats/pose: the IWAE bound with K = ``--num_samples`` for the VAE (an upper
-    bound on the true NLL), the exact value for the Gaussian and GMMs; none for nearest-neighbour;
-  * ``geodesic_deg``: mean per-joint angle between a pose and its reconstruction at z = μ; VAE only;
-  * ``auc_<corruption>``: area under the ROC curve of the energy separating real poses (negative)
-    from corrupted copies (positive); 0.5 = chance, 1 = perfect. Corruptions: i.i.d. Gaussian
-    axis-angle noise of σ ∈ {0.02, 0.05, 0.1} rad; ``backbend`` = one random finger's three joint
-    rotations negated; ``swap`` = left and right hands exchanged without mirroring;
-  * ``top1_noise`` / ``top1_backbend`` / ``top1_finger``: how often the real pose has the lowest energy among itself
-    and 7 corrupted copies (chance = 1/8); noise uses σ = ``--hypothesis_noise``.
-
-Energies: the VAE's ``energy`` (−ELBO at z = μ, docs/design.md §4) or, with ``--energy iwae``, −IWAE with
-``--energy_samples`` samples; −log p for the densities; the distance for nearest-neighbour.
-Everything is seeded from ``--seed``: the same command gives the same JSON.
+"""Metrics of ``python -m hand_vae.evaluate`` (docs/design.md §9): corruptions, AUC, top-1 selection,
+VAE and baseline scores, the table and the verdicts. Seeded: the same command gives the same JSON.
 """
 
 from __future__ import annotations
@@ -39,9 +23,6 @@ FINGER_NOISE = 0.1  # rad: σ of the noise on one finger's 9 numbers in the "fin
 Energy = Callable[[torch.Tensor], torch.Tensor]
 
 
-# --------------------------------------------------------------------------- corruptions
-
-
 def add_noise(x: torch.Tensor, sigma: float, g: torch.Generator) -> torch.Tensor:
     """x (B, 90) + i.i.d. N(0, σ²) on every axis-angle component (σ in radians)."""
     return x + sigma * torch.randn(x.shape, generator=g, dtype=x.dtype)
@@ -56,8 +37,7 @@ def _random_fingers(batch: int, g: torch.Generator) -> tuple[torch.Tensor, torch
 def backbend(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """Negate the three joint rotations of one random finger (of 10) per pose: (B, 90) -> (B, 90).
 
-    A flexed finger then bends backwards, which no hand can do. A nearly straight finger barely
-    changes, so even a perfect prior cannot flag every such copy.
+    A flexed finger then bends backwards; a nearly straight one barely changes.
     """
     B = x.shape[0]
     hand, finger = _random_fingers(B, g)
@@ -68,10 +48,7 @@ def backbend(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 
 
 def perturb_finger(x: torch.Tensor, g: torch.Generator, sigma: float = FINGER_NOISE) -> torch.Tensor:
-    """Add N(0, σ²) to the 9 numbers of one random finger (of 10) per pose: (B, 90) -> (B, 90).
-
-    The hypothesis-selection case: candidates that differ in one finger, as a detector's do.
-    """
+    """Add N(0, σ²) to the 9 numbers of one random finger (of 10) per pose, as a detector's candidates differ."""
     B = x.shape[0]
     hand, finger = _random_fingers(B, g)
     cols = (hand * HAND_DIM + 9 * finger)[:, None] + torch.arange(9)  # (B, 9) the finger's columns
@@ -98,18 +75,11 @@ def corrupted_sets(x: torch.Tensor, seed: int, hypothesis_noise: float) -> dict[
     return sets
 
 
-# --------------------------------------------------------------------------- metrics
-
-
 def auc(neg: np.ndarray, pos: np.ndarray) -> float:
-    """ROC AUC of a score that should be higher for ``pos``: P(pos > neg) + ½ P(tie).
+    """ROC AUC of a score that should be higher for ``pos`` (M,) than ``neg`` (N,): P(pos > neg) + ½ P(tie).
 
-    ``sklearn.metrics.roc_auc_score`` on the scores' ranks, so that non-finite scores (which
-    sklearn refuses) keep their order: NaN counts as +inf, the least plausible.
-
-    Args:
-        neg: (N,) scores of real poses.
-        pos: (M,) scores of corrupted poses.
+    On the scores' ranks, so that non-finite scores (which sklearn refuses) keep their order; NaN
+    counts as +inf, the least plausible.
     """
     s = np.nan_to_num(np.concatenate([neg, pos]).astype(np.float64), nan=np.inf, posinf=np.inf)
     ranks = np.unique(s, return_inverse=True)[1].reshape(-1)  # order and ties kept, all finite
@@ -193,7 +163,7 @@ def evaluate(
     """Every metric for the VAE and the fitted baselines on held-out poses (N, 90).
 
     Returns:
-        (metrics {method: {column: value or None}}, energies {method: {set: (N,) or (7N,)}}).
+        {method: {column: value or None}} and the energies {method: {set: (N,) or (7N,)}}.
     """
     x = to_flat(poses).float().cpu()
     sets = corrupted_sets(x, seed, hypothesis_noise)
@@ -206,9 +176,6 @@ def evaluate(
         nll = float(-prior.log_prob(x).mean()) if prior.is_density else None
         results[name] = {"neg_elbo": None, "nll": nll, "geodesic_deg": None, **metrics_}
     return {k: {c: v.get(c) for c in COLUMNS} for k, v in results.items()}, energies
-
-
-# --------------------------------------------------------------------------- reporting
 
 
 def markdown_table(results: dict[str, dict[str, float | None]]) -> str:
@@ -225,14 +192,8 @@ def markdown_table(results: dict[str, dict[str, float | None]]) -> str:
 
 
 def verdicts(results: dict[str, dict[str, float | None]]) -> list[str]:
-    """One line per metric that the VAE and at least one baseline both have: better or worse, by how much.
-
-    Args:
-        results: method -> {metric: value or None}; "vae" plus the baselines.
-
-    Returns:
-        Lines such as ``"auc_swap       VAE 0.981 vs gmm8 0.954: VAE better by 0.027"``.
-    """
+    """One line per metric the VAE and a baseline share, e.g.
+    ``"auc_swap       VAE 0.981 vs gmm8 0.954: VAE better by 0.027"``."""
     lines = []
     for metric, value in results.get("vae", {}).items():
         others = {m: r[metric] for m, r in results.items() if m != "vae" and r.get(metric) is not None}
