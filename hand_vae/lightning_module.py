@@ -1,17 +1,9 @@
 """``HandVAELightningModule``: the training step, the metrics and the optimiser around a plain hand VAE.
 
-Metrics, per epoch (batch-weighted means accumulated on the device, logged once an epoch):
-  * ``train/loss`` = mean(recon_nll + β · KL_freebits), the optimised objective;
-    ``train/recon_nll``, ``train/kl`` (raw KL, no free bits), ``train/beta``, ``train/recon_sigma``;
-  * ``val/loss`` = the negative ELBO (β = 1, no free bits, one z ~ q(z|x)), which best checkpoints
-    monitor; ``val/recon_nll``, ``val/kl``, ``val/energy_mean``, ``val/geodesic_deg`` (per-joint
-    angle between input and reconstruction at z = μ), ``val/active_units``; the same under ``test/``.
-``validation_step`` returns the batch's energies for ``hand_vae.training.EnergyQuantiles``, which
-calibrates the model; ``hand_vae.training.fit_whitening`` fits its whitening before training.
-
-The training step is ours (manual optimisation): zero the gradients, forward, backward, clip the
-gradient norm, AdamW. It never waits for the host, and with ``--cuda_graphs`` it is replayed from
-one CUDA graph (``hand_vae.cuda_graphs``).
+Epoch metrics (batch-weighted means kept on the device): ``train/`` loss (recon_nll + β · KL with free
+bits, the objective), recon_nll, kl, beta, recon_sigma; ``val/`` and ``test/`` loss (the negative ELBO,
+β = 1, which checkpoints monitor), recon_nll, kl, energy_mean, geodesic_deg (at z = μ), active_units.
+The step is manual optimisation, replayed from a CUDA graph with ``--cuda_graphs`` (docs/design.md §6).
 """
 
 from __future__ import annotations
@@ -39,12 +31,12 @@ def _names(cls: type) -> set[str]:
 
 
 class HandVAELightningModule(pl.LightningModule):
-    """Wraps ``hand_vae.models.build_model(...)`` as ``self.model``; plain-typed arguments, saved as
-    hyperparameters, so ``load_from_checkpoint(path)`` works with ``weights_only=True``.
+    """``hand_vae.models.build_model(...)`` as ``self.model``, with plain-typed hyperparameters
+    (``load_from_checkpoint`` works with ``weights_only=True``).
 
     Args:
-        run: the run's other settings (``Settings.run_hparams()``), saved for resuming; the step reads
-            ``gradient_clip_val``, ``compile`` and ``cuda_graphs`` (``RunConfig``'s defaults if absent).
+        run: ``Settings.run_hparams()``, saved for resuming; the step reads its ``gradient_clip_val``,
+            ``compile`` and ``cuda_graphs`` (``RunConfig``'s defaults if absent).
         **settings: ``VAEConfig`` and ``OptimConfig`` fields; absent ones take their defaults.
     """
 
@@ -57,11 +49,8 @@ class HandVAELightningModule(pl.LightningModule):
         self.run_cfg = RunConfig(**{k: v for k, v in (run or {}).items() if k in _names(RunConfig)})
         # Saved resolved: a checkpoint rebuilds the same model even if a default changes later.
         self.save_hyperparameters({**self.model.cfg.to_dict(), **dataclasses.asdict(self.optim), "run": run})
-        # Our step clips and steps itself (the same code is captured in a CUDA graph); Lightning
-        # still counts steps, moves data, runs the precision plugin and DDP.
-        self.automatic_optimization = False
-        # β of the current step as a device tensor filled in place: no host-to-device copy per step,
-        # and a captured graph reads the new value.
+        self.automatic_optimization = False  # our step clips and steps itself (and is graph-captured)
+        # β as a device tensor filled in place: no host-to-device copy, and a captured graph reads it.
         self.register_buffer("beta", torch.zeros(()), persistent=False)
         self.train_means = metrics.RunningMean(TRAIN_METRICS)
         self.eval_means = metrics.RunningMean(EVAL_METRICS)
@@ -92,8 +81,7 @@ class HandVAELightningModule(pl.LightningModule):
 
     @override
     def on_train_start(self) -> None:
-        # After a resume restored the optimizer's state: the learning rate and weight decay given now
-        # apply (there is no scheduler, so they are the run's settings, not state).
+        # After a resume restored the optimizer: the learning rate and weight decay given now apply.
         for group in self.optimizers().optimizer.param_groups:
             group.update(lr=self.optim.learning_rate, weight_decay=self.optim.weight_decay)
 
@@ -115,8 +103,7 @@ class HandVAELightningModule(pl.LightningModule):
         return loss, torch.cat([parts.detach(), self.beta[None], sigma[None]])  # (5,) TRAIN_METRICS
 
     def update_step(self, batch: torch.Tensor) -> torch.Tensor:
-        """One optimisation step in plain torch calls, free of host syncs: what a CUDA graph captures
-        (gradients zeroed in place, the raw AdamW). Returns the batch's (5,) ``TRAIN_METRICS``."""
+        """One optimisation step free of host syncs (what a CUDA graph captures): (5,) ``TRAIN_METRICS``."""
         optimizer = self.optimizers().optimizer
         optimizer.zero_grad(set_to_none=False)
         loss, stats = self._train_stats(batch)
@@ -156,8 +143,7 @@ class HandVAELightningModule(pl.LightningModule):
 
     @override
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        # At the epoch's last batch: before validation and before the callbacks' epoch-end hooks
-        # (the plot callback reads these in on_train_epoch_end, which runs before ours).
+        # At the epoch's last batch: before validation and the callbacks' epoch-end hooks (plots read these).
         if batch_idx + 1 >= self.trainer.num_training_batches:
             self._log_train_epoch()
 
@@ -207,16 +193,13 @@ class HandVAELightningModule(pl.LightningModule):
 
     @override
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        # The fused kernel updates all parameters in one launch (CUDA and, since torch 2.4, CPU).
-        # Lightning's mixed-precision plugin refuses to clip gradients for an optimizer that
-        # "handles unscaling" (fused ones do), so mixed precision uses the foreach kernel.
-        # capturable: the step counter stays on the device, as graph capture requires.
+        # Fused: one launch for all parameters; but Lightning's mixed-precision plugin will not clip for a
+        # fused optimizer, so mixed precision uses foreach. capturable: the step counter stays on the device.
         mixed = self._trainer is not None and "mixed" in str(self.trainer.precision)
         return torch.optim.AdamW(self.parameters(), lr=self.optim.learning_rate, weight_decay=self.optim.weight_decay,
                                  fused=not mixed, foreach=True if mixed else None, capturable=self.cuda_graphs)  # fmt: skip
 
     @override
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        # Checkpoints written before calibration existed have no quantiles: load them as NaN
-        # ("not calibrated") instead of failing the strict state_dict load.
+        # Checkpoints older than calibration have no quantiles: load them as NaN ("not calibrated").
         checkpoint.get("state_dict", {}).setdefault(STATE_KEY, empty_quantiles())

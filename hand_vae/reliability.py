@@ -1,14 +1,5 @@
-"""Fault tolerance: atomic checkpoint files, a clean save on SIGINT/SIGTERM, a non-finite guard.
-
-* ``AtomicCheckpointIO`` writes each checkpoint with ``hand_vae.errors.atomic_write``: a kill at any
-  moment leaves either the old file or the new one, never a truncated one.
-* ``InterruptCheckpoint`` saves ``last.ckpt`` when training is interrupted by Ctrl+C (SIGINT) or
-  a scheduler's SIGTERM, and says how to resume. It does not save after any other exception, so
-  a run that failed on NaNs never overwrites a good ``last.ckpt``.
-* ``NonFiniteGuard`` watches every training loss on the device and stops the run with
-  ``NonFiniteError`` before validation and at the end of each epoch, i.e. before ModelCheckpoint
-  can write a poisoned state; the training step itself never waits for the host.
-"""
+"""Fault tolerance: atomic checkpoint files, a clean save on SIGINT/SIGTERM, a non-finite guard, and a
+``last.ckpt`` rewritten after every validation (docs/design.md §5)."""
 
 from __future__ import annotations
 
@@ -49,22 +40,19 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_write(target, lambda f: f.write(buf.getbuffer()))  # the whole file in one write
 
 
-def cleanup_stale_temp_files(directory: str | Path) -> int:
-    """Remove ``.*.tmp-*`` leftovers of checkpoint writes killed mid-way; returns how many."""
-    removed = 0
+def cleanup_stale_temp_files(directory: str | Path) -> None:
+    """Remove the ``.*.tmp-*`` leftovers of checkpoint writes killed mid-way (none if no such dir)."""
     for p in Path(directory).glob(".*.tmp-*"):
         p.unlink(missing_ok=True)
-        removed += 1
-    return removed
 
 
 class InterruptCheckpoint(pl.Callback):
-    """On SIGINT/SIGTERM save ``last.ckpt`` (mid-epoch state) and log the resume command.
+    """On SIGINT/SIGTERM save ``last.ckpt`` (mid-epoch state) and log the resume command; after any other
+    exception save nothing, so a run that failed on NaNs keeps its good ``last.ckpt``.
 
-    Under DDP, Lightning's own SIGTERM handler runs a broadcast inside the signal handler, which
-    deadlocks when the other rank is inside a gradient all-reduce. We replace it with a handler
-    that only sets a flag; every ``check_every`` steps all ranks agree on the flag with one
-    all-reduce at the same point of the loop and stop together.
+    Under DDP, Lightning's SIGTERM handler broadcasts inside the signal handler, which deadlocks while
+    another rank is in a gradient all-reduce; ours only sets a flag, which all ranks reduce every
+    ``check_every`` steps at the same point of the loop, and stop together.
     """
 
     def __init__(self, last_path: str | Path, check_every: int = 10) -> None:
@@ -104,24 +92,17 @@ class InterruptCheckpoint(pl.Callback):
         self.saved = True
         if trainer.is_global_zero:
             what = "Ctrl+C" if isinstance(exception, KeyboardInterrupt) else "SIGTERM"
-            log.warning(
-                "%s at epoch %d, step %d: saved %s. Resume with:\n  python train_hand_vae_lightning.py "
-                "--resume_from_checkpoint %s",
-                what,
-                trainer.current_epoch,
-                trainer.global_step,
-                self.last_path,
-                self.last_path,
-            )
+            log.warning("%s at epoch %d, step %d: saved %s. Resume with:\n  python train_hand_vae_lightning.py "
+                        "--resume_from_checkpoint %s", what, trainer.current_epoch, trainer.global_step,
+                        self.last_path, self.last_path)  # fmt: skip
 
 
 class NonFiniteGuard(pl.Callback):
     """Stop training with ``NonFiniteError`` (on every rank) once a training loss or a weight is NaN/inf.
 
-    Per step it only updates a device flag (the first global step whose loss was non-finite, −1 for
-    none) from the ``loss`` the training step returns. The flag is read, with one all-reduce, when
-    validation starts and when the training epoch ends: before ModelCheckpoint can save the
-    poisoned weights (Lightning runs checkpoint callbacks after all others).
+    Per step it only updates a device flag (the first global step with a non-finite loss, −1 for none);
+    the flag is all-reduced when validation starts and when the epoch ends, before ModelCheckpoint
+    (which Lightning runs after all other callbacks) can save the poisoned weights.
     """
 
     def __init__(self) -> None:
@@ -173,16 +154,12 @@ class NonFiniteGuard(pl.Callback):
 
 
 class LatestCheckpoint(ModelCheckpoint):
-    """``ModelCheckpoint`` that also saves the starting model, and rewrites ``last.ckpt`` after every
-    validation, as its name says.
+    """``ModelCheckpoint`` that also saves the starting model and rewrites ``last.ckpt`` after every validation.
 
-    * A fresh model starts at the validation-tuned classic prior (``training.fit_whitening``), so the
-      best checkpoint must never be worse on val than that start: before the first step the fit's
-      own validation loop runs once (logged at step 0) and its result is a top-k candidate like any
-      epoch's (named ``epoch_00``, as the state before epoch 0 ends). Skipped on a resume.
-    * Lightning 2.5+ writes ``last.ckpt`` only in a step that also wrote a top-k checkpoint. A run
-      whose ``val/loss`` plateaus would then keep a stale ``last.ckpt``, and a resume silently
-      repeats the epochs since.
+    * A fresh run validates its start (the val-tuned classic prior) before the first step, logged at
+      step 0, as a top-k candidate named ``epoch_00``: the best checkpoint is never worse than the start.
+    * Lightning 2.5+ writes ``last.ckpt`` only with a top-k checkpoint; a plateaued ``val/loss`` would
+      leave it stale, and a resume would silently repeat the epochs since.
     """
 
     @override

@@ -1,20 +1,9 @@
-"""Every training setting, defined and validated once, as typed dataclasses.
+"""Every training setting, defined and validated once, as typed dataclasses (docs/design.md §5).
 
-``train_hand_vae_lightning.py``'s flags are derived from these fields (name, type from the
-annotation, default, help and choices from the field's metadata), the LightningModule and the
-datamodule build from them, and a checkpoint saves them as plain hyperparameters:
-
-* ``model``: :class:`VAEConfig`, the model's own config (``hand_vae.models.build_model``), saved at
-  the top level of the module's hparams. A resume may not change it.
-* ``optim``: :class:`OptimConfig`, saved beside the model's fields; a resume may change it.
-* ``data``: :class:`DataConfig`; ``run``: :class:`RunConfig`; ``length``: :class:`LengthConfig`,
-  saved in ``hparams["run"]`` with the data's fingerprint. A resume keeps the data source and seed
-  and may change the rest (batch size, hardware, more epochs).
-
-Field metadata: ``help``; ``choices``; ``parse`` (a converter for the flag, default the annotated
-type); ``resume="refuse"`` (a resume may not change it); ``saved=False`` (this invocation only).
-A mistake raises :class:`SettingError` naming the flag. No torch here: a command's ``--help`` reads
-this module and nothing heavier.
+The training flags are derived from the fields: name, type (the annotation), default, and from the
+metadata ``help``, ``choices``, ``parse`` (the flag's converter), ``resume="refuse"`` (a resume may not
+change it; nor any ``VAEConfig`` field) and ``saved=False`` (this invocation only, not in the
+checkpoint). A mistake raises :class:`SettingError` naming the flag. No torch here: ``--help`` is fast.
 """
 
 from __future__ import annotations
@@ -31,9 +20,7 @@ from hand_vae.errors import UserError
 __all__ = ["VAEConfig", "OptimConfig", "DataConfig", "RunConfig", "LengthConfig", "Settings", "SettingError"]
 
 DEFAULT_BATCH = {"standard": 8192, "so3": 4096}  # rows per batch and process, per --model_type
-# Below this many rows per batch a second intra-op thread costs more in synchronisation than it gains
-# on the small MLP matmuls (README "Slow Training").
-SMALL_BATCH_ROWS = 4096
+SMALL_BATCH_ROWS = 4096  # below it a second thread costs more than it gains (README "Slow Training")
 LOGGER_NAME = "hand-vae-prior"  # TensorBoard: {log_dir}/hand-vae-prior/{experiment_name}/
 
 
@@ -42,22 +29,16 @@ class SettingError(UserError, ValueError):
 
 
 def setting(default: Any, help: str, **meta: Any) -> Any:
-    """A dataclass field that also defines its command-line flag (see the module docstring)."""
+    """A dataclass field that also defines its command-line flag (metadata: the module docstring)."""
     return field(default=default, metadata={"help": help, **meta})
 
 
 def add_flags(group: argparse._ActionsContainer, cls: type, with_defaults: bool = True) -> None:
-    """One ``--name`` flag per field of the settings dataclass ``cls``.
+    """One ``--name`` flag per field of the settings dataclass ``cls`` on ``group``.
 
-    The flag's type is the field's annotation (``typing.get_type_hints``; ``X | None`` gives X)
-    unless the metadata's ``parse`` names a converter; help, ``choices`` and ``metavar`` come from
-    the metadata. A bool that defaults to True gets ``--name/--no-name``, one that defaults to
-    False is a switch.
-
-    Args:
-        group: the parser or argument group to add to.
-        cls: the dataclass.
-        with_defaults: False leaves the flags the user did not type out of the namespace.
+    The type is the annotation (``X | None`` gives X) unless ``parse`` is given; a bool defaulting to
+    True gets ``--name/--no-name``, one defaulting to False is a switch. ``with_defaults=False`` leaves
+    the flags not typed out of the namespace.
     """
     hints = typing.get_type_hints(cls)
     for f in fields(cls):
@@ -96,13 +77,10 @@ def _one_of(obj: Any, name: str) -> None:
 
 @dataclass
 class VAEConfig:
-    """A hand VAE: the one definition of every model setting, its default and its valid range.
+    """A hand VAE's settings (``hand_vae.models.build_model``), saved as the module's hyperparameters.
 
-    The training CLI derives its model flags from these fields, the LightningModule saves them as
-    hyperparameters and ``hand_vae.models.build_model`` builds from them. Plain types
-    only, so they live in a checkpoint; a resume may not change them. ``min_sigma=None`` resolves to
-    the default for the likelihood's units (``DEFAULT_MIN_SIGMA``); ``whiten`` and ``cov_rank`` only
-    apply to the standard model.
+    ``min_sigma=None`` resolves to the default of the likelihood's units (``DEFAULT_MIN_SIGMA``);
+    ``whiten`` and ``cov_rank`` only apply to the standard model.
 
     Raises:
         SettingError: a size below its minimum, dropout outside [0, 1), or a σ floor that is not
@@ -119,29 +97,25 @@ class VAEConfig:
     num_layers: int = setting(2, "hidden layers per MLP (0: linear)")
     cov_rank: int = setting(
         0,
-        "standard model: rank of a learned low-rank part of the decoder covariance (0 = none; the whitened "
-        "likelihood is already full-covariance)",
+        "standard model: rank of a low-rank decoder covariance (0 = none; whitened is full-covariance already)",
     )
-    # whiten, cov_rank and min_sigma defaults: chosen with `python bench/prior_quality.py` (numbers in
-    # the README's "Expected Results" and docs/design.md §4).
+    # whiten, cov_rank and min_sigma defaults: chosen with bench/prior_quality.py (docs/design.md §4).
     whiten: bool = setting(
         True,
-        "standard model: model poses whitened by the full-covariance Gaussian of the training distribution (floor "
-        "and scale chosen on val), so the VAE starts exactly at that Gaussian and moves away only as far as val "
-        "supports (docs/design.md §4, §7); --no-whiten: diagonal sigma in radians",
+        "standard model: whiten poses by the training data's full-covariance Gaussian (floor and scale "
+        "chosen on val), so the VAE starts at it (docs/design.md §4); --no-whiten: diagonal sigma in radians",
     )
     likelihood: str = setting(
         "gaussian",
-        "family of p(x|z) on the whitened residual: gaussian, or student_t, a multivariate Student-t with "
-        "nu, floor and scale chosen on val (heavy tails: an unseen subject's unusual pose costs it "
-        "logarithmically; the model starts at the val-tuned classic t); student_t needs whitening",
+        "p(x|z) on the whitened residual: gaussian, or student_t, a multivariate t with nu, floor and scale "
+        "chosen on val (heavy tails: an unusual pose costs logarithmically); student_t needs whitening",
         choices=("gaussian", "student_t"),
     )
     dropout: float = setting(0.0, "dropout after each hidden layer")
     min_sigma: float | None = setting(
         None,
-        "smooth floor of the learned likelihood scale sigma (stops it collapsing onto the training set); whitened "
-        "units (fraction of the data's spread) when whitened, radians with --no-whiten (default: 0.05 and 0.005)",
+        "smooth floor of the likelihood scale sigma (stops it collapsing onto the training set); a fraction "
+        "of the data's spread when whitened, radians with --no-whiten (default: 0.05 and 0.005)",
     )
 
     def __post_init__(self) -> None:
@@ -202,8 +176,7 @@ class DataConfig:
     num_workers: int = setting(0, "DataLoader workers (the in-memory index batches rarely need any)")
     mirror_augment: bool = setting(
         True,
-        "swap+mirror the hands of a random half of each training batch (chosen with bench/prior_quality.py; "
-        "--no-mirror_augment turns it off)",
+        "swap+mirror the hands of a random half of each training batch (chosen with bench/prior_quality.py)",
     )
     data_on_device: str = setting(
         "auto", "keep each split on the GPU and gather batches there", choices=("auto", "always", "never")
@@ -241,15 +214,14 @@ class RunConfig:
     strategy: str = setting("auto", "auto, ddp, ddp_spawn, ...")
     precision: str = setting(
         "32-true",
-        "numeric precision; keep 32-true for this model size: its step is bound by kernel launches, not "
-        "matmuls (bench/bench_gpu.py)",
+        "numeric precision; keep 32-true: this model's step is bound by kernel launches (bench/bench_gpu.py)",
         choices=("32-true", "32", "16-mixed", "bf16-mixed", "64-true", "64"),
     )
     compile: bool = setting(False, "torch.compile the model's training forward (no gain measured on a CPU)")
     cuda_graphs: str = setting(
         "auto",
-        "replay the whole training step (forward, backward, clipping, AdamW) from one CUDA graph; auto and on: "
-        "where graphs apply (one CUDA device, 32-true, no --compile; bench/README.md); off: eager; no effect on CPU",
+        "replay the whole training step from one CUDA graph; auto and on: where graphs apply (one CUDA "
+        "device, 32-true, no --compile; bench/README.md); off: eager; no effect on CPU",
         choices=("auto", "on", "off"),
     )
     gradient_clip_val: float = setting(5.0, "clip the gradient norm to this value; 0 = off")
@@ -271,9 +243,9 @@ class RunConfig:
     verbose: bool = setting(False, "also print Lightning's model summary table", saved=False)
     resume_from_checkpoint: str | None = setting(
         None,
-        "continue the run saved in CKPT (e.g. checkpoints/NAME/last.ckpt) with its own settings; a flag given "
-        "with it applies where it can (learning rate, batch size, more epochs, hardware) and is refused where "
-        "it cannot (model shape, data source, seed)",
+        "continue the run saved in CKPT (e.g. checkpoints/NAME/last.ckpt) with its settings; a flag given "
+        "with it applies where it can (learning rate, batch size, more epochs, hardware), else is refused "
+        "(model, data, seed)",
         saved=False,
         metavar="CKPT",
     )
@@ -327,23 +299,13 @@ class LengthConfig:
         _at_least(self, 0, "early_stopping_patience", "limit_train_batches", "limit_val_batches")
 
 
-GROUPS: dict[str, type] = {
-    "model": VAEConfig,
-    "optim": OptimConfig,
-    "data": DataConfig,
-    "run": RunConfig,
-    "length": LengthConfig,
-}
+GROUPS = dict(model=VAEConfig, optim=OptimConfig, data=DataConfig, run=RunConfig, length=LengthConfig)
 
 
 @dataclass
 class Settings:
-    """One training run's settings: the five groups, plus the fingerprint of its dataset dir.
-
-    Attributes:
-        data_meta_sha256: sha256 of the dataset dir's meta.json (None: synthetic data).
-        data_counts: poses per split of that dir (None: synthetic data).
-    """
+    """One run's settings: the five groups, plus its dataset dir's fingerprint (None: synthetic data):
+    the sha256 of its meta.json and the poses per split."""
 
     model: VAEConfig = field(default_factory=VAEConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -359,12 +321,10 @@ class Settings:
     @classmethod
     def from_flags(cls, values: dict[str, Any]) -> Settings:
         """Settings from flag values by name (absent: the default); unknown names are ignored."""
-        return cls(
-            **{
-                g: c(**{f.name: values[f.name] for f in fields(c) if f.name in values})
-                for g, c in GROUPS.items()
-            }
-        )
+        groups = {
+            g: c(**{f.name: values[f.name] for f in fields(c) if f.name in values}) for g, c in GROUPS.items()
+        }
+        return cls(**groups)
 
     def flags(self) -> dict[str, Any]:
         """Every flag's value by name (``Settings().flags()``: every default, resolved)."""
@@ -376,11 +336,9 @@ class Settings:
 
     def run_hparams(self) -> dict[str, Any]:
         """``hparams["run"]``: data, run and length settings (plain types) and the data fingerprint."""
+        groups = (self.data, self.run, self.length)
         saved = {
-            f.name: getattr(getattr(self, g), f.name)
-            for g in ("data", "run", "length")
-            for f in fields(GROUPS[g])
-            if f.metadata.get("saved", True)
+            f.name: getattr(c, f.name) for c in groups for f in fields(c) if f.metadata.get("saved", True)
         }
         return {**saved, "data_meta_sha256": self.data_meta_sha256, "data_counts": self.data_counts}
 
@@ -405,18 +363,8 @@ def available_cores() -> int:
 
 
 def cpu_threads(requested: int, batch_size: int, processes: int = 1) -> int:
-    """Intra-op threads for work on the CPU (``--threads``).
-
-    Args:
-        requested: > 0 is used as given, 0 means choose.
-        batch_size: rows per batch.
-        processes: processes sharing this machine's cores (CPU DDP).
-
-    Returns:
-        ``requested`` if > 0; else 1 below ``SMALL_BATCH_ROWS`` rows (thread synchronisation costs
-        more than it saves on small matmuls, far more when another program is busy), else every
-        core but one, shared between the processes.
-    """
+    """Intra-op CPU threads (``--threads``): ``requested`` if > 0; else 1 below ``SMALL_BATCH_ROWS``
+    rows per batch, else every core but one, shared by ``processes`` (CPU DDP)."""
     if requested > 0:
         return requested
     if batch_size < SMALL_BATCH_ROWS:

@@ -1,10 +1,6 @@
 """A training run from typed settings: data -> whitening -> Trainer -> fit -> best checkpoint -> test.
 
-No argparse here (``hand_vae.cli.train`` parses and checks the flags). Outputs, one run per name:
-  * ``{checkpoint_dir}/{experiment_name}/hand_vae_epoch_XX_val_loss_Y.YYY.ckpt`` (top-k on val/loss;
-    val/loss is a negative ELBO in nats and may be negative, e.g. ``..._val_loss_-93.512.ckpt``),
-    ``last.ckpt`` and ``best_model.ckpt`` (a copy of the best, written when fit ends);
-  * ``{log_dir}/hand-vae-prior/{experiment_name}/``: TensorBoard events, hparams, ``plots/*.png``.
+No argparse here (``hand_vae.cli.train`` parses and checks the flags); what a run writes: docs/design.md §5.
 """
 
 from __future__ import annotations
@@ -14,7 +10,7 @@ import shutil
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -41,22 +37,15 @@ from hand_vae.viz.callback import PlotCallback
 log = logging.getLogger("hand_vae")
 
 CKPT_PATTERN = "hand_vae_epoch_{epoch:02d}_val_loss_{val/loss:.3f}"
-# Lightning messages that do not apply to this project, each with the reason it does not.
+# Lightning warnings that do not apply here.
 NOT_APPLICABLE = (
-    # We log epoch means, not per-step values.
-    ".*smaller than the logging interval.*",
-    # A deprecation inside Lightning itself: nothing our users can act on.
-    ".*isinstance\\(treespec, LeafSpec\\).*",
-    # A batch is an index tensor gathered from a split already in memory (on the GPU when it fits):
-    # worker processes would have nothing to do but copy it.
-    ".*does not have many workers.*",
-    # A fresh run's checkpoint dir is empty or refused (hand_vae.cli.train); a resumed run continues
-    # in its own.
-    "Checkpoint directory .* exists and is not empty.*",
+    ".*smaller than the logging interval.*",  # we log epoch means, not per-step values
+    ".*isinstance\\(treespec, LeafSpec\\).*",  # a deprecation inside Lightning itself
+    ".*does not have many workers.*",  # a batch is an index into a split already in memory
+    "Checkpoint directory .* exists and is not empty.*",  # hand_vae.cli.train claims the run's dirs
 )
-# Log records of Lightning's that do not apply: its cloud-logger advert, and its advice to set
-# `torch.set_float32_matmul_precision`: TF32 matmuls stay off until shown to keep the default proxy's NLL
-# within 0.1 nats of fp32 (bench/prior_quality.py); that is unmeasured, so the numerics stay fp32.
+# Lightning's cloud-logger advert, and its TF32 advice: the numerics stay fp32 until TF32 is shown to keep
+# the proxy's NLL (bench/prior_quality.py).
 DROPPED_RECORDS = ("litlogger", "set_float32_matmul_precision")
 
 
@@ -92,9 +81,8 @@ class SamplesPerSecondBar(TQDMProgressBar):
 
 
 class EnergyQuantiles(pl.Callback):
-    """Calibrates the model at each validation epoch: the quantiles of the energies that
-    ``validation_step`` returns (every process's) go into the model's ``energy_quantiles`` buffer
-    (``hand_vae.models.quantiles``), so every checkpoint carries its own epoch's calibration."""
+    """Each validation epoch, the quantiles of every process's validation energies go into the model's
+    ``energy_quantiles`` buffer, so every checkpoint carries its own epoch's calibration."""
 
     def __init__(self) -> None:
         self.energies: list[torch.Tensor] = []
@@ -127,10 +115,8 @@ def fit_whitening(module: HandVAELightningModule, datamodule: HandPoseDataModule
     if not hasattr(module.model, "fit_whitening"):
         return
     chosen = module.model.fit_whitening(*datamodule.training_distribution())
-    log.info(
-        "starting from the full-covariance Gaussian with %s",
-        ", ".join(f"{k} {v:.3g}" for k, v in chosen.items()),
-    )
+    what = ", ".join(f"{k} {v:.3g}" for k, v in chosen.items())
+    log.info("starting from the full-covariance Gaussian with %s", what)
 
 
 def warn_small_data(counts: dict[str, int]) -> None:
@@ -144,15 +130,8 @@ def warn_small_data(counts: dict[str, int]) -> None:
                     "sequences", train, MIN_TRAIN_POSES)  # fmt: skip
 
 
-class Run(NamedTuple):
-    trainer: pl.Trainer
-    module: HandVAELightningModule
-    datamodule: HandPoseDataModule
-    checkpoint: LatestCheckpoint
-
-
-def build_run(s: Settings) -> Run:
-    """The module, datamodule and Trainer (with its callbacks) for settings ``s``."""
+def build_run(s: Settings) -> tuple[pl.Trainer, HandVAELightningModule, HandPoseDataModule, LatestCheckpoint]:
+    """The Trainer (with its callbacks), module, datamodule and checkpoint callback for settings ``s``."""
     module = HandVAELightningModule(run=s.run_hparams(), **s.module_hparams())
     datamodule = HandPoseDataModule(model_type=s.model.model_type, seed=s.run.seed, **asdict(s.data))
     ckpt_dir, _ = s.run.dirs
@@ -161,15 +140,10 @@ def build_run(s: Settings) -> Run:
     callbacks = [checkpoint, InterruptCheckpoint(ckpt_dir / "last.ckpt"), NonFiniteGuard(), EnergyQuantiles()]
     if not s.run.no_progress_bar:
         callbacks.append(SamplesPerSecondBar())
-    if s.length.early_stopping_patience > 0:
-        callbacks.append(
-            EarlyStopping(monitor="val/loss", mode="min", patience=s.length.early_stopping_patience)
-        )
+    if patience := s.length.early_stopping_patience:
+        callbacks.append(EarlyStopping(monitor="val/loss", mode="min", patience=patience))
     if not s.run.no_plots:
         callbacks.append(PlotCallback(every_n_epochs=s.run.plot_every_n_epochs))
-    logger = TensorBoardLogger(
-        s.run.log_dir, name=LOGGER_NAME, version=s.run.experiment_name, default_hp_metric=False
-    )
     trainer = pl.Trainer(
         accelerator=s.run.accelerator,
         devices=s.run.device_list,
@@ -178,7 +152,7 @@ def build_run(s: Settings) -> Run:
         precision=s.run.precision,
         max_epochs=s.length.max_epochs,
         callbacks=callbacks,
-        logger=logger,
+        logger=TensorBoardLogger(s.run.log_dir, LOGGER_NAME, s.run.experiment_name, default_hp_metric=False),
         # No gradient_clip_val here: the module clips in its own step.
         log_every_n_steps=s.run.log_every_n_steps,
         limit_train_batches=s.length.limit_train_batches,
@@ -189,7 +163,7 @@ def build_run(s: Settings) -> Run:
         enable_model_summary=s.run.verbose,
     )
     datamodule.trainer = trainer  # where the data is kept depends on the trainer's device
-    return Run(trainer, module, datamodule, checkpoint)
+    return trainer, module, datamodule, checkpoint
 
 
 @dataclass
@@ -225,16 +199,14 @@ def run_training(s: Settings) -> Summary:
                  torch.get_num_threads())  # fmt: skip
         log.info("This run writes %s/ and %s/", ckpt_dir, log_dir)
         warn_small_data({k: len(v) for k, v in datamodule.tensors.items()})
-        if ckpt_dir.is_dir():
-            cleanup_stale_temp_files(ckpt_dir)
+        cleanup_stale_temp_files(ckpt_dir)
     if not resume:  # a resumed model carries its whitening
         fit_whitening(module, datamodule)
     interrupted: str | bool = False
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
     except (KeyboardInterrupt, SIGTERMException, SystemExit) as err:
-        # Lightning turns Ctrl+C into SystemExit(1) after its graceful shutdown; InterruptCheckpoint
-        # has saved last.ckpt by then.
+        # Lightning turns Ctrl+C into SystemExit(1) after its graceful shutdown (last.ckpt saved by then).
         if isinstance(err, SystemExit) and not trainer.interrupted:
             raise
         interrupted = "SIGTERM" if isinstance(err, SIGTERMException) else "SIGINT"

@@ -33,11 +33,7 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 def run_command(body: Callable[[], int]) -> int:
-    """Run a command's body; a :class:`UserError` becomes one logged line and its exit code.
-
-    Args:
-        body: does the work and returns the exit code.
-    """
+    """Run ``body`` (returns the exit code); a :class:`UserError` becomes one logged line and its code."""
     try:
         return body()
     except UserError as err:
@@ -56,9 +52,12 @@ def add_dataset_source(p: argparse.ArgumentParser) -> argparse._MutuallyExclusiv
 def load_splits(
     consolidated_dir: str | None, splits_dir: str | None, run_settings: dict
 ) -> tuple[dict[str, torch.Tensor], str]:
-    """({split: (N, 90) float32}, a description) of ``--consolidated_dir`` / ``--splits_dir``, or
-    with neither, of the checkpoint run's own source (its directory, else the synthetic set with its
-    seed). A directory that cannot be read raises a :class:`UserError`."""
+    """({split: (N, 90) float32}, a description) of the dataset dir given, else of the checkpoint
+    run's own source (``run_settings``: its dir, or the synthetic set of its seed).
+
+    Raises:
+        UserError: the dataset dir cannot be read.
+    """
     run_dir = run_settings.get("consolidated_dir") or run_settings.get("splits_dir")
     directory = consolidated_dir or splits_dir or run_dir
     if directory:
@@ -90,15 +89,12 @@ def read_poses(path: str, flag: str = "--poses") -> np.ndarray:
     """(N, 90) float32 two-hand poses from a ``.npy`` of (N, 90) or (N, 30, 3) axis-angle, radians.
 
     Raises:
-        UserError: unreadable, not numeric, or another shape (with the slice to take from a
-            full-body SMPL+H / SMPL-X array, or the one-hand API for (N, 45)).
+        UserError: unreadable, not numeric, or another shape (with a hint: ``pose_shape_hint``).
     """
     arr = read_array(path, flag)
     if arr.ndim == 3 and arr.shape[1:] == (NUM_JOINTS, 3):
         arr = arr.reshape(arr.shape[0], POSE_DIM)
     if arr.ndim != 2 or arr.shape[1] != POSE_DIM or arr.shape[0] == 0:
-        hint = pose_shape_hint(arr.shape)
-        raise UserError(
-            f"{flag}: expected (N, {POSE_DIM}) or (N, {NUM_JOINTS}, 3) poses, got {arr.shape}{hint}"
-        )
+        expected = f"(N, {POSE_DIM}) or (N, {NUM_JOINTS}, 3)"
+        raise UserError(f"{flag}: expected {expected} poses, got {arr.shape}{pose_shape_hint(arr.shape)}")
     return arr.astype(np.float32)
