@@ -18,24 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from hand_vae.data import synthetic
-from hand_vae.data.layouts import (
-    DEFAULT_SHARD_SIZE,
-    LAYOUTS,
-    DatasetError,
-    check_output_dir,
-    write_consolidated,
-    write_splits_dir,
-)
+from hand_vae.data import layouts, synthetic
+from hand_vae.data.layouts import SPLITS, DatasetError
 from hand_vae.data.sources import EXTENSIONS, FORMATS, SourceError, is_side_file, read_file
-from hand_vae.data.splits import (
-    DEFAULT_RATIOS,
-    SPLITS,
-    assign_splits,
-    check_ratios,
-    dirs_split_of,
-    empty_split_advice,
-)
+from hand_vae.data.splits import DEFAULT_RATIOS, assign_splits, check_ratios, dirs_split_of, empty_advice
 from hand_vae.rotations import HAND_DIM, POSE_DIM
 
 logger = logging.getLogger(__name__)
@@ -59,10 +45,6 @@ class DropCounts:
     non_finite_frames: int = 0
     constant_hand_sequences: int = 0
     empty_sequences: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        """Plain dict for ``meta.json``."""
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -145,7 +127,7 @@ class BuildConfig:
     split_scheme: str = "ratio"
     split_ratios: tuple[float, float, float] = DEFAULT_RATIOS
     seed: int = 0
-    shard_size: int = DEFAULT_SHARD_SIZE
+    shard_size: int = layouts.DEFAULT_SHARD_SIZE
     overwrite: bool = False
     strict: bool = False
 
@@ -165,28 +147,27 @@ class BuildSummary:
     @property
     def files_written(self) -> list[str]:
         """Data files relative to ``output_dir`` (meta.json last)."""
-        files = []
-        for split in SPLITS:
-            info = self.meta["splits"][split]
-            files += [e["file"] for e in info.get("shards", info.get("sequences", []))]
-        return files + ["meta.json"]
+        per_split = [self.meta["splits"][split] for split in SPLITS]
+        return [e["file"] for info in per_split for e in info.get("shards", info["sequences"])] + [
+            "meta.json"
+        ]
 
 
 def _validate(cfg: BuildConfig) -> None:
-    if cfg.layout not in LAYOUTS:
+    if cfg.layout not in layouts.LAYOUTS:
         raise DatasetError(f"unknown layout {cfg.layout!r}")
     if cfg.format != "auto" and cfg.format not in FORMATS:
         raise DatasetError(f"--format must be auto or one of {', '.join(FORMATS)}, got {cfg.format!r}")
     if cfg.target_fps is not None and not cfg.target_fps >= 0:
         raise DatasetError(
-            f"--target_fps must be a positive frame rate (0 = keep every frame), got {cfg.target_fps}"
+            f"--target_fps must be a positive frame rate or 0 (every frame), got {cfg.target_fps}"
         )
     if cfg.source_fps is not None and not cfg.source_fps > 0:
         raise DatasetError(f"--source_fps must be a positive frame rate, got {cfg.source_fps}")
     if cfg.shard_size < 1:
         raise DatasetError(f"--shard_size must be >= 1, got {cfg.shard_size}")
     cfg.split_ratios = check_ratios(cfg.split_ratios)
-    check_output_dir(cfg.output_dir, cfg.overwrite)  # fail before a long import, not after
+    layouts.check_output_dir(cfg.output_dir, cfg.overwrite)  # fail before a long import, not after
     if cfg.input_dir is None:
         return
     src, out = Path(cfg.input_dir).resolve(), Path(cfg.output_dir).resolve()
@@ -221,10 +202,9 @@ def _scan(cfg: BuildConfig) -> tuple[dict[str, str], list[dict[str, str]], list[
             + (f" ({len(ignored)} other files ignored, e.g. {ignored[0]['path']})" if ignored else "")
         )
     if ignored:
+        example = ignored[0]["path"]
         logger.warning(
-            "ignored %d files (not .npz/.npy, hidden or shape-only), e.g. %s",
-            len(ignored),
-            ignored[0]["path"],
+            "ignored %d files (not .npz/.npy, hidden or shape-only), e.g. %s", len(ignored), example
         )
     taken: dict[str, str] = {}
     for name, rel in candidates:
@@ -251,11 +231,8 @@ def _rate(source_fps: float | None, fps: float | None) -> str:
 
 
 def formats_line(sources: list[dict[str, Any]]) -> str:
-    """``"amass_smplh 3 files (120 -> 30 fps), array 2 files (...)"``: the formats and frame rates found.
-
-    Args:
-        sources: meta.json's ``sources`` entries (``format``, ``source_fps``, ``fps``).
-    """
+    """``"amass_smplh 3 files (120 -> 30 fps), array 2 files (...)"``: the formats and frame rates
+    found in meta.json's ``sources`` entries."""
     groups = Counter((s["format"], _rate(s.get("source_fps"), s.get("fps"))) for s in sources)
     parts = [f"{fmt} {n} file{'s' if n > 1 else ''} ({rate})" for (fmt, rate), n in sorted(groups.items())]
     return ", ".join(parts)
@@ -291,8 +268,7 @@ def _import_all(cfg: BuildConfig) -> tuple[dict[str, list[Any]], dict[str, Any]]
             logger.debug("dropping %s: %s", rel, res.detail)
             dropped.append({"path": rel, "name": name, "reason": res.drop_reason, "detail": res.detail})
             continue
-        subject = name.rsplit("/", 1)[0] if "/" in name else ""
-        kept[name] = synthetic.PoseSequence(name, subject, res.poses, res.fps)
+        kept[name] = synthetic.PoseSequence(name, name.rpartition("/")[0], res.poses, res.fps)
         paths[name] = rel
         sources.append(
             {"path": rel, "name": name, "format": raw.format, "source_fps": fps, "fps": res.fps,
@@ -307,7 +283,7 @@ def _import_all(cfg: BuildConfig) -> tuple[dict[str, list[Any]], dict[str, Any]]
     if sources:
         logger.info("read %s", formats_line(sources))
     names = assign_splits(paths, cfg.split_scheme, cfg.split_ratios, cfg.seed)
-    advice = empty_split_advice(names, cfg.split_scheme, cfg.split_ratios) if any(names.values()) else None
+    advice = empty_advice(names, cfg.split_scheme, cfg.split_ratios) if any(names.values()) else None
     if advice:
         raise DatasetError(f"{advice}; nothing written")
     split_of = {n: s for s, ns in names.items() for n in ns}
@@ -315,7 +291,7 @@ def _import_all(cfg: BuildConfig) -> tuple[dict[str, list[Any]], dict[str, Any]]
         entry["split"] = split_of[entry["name"]]
     splits = {s: [kept[n] for n in ns] for s, ns in names.items()}
     extra = {"source": "files", "sources": sources, "skipped": skipped, "dropped": dropped,
-             "ignored": ignored, "drops": counts.as_dict()}  # fmt: skip
+             "ignored": ignored, "drops": asdict(counts)}  # fmt: skip
     return splits, extra
 
 
@@ -341,14 +317,8 @@ def _args(cfg: BuildConfig) -> dict[str, Any]:
 
 
 def build_dataset(cfg: BuildConfig, created_by: str = "hand_vae.data.build") -> BuildSummary:
-    """Run the whole pipeline and write ``cfg.output_dir`` in ``cfg.layout``.
-
-    Args:
-        cfg: settings; with ``input_dir=None`` the embedded synthetic dataset is written.
-        created_by: recorded in meta.json (the script name).
-
-    Returns:
-        The summary. ``summary.skipped`` non-empty means some input could not be used.
+    """Run the whole pipeline and write ``cfg.output_dir`` in ``cfg.layout``; ``created_by`` (the script
+    name) is recorded in meta.json. A non-empty ``skipped`` in the summary means some input was unusable.
 
     Raises:
         DatasetError: bad settings, no usable input, identical files, a skipped file under ``strict``,
@@ -364,7 +334,7 @@ def build_dataset(cfg: BuildConfig, created_by: str = "hand_vae.data.build") -> 
         )
         splits = synthetic.default_splits(cfg.seed)
         extra: dict[str, Any] = {"source": "synthetic", "sources": [], "skipped": [], "dropped": [],
-                                 "ignored": [], "drops": DropCounts().as_dict()}  # fmt: skip
+                                 "ignored": [], "drops": asdict(DropCounts())}  # fmt: skip
         fps = splits["train"][0].fps
     else:
         logger.info("scanning %s", cfg.input_dir)
@@ -380,8 +350,8 @@ def build_dataset(cfg: BuildConfig, created_by: str = "hand_vae.data.build") -> 
         logger.warning("%s", line)
     extra = {"created_by": created_by, "fps": fps, **extra, "args": _args(cfg)}
     if cfg.layout == "consolidated":
-        meta = write_consolidated(cfg.output_dir, splits, extra, cfg.shard_size, cfg.overwrite)
+        meta = layouts.write_consolidated(cfg.output_dir, splits, extra, cfg.shard_size, cfg.overwrite)
     else:
-        meta = write_splits_dir(cfg.output_dir, splits, extra, cfg.overwrite)
+        meta = layouts.write_splits_dir(cfg.output_dir, splits, extra, cfg.overwrite)
     lists = (extra["skipped"], extra["dropped"], extra["ignored"])
     return BuildSummary(Path(cfg.output_dir), cfg.layout, cfg.input_dir is None, meta, *lists)

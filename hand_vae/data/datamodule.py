@@ -101,10 +101,8 @@ class HandPoseDataModule(pl.LightningDataModule):
     @property
     def source(self) -> str:
         """Human-readable description of where the data comes from."""
-        if self.cfg.consolidated_dir:
-            return f"consolidated dir {self.cfg.consolidated_dir}"
-        if self.cfg.splits_dir:
-            return f"splits dir {self.cfg.splits_dir}"
+        if self.cfg.directory:
+            return f"{'consolidated' if self.cfg.consolidated_dir else 'splits'} dir {self.cfg.directory}"
         return f"embedded synthetic dataset (seed {self.seed})"
 
     def load_arrays(self) -> dict[str, torch.Tensor]:

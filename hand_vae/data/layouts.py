@@ -139,16 +139,9 @@ def _write(
     """Stage the dir, write each split with ``write_split(tmp, split, seqs) -> meta entry``, then
     meta.json last (its presence marks the dir complete)."""
     splits = _check_splits(splits)
-    meta: dict[str, Any] = {
-        "format_version": FORMAT_VERSION,
-        "layout": layout,
-        "pose_dim": POSE_DIM,
-        "pose_layout": POSE_LAYOUT,
-        "counts": {
-            s: {"sequences": len(seqs), "frames": int(sum(len(q.poses) for q in seqs))}
-            for s, seqs in splits.items()
-        },
-    }
+    counts = {s: {"sequences": len(q), "frames": sum(len(x.poses) for x in q)} for s, q in splits.items()}
+    meta: dict[str, Any] = {"format_version": FORMAT_VERSION, "layout": layout, "pose_dim": POSE_DIM,
+                            "pose_layout": POSE_LAYOUT, "counts": counts}  # fmt: skip
     clash = (set(meta) | {"splits"}) & set(meta_extra)
     if clash:
         raise ValueError(f"meta_extra may not set reserved keys {sorted(clash)}")

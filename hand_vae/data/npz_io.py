@@ -83,12 +83,8 @@ def iter_npz_rows(
 
 
 def read_npz_into(path: str | Path, dest: dict[str, np.ndarray]) -> None:
-    """Fill each C-contiguous ``dest[key]`` with member ``key`` of an ``.npz``, whose shape must match.
-
-    Raises:
-        ValueError: missing member, shape mismatch or truncated member (corrupt or foreign file).
-        OSError, zipfile.BadZipFile: unreadable file.
-    """
+    """Fill each C-contiguous ``dest[key]`` with member ``key`` of an ``.npz``, whose shape must match;
+    raises as :func:`iter_npz_rows`."""
     for key, out in dest.items():
         for _ in iter_npz_rows(path, key, out, rows=len(out)):  # one chunk: the whole of ``out``
             pass

@@ -111,9 +111,7 @@ def assign_splits(
     return out
 
 
-def empty_split_advice(
-    splits: dict[str, list[str]], scheme: str, ratios: tuple[float, float, float]
-) -> str | None:
+def empty_advice(splits: dict[str, list[str]], scheme: str, ratios: tuple[float, float, float]) -> str | None:
     """Why a split came out empty and what to do, in one line; None when every split has a sequence
     (training needs all three, so such a build is refused rather than failing later)."""
     empty = [s for s in SPLITS if not splits.get(s)]
