@@ -1,14 +1,8 @@
-"""``python -m hand_vae.evaluate``: score a trained hand VAE, and classic priors, on held-out poses.
+"""``python -m hand_vae.evaluate --checkpoint CKPT [--baselines | --task fit]``: score a prior on held-out poses.
 
-    python -m hand_vae.evaluate --checkpoint checkpoints/NAME/best_model.ckpt --baselines
-    python -m hand_vae.evaluate --checkpoint CKPT --poses held_out.npy --max_poses 2000
-    python -m hand_vae.evaluate --checkpoint CKPT --task fit --max_poses 64 --fit_steps 150
-
-Without a dataset flag, the checkpoint's own training source is scored (its directory, or the
-embedded synthetic set with the run's seed). Writes ``evaluation.json`` and the figures of
-``hand_vae.viz.eval_figures`` (``--task fit``: ``fit_benchmark.json`` / ``.md``) into
-``--output_dir``, which must not hold an earlier result unless ``--overwrite``; prints a markdown
-table, a verdict per metric (the VAE against the best baseline) and every file written.
+Without a dataset flag, the checkpoint's own training source is scored. Writes ``evaluation.json``
+and figures (``--task fit``: ``fit_benchmark.json`` / ``.md``) into ``--output_dir`` (an earlier
+result only with ``--overwrite``); prints the table, a verdict per metric and the files written.
 """
 
 from __future__ import annotations
@@ -95,7 +89,7 @@ def _write(path: Path, text: str) -> None:
 
 def score(args: argparse.Namespace) -> int:
     """``--task score``: load, score, write the JSON and figures, print the table and verdicts."""
-    # start-up: sklearn and matplotlib load after parsing, so --help stays fast
+    # sklearn and matplotlib load after parsing, so --help stays fast
     from hand_vae.evaluation.metrics import evaluate, markdown_table, verdicts
     from hand_vae.metrics import subsample
 

@@ -1,23 +1,7 @@
-"""Fitting benchmark, ``python -m hand_vae.evaluate --task fit``: how much a prior helps keypoint fitting.
+"""Fitting benchmark, ``python -m hand_vae.evaluate --task fit`` (protocol: docs/design.md §9).
 
-Protocol (in the spirit of the hand inverse-kinematics benchmark of DPoser-X): held-out poses are
-turned into target keypoints with the default forward kinematics (``kinematics.hands_fk``) under a
-random wrist rotation (uniform on SO(3)) and translation (σ = 0.3 m) per hand, then corrupted:
-
-* ``sparse``: 13 of the 21 keypoints of each hand hidden, at random;
-* ``partial``: two random fingers of each hand hidden (4 keypoints each);
-* ``tips``: only the wrist and the five fingertips visible;
-* ``noisy_Nmm``: Gaussian noise of σ = 2, 5 and 10 mm on every keypoint, all visible.
-
-Each set is fitted with ``fit_to_joints`` from the training split's mean pose, with no prior
-(plain inverse kinematics), with a full-covariance Gaussian fitted on the training split, with the
-VAE in pose space (its energy as the prior term) and with the VAE in latent space (x = decode(z),
-prior ½‖z‖²). Every prior has weight 1 and the keypoint σ is the true noise (2 mm where the visible
-keypoints are exact), i.e. each fit is the MAP estimate under its prior. Metrics against the clean
-targets: MPJPE in mm over the visible, the hidden and all keypoints; the mean per-joint geodesic
-angle between fitted and true articulated pose, degrees; the share of fitted poses that pass the
-VAE's 0.99 plausibility level. Also reported: how often clean and corrupted held-out poses (the
-pose-space corruptions of ``evaluation.metrics``) pass that level.
+Held-out poses -> keypoints under a random rigid transform per hand -> hidden or noised -> fitted
+from the training mean pose with no prior, the training Gaussian and the VAE (pose and latent space).
 """
 
 from __future__ import annotations
@@ -33,6 +17,7 @@ from torch import nn
 
 from hand_vae.evaluation.baselines import GaussianPrior
 from hand_vae.evaluation.metrics import auc, corrupted_sets, scores
+from hand_vae.gaussian import gaussian_log_prob
 from hand_vae.kinematics import NUM_KEYPOINTS, POINTS_PER_FINGER, hands_fk
 from hand_vae.metrics import subsample
 from hand_vae.models.quantiles import BUFFER, CALIBRATE_HINT, calibrate, is_calibrated, threshold_at
@@ -51,18 +36,15 @@ COLUMNS = ("mpjpe_visible_mm", "mpjpe_hidden_mm", "mpjpe_all_mm", "geodesic_deg"
 
 
 class GaussianEnergy(nn.Module):
-    """Differentiable −log N(x | mean, L Lᵀ) up to a constant, nats: the Gaussian baseline as a fitting prior."""
+    """The Gaussian baseline as a fitting prior: differentiable ``energy(x)`` = −log N(x), (B,) nats."""
 
     def __init__(self, prior: GaussianPrior) -> None:
         super().__init__()
         self.register_buffer("mean", prior.mean.clone())
-        self.register_buffer("chol", prior.chol * float(getattr(prior, "scale", 1.0)))
+        self.register_buffer("chol", prior.chol * prior.scale)
 
     def energy(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 90) or (B, 30, 3) -> (B,) nats."""
-        diff = x.reshape(x.shape[0], -1).double() - self.mean  # (B, 90)
-        y = torch.linalg.solve_triangular(self.chol, diff.T, upper=False)  # (90, B)
-        return (0.5 * y.square().sum(0)).float()
+        return -gaussian_log_prob(x.reshape(x.shape[0], -1).double(), self.mean, self.chol).float()
 
 
 def make_targets(poses: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -83,9 +65,8 @@ def corrupt(clean: torch.Tensor, kind: str, g: torch.Generator) -> tuple[torch.T
         visible = order < NUM_KEYPOINTS - 13
     elif kind == "partial":  # two of five fingers hidden per hand
         fingers = torch.rand(N, NUM_HANDS, 5, generator=g).argsort(-1)[..., :2]  # (N, 2, 2)
-        finger_of = (
-            torch.arange(NUM_KEYPOINTS).sub(1).div(POINTS_PER_FINGER, rounding_mode="floor")
-        )  # wrist: -1
+        # the finger of each keypoint, -1 for the wrist
+        finger_of = (torch.arange(NUM_KEYPOINTS) - 1).div(POINTS_PER_FINGER, rounding_mode="floor")
         visible = ~(finger_of[None, None, :, None] == fingers[:, :, None, :]).any(-1)
     elif kind == "tips":
         visible = torch.zeros_like(visible)
@@ -161,17 +142,12 @@ def plausibility_pass_rates(vae: nn.Module, poses: torch.Tensor, seed: int = 0, 
 
 @torch.no_grad()
 def one_hand_auc(vae: nn.Module, poses: torch.Tensor, seed: int = 0, sigma: float = 0.02) -> dict[str, float]:
-    """AUC of real vs noised held-out poses (σ rad on every number) from one hand alone, beside two hands.
-
-    The noised copies are ``evaluation.metrics``' ``noise_{σ}`` set; a one-hand score sees only that
-    hand's 45 numbers of the same clean and noised poses. ``*_iwae`` use −log p with K = 100.
-    """
+    """AUC of real vs noised (``metrics``' ``noise_{σ}`` set) held-out poses, from two hands and from each
+    hand's 45 numbers alone (``*_iwae``: −log p with K = 100)."""
     noisy = corrupted_sets(poses, seed, sigma)[f"noise_{sigma:g}"]
     gen = torch.Generator().manual_seed(seed)
 
-    def pair(
-        fn, cols: slice = slice(None)
-    ) -> float:  # clean vs noised, in blocks: one-hand scores don't chunk
+    def pair(fn, cols: slice = slice(None)) -> float:  # in blocks: one-hand scores don't chunk
         return auc(*(np.concatenate([scores(fn, c) for c in x[:, cols].split(2048)]) for x in (poses, noisy)))
 
     out = {"two_hands": pair(vae.energy)}
@@ -193,9 +169,8 @@ def run_fit_benchmark(
 ) -> dict:
     """The ``--task fit`` report on held-out ``poses`` (N, 90): the fits, pass rates and one-hand AUCs.
 
-    ``splits`` {"train", "val", ...} (M, 90) are the run's data; an uncalibrated ``vae`` is calibrated
-    on ``splits["val"]``. ``max_poses`` poses (default ``NUM_POSES``) are fitted; when given, the
-    pass rates and AUCs also use that seeded subset instead of every held-out pose (a shorter run).
+    An uncalibrated ``vae`` is calibrated on ``splits["val"]``. ``max_poses`` (default ``NUM_POSES``)
+    poses are fitted; when given, the pass rates and AUCs use that seeded subset too.
     """
     note = "stored in the checkpoint"
     if not is_calibrated(getattr(vae, BUFFER)):
