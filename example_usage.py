@@ -14,17 +14,13 @@ from pathlib import Path
 DEFAULT_CHECKPOINT = "checkpoints/demo/best_model.ckpt"
 TRAIN_FIRST = "python train_hand_vae_lightning.py --max_epochs 5 --experiment_name demo"
 
-# (title, the API call it shows, what it writes under --out_dir); the functions below, in order.
+# (title, the API call it shows, what it writes under --out_dir); the examples below, in order.
 EXAMPLES = (
     ("Score poses", "prior.energy(poses)  # (B, 90) -> (B,) nats, lower = more plausible", "-"),
     ("Rank hypotheses", "energies, best = rank_hypotheses(prior, hypotheses)  # (B, K, 90)", "-"),
     ("Sample poses", "sample_poses(prior, n, generator=g)  # (n, 90)", "samples.png"),
     ("Denoise", "project_to_prior(prior, noisy, steps=50, weight=50.0)  # (B, 90)", "denoise.png"),
-    (
-        "Export",
-        "export_energy(prior, path)  # torch.export program: poses -> energy",
-        "hand_prior_energy.pt2",
-    ),
+    ("Export", "export_energy(prior, path)  # torch.export: poses -> energy", "hand_prior_energy.pt2"),
     ("Plausibility and one hand", "plausibility(prior, poses); energy_one_hand(prior, left45, 'left')", "-"),
 )
 
@@ -39,15 +35,15 @@ def guide() -> str:
     lines = ["examples (run all without a terminal, or pick one with --example N):"]
     for i, (title, call, files) in enumerate(EXAMPLES, 1):
         lines += [f"  {i}. {title}", f"       {call}", f"       writes: {files}"]
-    lines += [
-        "",
-        "every example loads the prior once with: prior = load_prior(CHECKPOINT)",
-        "(from hand_vae.prior import load_prior, ...); poses are (B, 90) axis-angle radians,",
-        "[left 45 | right 45], numpy or torch, any float dtype. The README's 'Using the prior'",
-        "section explains each call.",
-        "",
-        f"no checkpoint yet? train one first:\n  {TRAIN_FIRST}",
-    ]
+    lines.append(f"""
+
+every example loads the prior once with: prior = load_prior(CHECKPOINT)
+(from hand_vae.prior import load_prior, ...); poses are (B, 90) axis-angle radians,
+[left 45 | right 45], numpy or torch, any float dtype. The README's 'Using the prior'
+section explains each call.
+
+no checkpoint yet? train one first:
+  {TRAIN_FIRST}""")
     return "\n".join(lines)
 
 
@@ -80,22 +76,19 @@ def run_examples(prior, chosen: list[int], out: Path, seed: int) -> None:
         if i == 1:
             e_clean, e_noisy = prior.energy(poses), prior.energy(noisy)  # (256,), (256,)
             say(f"   held-out poses {e_clean.mean():8.2f}   the same + 0.1 rad noise {e_noisy.mean():8.2f}")
-            say(
-                f"   the clean pose scores lower for {100 * (e_clean < e_noisy).float().mean():.0f}% of poses"
-            )
+            share = 100 * (e_clean < e_noisy).float().mean()
+            say(f"   the clean pose scores lower for {share:.0f}% of poses")
         elif i == 2:
             B, K = 128, 8
             hypotheses = poses[:B, None] + 0.15 * torch.randn(B, K, 90, generator=g)  # (B, K, 90)
             hypotheses[:, 0] = poses[:B]  # candidate 0 is the real pose
             _, best = rank_hypotheses(prior, hypotheses)  # (B, K), (B,)
-            say(
-                f"   the real pose was chosen in {100 * (best == 0).float().mean():.0f}% of frames (chance {100 / K:.0f}%)"
-            )
+            share = 100 * (best == 0).float().mean()
+            say(f"   the real pose was chosen in {share:.0f}% of frames (chance {100 / K:.0f}%)")
         elif i == 3:
             samples = sample_poses(prior, 8, generator=g)  # (8, 90)
-            fig = hand_skeletons(
-                samples, titles=[f"sample {k}" for k in range(8)], suptitle="Poses sampled from the prior"
-            )
+            titles = [f"sample {k}" for k in range(8)]
+            fig = hand_skeletons(samples, titles=titles, suptitle="Poses sampled from the prior")
             say(f"   {tuple(samples.shape)} poses -> {save_figure(fig, out / 'samples.png')}")
         elif i == 4:
             clean = project_to_prior(prior, noisy[:64], steps=50, weight=50.0)  # (64, 90)
@@ -120,12 +113,9 @@ def run_examples(prior, chosen: list[int], out: Path, seed: int) -> None:
             except NotCalibratedError as err:  # a checkpoint from before calibration was stored
                 say(f"   {err}")
             # Only the left hand (B, 45) is known: the right one is marginalised out.
-            lower = energy_one_hand(prior, poses[:, :45], "left") < energy_one_hand(
-                prior, noisy[:, :45], "left"
-            )
-            say(
-                f"   left hand alone: the clean hand scores lower for {100 * lower.float().mean():.0f}% of poses"
-            )
+            e_clean, e_noisy = (energy_one_hand(prior, x[:, :45], "left") for x in (poses, noisy))
+            share = 100 * (e_clean < e_noisy).float().mean()
+            say(f"   left hand alone: the clean hand scores lower for {share:.0f}% of poses")
 
 
 def ask() -> list[int]:
@@ -151,12 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         epilog=guide(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--checkpoint", default=DEFAULT_CHECKPOINT, help=f"a .ckpt (default: {DEFAULT_CHECKPOINT})"
-    )
-    parser.add_argument(
-        "--out_dir", default="example_output", help="pictures and the export (default: example_output)"
-    )
+    parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="a .ckpt (default: %(default)s)")
+    parser.add_argument("--out_dir", default="example_output", help="pictures, export (default: %(default)s)")
     parser.add_argument("--example", type=int, choices=range(1, len(EXAMPLES) + 1), help="run only this one")
     parser.add_argument("--seed", type=int, default=0, help="seed of the examples' random poses and noise")
     args = parser.parse_args(argv)
@@ -172,10 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     say(f"Loaded a {prior.model_type} hand VAE (z_dim {prior.z_dim}) from {args.checkpoint}")
     if args.example:
         chosen = [args.example]
-    elif sys.stdin.isatty():
-        chosen = ask()
     else:
-        chosen = list(range(1, len(EXAMPLES) + 1))
+        chosen = ask() if sys.stdin.isatty() else list(range(1, len(EXAMPLES) + 1))
     run_examples(prior, chosen, Path(args.out_dir), args.seed)
     return 0
 
