@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     src = add_dataset_source(p)
     src.add_argument("--poses", help="(N, 90) float .npy file of axis-angle poses, radians")
     p.add_argument("--split", default="test", choices=("train", "val", "test"), help="split to score")
-    p.add_argument("--baselines", action="store_true", help="also fit and score Gaussian, GMM4/8, NN")
+    p.add_argument("--baselines", action="store_true", help="also score Gaussian, Student-t, GMM4/8, NN")
     p.add_argument("--output_dir", default="evaluation", help="where the JSON and figures go")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier result in --output_dir")
     p.add_argument("--num_samples", type=int, default=1000, help="importance samples K of the IWAE NLL")
