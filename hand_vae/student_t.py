@@ -34,7 +34,7 @@ NUS = (3.0, 5.0, 10.0, 20.0, 50.0, math.inf)  # candidate degrees of freedom; âˆ
 T_SCALES = (0.8, 0.9, *SCALES)
 # Rows the EM fits of tune_student_t's search run on at most (a seeded subset above; the chosen
 # fit is refined on every row): enough for a 90-D scatter, and fast enough for a training start-up.
-EM_MAX_ROWS = 20_000
+EM_MAX_ROWS = 10_000
 # Relative change of L at which the search's EM fits stop; the chosen one is refined to fit_t's tol.
 SEARCH_TOL = 1e-3
 
