@@ -45,12 +45,11 @@ def use_cuda_graphs(
 
 
 class StaticStep:
-    """Run ``step(x)`` on a static input buffer; on CUDA capture it after warm-up and replay it.
+    """Run ``step(x)`` on a static input buffer; on CUDA capture it after ``warmup_steps`` and replay it.
 
-    ``step`` does a whole optimisation step on x (B, ...) without host syncs, touching only
-    persistent tensors, and returns a tensor of results (a static output a replay overwrites). On a
-    CPU, and for a batch of another shape, it runs eagerly. ``warmup_steps``: eager CUDA steps on a
-    side stream before capture.
+    ``step`` does a whole optimisation step on x (B, ...) without host syncs, touching only persistent
+    tensors, and returns a tensor (a static output a replay overwrites). On a CPU, and for a batch of
+    another shape, it runs eagerly.
     """
 
     def __init__(

@@ -89,8 +89,8 @@ class HandVAELightningModule(pl.LightningModule):
         """The objective of one batch (B, 90) or (B, 30, 3): training's (β, free bits λ) or the −ELBO (1, 0).
 
         Returns:
-            loss (0-dim) = mean recon_nll + β · KL_λ (Kingma & Welling 2014; free bits: Kingma
-            et al. 2016), its parts (3,) = [loss, mean recon_nll, mean raw KL], and the KL (B, Z).
+            loss (0-dim) = mean recon_nll + β · KL_λ, its parts (3,) = [loss, mean recon_nll, mean raw KL],
+            and the KL (B, Z).
         """
         out = self.model(batch)  # one z ~ q(z|x) per pose
         recon, kl = out["recon_nll"].mean(), out["kl"]

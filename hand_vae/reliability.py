@@ -30,9 +30,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Every checkpoint written through ``hand_vae.errors.atomic_write`` (temp file, fsync, rename)."""
 
     @override
-    def save_checkpoint(
-        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
-    ) -> None:
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         buf = io.BytesIO()

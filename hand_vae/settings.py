@@ -80,11 +80,7 @@ class VAEConfig:
     """A hand VAE's settings (``hand_vae.models.build_model``), saved as the module's hyperparameters.
 
     ``min_sigma=None`` resolves to the default of the likelihood's units (``DEFAULT_MIN_SIGMA``);
-    ``whiten`` and ``cov_rank`` only apply to the standard model.
-
-    Raises:
-        SettingError: a size below its minimum, dropout outside [0, 1), or a σ floor that is not
-            positive or, in whitened units, not below the starting σ of 1.
+    ``whiten`` and ``cov_rank`` only apply to the standard model. Raises :class:`SettingError`.
     """
 
     model_type: str = setting(
@@ -344,10 +340,8 @@ class Settings:
 
     @classmethod
     def from_hparams(cls, hp: dict[str, Any]) -> Settings:
-        """The settings a checkpoint was trained with (its ``hyper_parameters``; any version's layout).
-
-        Keys a checkpoint lacks take today's defaults; keys no longer known are ignored.
-        """
+        """The settings a checkpoint was trained with (its ``hyper_parameters``, any version's layout):
+        keys it lacks take today's defaults, keys no longer known are ignored."""
         run = dict(hp.get("run") or {})
         settings = cls.from_flags({**run, **{k: v for k, v in hp.items() if k != "run"}})
         settings.data_meta_sha256, settings.data_counts = run.get("data_meta_sha256"), run.get("data_counts")

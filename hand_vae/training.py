@@ -49,9 +49,8 @@ NOT_APPLICABLE = (
 DROPPED_RECORDS = ("litlogger", "set_float32_matmul_precision")
 
 
-class _DropRecords(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not any(text in record.getMessage() for text in DROPPED_RECORDS)
+def _keep_record(record: logging.LogRecord) -> bool:
+    return not any(text in record.getMessage() for text in DROPPED_RECORDS)
 
 
 def quiet_lightning() -> None:
@@ -59,9 +58,7 @@ def quiet_lightning() -> None:
     for pattern in NOT_APPLICABLE:
         warnings.filterwarnings("ignore", message=pattern)
     for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero"):
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, _DropRecords) for f in logger.filters):
-            logger.addFilter(_DropRecords())
+        logging.getLogger(name).addFilter(_keep_record)  # a filter already there is not added again
 
 
 class SamplesPerSecondBar(TQDMProgressBar):

@@ -31,9 +31,8 @@ the tool and for tests, not a real hand prior)."""
 SCRIPTS = {"consolidated": "create_consolidated_npz.py", "splits": "create_datamodule.py"}
 # A resume may not change these: they shape the model, or choose its data.
 MODEL_KEYS = tuple(f.name for f in fields(VAEConfig))
-KEPT_ON_RESUME = MODEL_KEYS + tuple(
-    f.name for c in GROUPS.values() for f in fields(c) if f.metadata.get("resume") == "refuse"
-)
+REFUSED = tuple(f.name for c in GROUPS.values() for f in fields(c) if f.metadata.get("resume") == "refuse")
+KEPT_ON_RESUME = MODEL_KEYS + REFUSED
 
 
 def build_parser(with_defaults: bool = True) -> argparse.ArgumentParser:
