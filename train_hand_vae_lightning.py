@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train a hand pose VAE prior with PyTorch Lightning: ``python train_hand_vae_lightning.py --help``.
 
-``from train_hand_vae_lightning import HandVAELightningModule`` (README) imports Lightning only then (PEP 562).
+``from train_hand_vae_lightning import HandVAELightningModule`` (README) imports Lightning then (PEP 562).
 """
 
 from hand_vae.cli.train import main
