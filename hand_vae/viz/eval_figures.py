@@ -21,8 +21,10 @@ KINDS = {
     "backbend": {"backbend (one finger negated)": "backbend"},
     "swap": {"hands swapped, not mirrored": "swap"},
 }
-LABELS = {"vae": "VAE", "gaussian": "Gaussian", "gmm4": "GMM 4", "gmm8": "GMM 8",
-          "nearest_neighbour": "nearest neighbour"}  # fmt: skip
+LABELS = {"vae": "VAE", "gaussian": "Gaussian", "gaussian_mirrored": "Gaussian (mirrored)",
+          "student_t": "Student-t", "student_t_mirrored": "Student-t (mirrored)", "gmm4": "GMM 4",
+          "gmm8": "GMM 8", "nearest_neighbour": "nearest neighbour"}  # fmt: skip
+STYLES = ("-", "--", ":")  # one per corrupted set of a kind
 BELOW = {"loc": "upper center", "bbox_to_anchor": (0.5, -0.14), "ncol": 2, "fontsize": "x-small"}
 
 
@@ -62,12 +64,16 @@ def corruption_figure(
         draw_energy_histogram(ax_h, hist)
         ax_h.set_title(f"VAE energy: held-out poses vs corrupted copies ({kind})")
         ax_h.legend(**BELOW)
+        # One legend entry per method, with the AUC of each set in STYLES order: many methods stay legible.
         for method in energies:
-            for (label, key), ls in zip(sets.items(), ["-", "--", ":"], strict=False):
+            name = LABELS.get(method, method)
+            scores = " / ".join(f"{aucs[method][f'auc_{key}']:.3f}" for key in sets.values())
+            for i, (key, ls) in enumerate(zip(sets.values(), STYLES, strict=False)):
                 fpr, tpr = roc_curve(energies[method]["real"], energies[method][key])
-                name = LABELS.get(method, method) + (f", {label}" if len(sets) > 1 else "")
-                ax_r.plot(fpr, tpr, ls, color=colors[method], linewidth=2.2 if method == "vae" else 1.4,
-                          label=f"{name}: AUC {aucs[method][f'auc_{key}']:.3f}")  # fmt: skip
+                ax_r.plot(fpr, tpr, ls, color=colors[method], lw=2.2 if method == "vae" else 1.4,
+                          label=f"{name}: AUC {scores}" if i == 0 else None)  # fmt: skip
+        for label, ls in zip(sets if len(sets) > 1 else (), STYLES, strict=False):
+            ax_r.plot([], [], ls, color="0.3", label=f"{label} (line style)")
         ax_r.plot([0, 1], [0, 1], color="0.6", linewidth=0.8, label="chance: AUC 0.5")
         ax_r.set_xlim(0, 1)
         ax_r.set_ylim(0, 1.01)
@@ -104,7 +110,9 @@ def summary_figure(results: Mapping[str, Mapping[str, float | None]]) -> Figure:
         ax.set_title(
             "Which prior tells real hand poses from corrupted ones? (held-out poses; higher = better)"
         )
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=len(methods) + 2, fontsize="small")
+        entries = len(methods) + 2
+        ncol = entries if entries <= 6 else (entries + 1) // 2  # one row, or two when it would not fit
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=ncol, fontsize="small")
     return fig
 
 
