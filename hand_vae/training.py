@@ -6,6 +6,7 @@ No argparse here (``hand_vae.cli.train`` parses and checks the flags); what a ru
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -108,12 +109,15 @@ class EnergyQuantiles(pl.Callback):
 
 
 def fit_whitening(module: HandVAELightningModule, datamodule: HandPoseDataModule) -> None:
-    """Start the model at the validation-tuned Gaussian of the distribution it trains on (loads the data)."""
+    """Start the model at the validation-tuned classic prior (a full-covariance Gaussian, or a Student-t
+    with ``--likelihood student_t``) of the distribution it trains on (loads the data)."""
     if not hasattr(module.model, "fit_whitening"):
         return
     chosen = module.model.fit_whitening(*datamodule.training_distribution())
     what = ", ".join(f"{k} {v:.3g}" for k, v in chosen.items())
-    log.info("starting from the full-covariance Gaussian with %s", what)
+    heavy = math.isfinite(chosen.get("nu", math.inf))
+    family = f"multivariate Student-t (nu {chosen['nu']:.3g})" if heavy else "full-covariance Gaussian"
+    log.info("starting from the val-tuned %s: %s", family, what)
 
 
 def warn_small_data(counts: dict[str, int]) -> None:

@@ -407,7 +407,7 @@ def test_resume_merge_applies_what_it_can(tmp_path):
 def test_resume_applies_learning_rate_and_batch_size_quietly(tmp_path, monkeypatch, caplog):
     monkeypatch.chdir(tmp_path)
     assert main(["--max_epochs", "1", "--experiment_name", "lr", *TINY]) == 0
-    assert "starting from the full-covariance Gaussian" in caplog.text
+    assert "starting from the val-tuned full-covariance Gaussian" in caplog.text
     caplog.clear()
     last = tmp_path / "checkpoints" / "lr" / "last.ckpt"
     argv = [
