@@ -80,7 +80,7 @@ class VAEConfig:
     """A hand VAE's settings (``hand_vae.models.build_model``), saved as the module's hyperparameters.
 
     ``min_sigma=None`` resolves to the default of the likelihood's units (``DEFAULT_MIN_SIGMA``);
-    ``whiten`` and ``cov_rank`` only apply to the standard model. Raises :class:`SettingError`.
+    ``whiten``, ``cov_rank`` and ``local_sigma`` only apply to the standard model. Raises :class:`SettingError`.
     """
 
     model_type: str = setting(
@@ -107,6 +107,11 @@ class VAEConfig:
         "chosen on val (heavy tails: an unusual pose costs logarithmically); student_t needs whitening",
         choices=("gaussian", "student_t"),
     )
+    local_sigma: bool = setting(
+        False,
+        "standard model: the decoder also outputs a per-dimension log-sigma offset, so the likelihood's "
+        "scale depends on z (zero at the start: the model still starts at the classic prior); not with --cov_rank",
+    )
     dropout: float = setting(0.0, "dropout after each hidden layer")
     min_sigma: float | None = setting(
         None,
@@ -122,6 +127,8 @@ class VAEConfig:
         _at_least(self, 1, "z_dim", "hidden")
         _at_least(self, 0, "num_layers", "cov_rank")
         _one_of(self, "likelihood")
+        if self.local_sigma and (self.model_type != "standard" or self.cov_rank > 0):
+            raise SettingError("--local_sigma applies to the standard model without --cov_rank")
         if self.likelihood == "student_t" and self.model_type == "standard" and not self.whiten:
             raise SettingError("--likelihood student_t models the whitened residual: drop --no-whiten")
         if not 0.0 <= self.dropout < 1.0:
