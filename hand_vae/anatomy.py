@@ -12,10 +12,40 @@ from __future__ import annotations
 
 import numpy as np
 
+# Two-hand pose layout: (B, 90) = [left 45 | right 45], or (B, 30, 3) (docs/design.md §1).
+NUM_HANDS = 2
+JOINTS_PER_HAND = 15
+NUM_JOINTS = NUM_HANDS * JOINTS_PER_HAND  # 30
+HAND_DIM = JOINTS_PER_HAND * 3  # 45
+POSE_DIM = NUM_JOINTS * 3  # 90
+
+ACCEPTED_SHAPES = f"(B, {POSE_DIM}) or (B, {NUM_JOINTS}, 3)"
+# Where the two hands sit in the full-body pose vectors users bring (AMASS stores both).
+BODY_HAND_SLICES = {156: ("SMPL+H", 66, 156), 165: ("SMPL-X", 75, 165)}
+
+
+def pose_shape_hint(shape: tuple[int, ...]) -> str:
+    """What to do with a pose array of the wrong shape: a full-body vector, one hand, ... ("" if no idea).
+
+    Args:
+        shape: the shape the user passed, e.g. (B, 156).
+    """
+    last = shape[-1] if shape else None
+    if last in BODY_HAND_SLICES:
+        body, a, b = BODY_HAND_SLICES[last]
+        return f"; a full {body} body pose? its hands are [:, {a}:{b}]"
+    if last == HAND_DIM:
+        return "; one hand (45 numbers)? use energy_one_hand / log_prob_one_hand with side='left' or 'right'"
+    return ""
+
+
 # MANO joint order inside one hand (15 joints, 3 per finger, base -> tip).
 FINGERS = ("index", "middle", "pinky", "ring", "thumb")
 JOINT_NAMES = tuple(f"{f}{i}" for f in FINGERS for i in (1, 2, 3))
 FINGER_JOINTS = {f: (3 * k, 3 * k + 1, 3 * k + 2) for k, f in enumerate(FINGERS)}
+JOINTS_PER_FINGER = 3
+POINTS_PER_FINGER = JOINTS_PER_FINGER + 1  # three joints + the fingertip
+NUM_KEYPOINTS = 1 + len(FINGERS) * POINTS_PER_FINGER  # 21: the wrist + 4 points per finger
 
 # Rotation axes in the right hand's frame (unit vectors).
 FLEX_AXIS = np.array([0.0, 0.0, 1.0])  # curls a finger along +x towards the palm (+y)

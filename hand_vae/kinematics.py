@@ -30,11 +30,8 @@ import numpy as np
 import torch
 
 from hand_vae import anatomy
+from hand_vae.anatomy import JOINTS_PER_FINGER, NUM_KEYPOINTS, POINTS_PER_FINGER  # noqa: F401 (re-exported)
 from hand_vae.rotations import JOINTS_PER_HAND, axis_angle_to_matrix, to_hands
-
-JOINTS_PER_FINGER = 3
-POINTS_PER_FINGER = JOINTS_PER_FINGER + 1  # three joints + the fingertip
-NUM_KEYPOINTS = 1 + len(anatomy.FINGERS) * POINTS_PER_FINGER  # 21
 
 KEYPOINT_NAMES: tuple[str, ...] = ("wrist",) + tuple(
     f"{f}{i}" if i <= JOINTS_PER_FINGER else f"{f}_tip" for f in anatomy.FINGERS for i in (1, 2, 3, 4)

@@ -24,30 +24,17 @@ import functools
 import roma
 import torch
 
-NUM_HANDS = 2
-JOINTS_PER_HAND = 15
-NUM_JOINTS = NUM_HANDS * JOINTS_PER_HAND  # 30
-HAND_DIM = JOINTS_PER_HAND * 3  # 45
-POSE_DIM = NUM_JOINTS * 3  # 90
-
-ACCEPTED_SHAPES = f"(B, {POSE_DIM}) or (B, {NUM_JOINTS}, 3)"
-# Where the two hands sit in the full-body pose vectors users bring (AMASS stores both).
-BODY_HAND_SLICES = {156: ("SMPL+H", 66, 156), 165: ("SMPL-X", 75, 165)}
-
-
-def pose_shape_hint(shape: tuple[int, ...]) -> str:
-    """What to do with a pose array of the wrong shape: a full-body vector, one hand, ... ("" if no idea).
-
-    Args:
-        shape: the shape the user passed, e.g. (B, 156).
-    """
-    last = shape[-1] if shape else None
-    if last in BODY_HAND_SLICES:
-        body, a, b = BODY_HAND_SLICES[last]
-        return f"; a full {body} body pose? its hands are [:, {a}:{b}]"
-    if last == HAND_DIM:
-        return "; one hand (45 numbers)? use energy_one_hand / log_prob_one_hand with side='left' or 'right'"
-    return ""
+# The pose layout lives with the anatomy (no torch there, so command lines parse fast); re-exported.
+from hand_vae.anatomy import (  # noqa: F401
+    ACCEPTED_SHAPES,
+    BODY_HAND_SLICES,
+    HAND_DIM,
+    JOINTS_PER_HAND,
+    NUM_HANDS,
+    NUM_JOINTS,
+    POSE_DIM,
+    pose_shape_hint,
+)
 
 
 def _check_last(x: torch.Tensor, shape: tuple[int, ...], name: str) -> None:

@@ -371,3 +371,35 @@ def cpu_threads(requested: int, batch_size: int, processes: int = 1) -> int:
     if batch_size < SMALL_BATCH_ROWS:
         return 1
     return max(1, (available_cores() - 1) // max(1, processes))
+
+
+# --------------------------------------------------------------------------- dataset builds
+# The settings of create_consolidated_npz.py / create_datamodule.py (hand_vae/cli/data.py derives its
+# flags from BuildConfig; hand_vae/data/ does the work). Here, without torch, so --help answers fast.
+FORMATS = ("amass_smplh", "amass_smplx", "grab", "array")  # raw readers (hand_vae/data/sources.py)
+SCHEMES = ("ratio", "amass", "dirs")  # how sequences are split (hand_vae/data/splits.py)
+DEFAULT_RATIOS = (0.8, 0.1, 0.1)
+DEFAULT_SHARD_SIZE = 1_000_000  # rows per consolidated shard
+
+
+@dataclass
+class BuildConfig:
+    """Settings of one build: one field per CLI flag (``hand_vae.cli.data``), same names and defaults.
+
+    ``input_dir`` None writes the embedded synthetic dataset; ``target_fps`` None or 0 keeps every
+    frame; ``source_fps`` is the rate of files that store none (None: no subsampling).
+    """
+
+    output_dir: str
+    layout: str
+    input_dir: str | None = None
+    format: str = "auto"
+    trust_pickle: bool = False
+    target_fps: float | None = 30.0
+    source_fps: float | None = None
+    split_scheme: str = "ratio"
+    split_ratios: tuple[float, float, float] = DEFAULT_RATIOS
+    seed: int = 0
+    shard_size: int = DEFAULT_SHARD_SIZE
+    overwrite: bool = False
+    strict: bool = False

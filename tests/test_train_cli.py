@@ -494,13 +494,19 @@ def test_a_checkpoint_written_before_typed_settings_loads_and_resumes(tmp_path):
             ["--z_dim", "x"],
             ("torch", "pytorch_lightning", "matplotlib", "tensorboard"),
         ),
-        ("create_consolidated_npz.py", ["--help"], ("pytorch_lightning", "matplotlib", "tensorboard")),
-        ("create_datamodule.py", ["--bogus"], ("pytorch_lightning", "matplotlib", "tensorboard")),
+        ("create_consolidated_npz.py", ["--help"], ("torch", "roma", "pytorch_lightning", "matplotlib")),
+        ("create_datamodule.py", ["--bogus"], ("torch", "roma", "pytorch_lightning", "matplotlib")),
+        ("hand_vae.evaluate", ["--help"], ("roma", "pytorch_lightning", "matplotlib", "sklearn")),
+        ("hand_vae.fit", ["--help"], ("roma", "pytorch_lightning", "matplotlib")),
+        ("hand_vae.calibration", ["--bogus"], ("roma", "pytorch_lightning", "matplotlib")),
     ],
 )
 def test_help_and_bad_flags_answer_before_heavy_imports(script, argv, absent):
+    """Every command answers --help and a bad flag before loading what only its work needs."""
+    run = (f"runpy.run_path({str(REPO / script)!r}, run_name='__main__')" if script.endswith(".py")
+           else f"runpy.run_module({script!r}, run_name='__main__', alter_sys=True)")  # fmt: skip
     code = (f"import sys, runpy; sys.argv = {[script, *argv]!r}\n"
-            f"try:\n    runpy.run_path({str(REPO / script)!r}, run_name='__main__')\n"
+            f"try:\n    {run}\n"
             "except SystemExit as e:\n    code = e.code\n"
             f"print(code, [m for m in {absent!r} if m in sys.modules])")  # fmt: skip
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)

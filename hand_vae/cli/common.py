@@ -11,14 +11,15 @@ import argparse
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from hand_vae.data.layouts import load_dataset_dir
-from hand_vae.data.synthetic import default_splits, pose_tensors
+from hand_vae.anatomy import NUM_JOINTS, POSE_DIM, pose_shape_hint
 from hand_vae.errors import UserError
-from hand_vae.rotations import NUM_JOINTS, POSE_DIM, pose_shape_hint
+
+if TYPE_CHECKING:
+    import torch
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USER_ERROR, EXIT_DIVERGED = 0, 1, 2, 3
 
@@ -58,6 +59,12 @@ def load_splits(
     Raises:
         UserError: the dataset dir cannot be read.
     """
+    # Here, not at the top: every command's --help answers before torch and roma load.
+    import torch
+
+    from hand_vae.data.layouts import load_dataset_dir
+    from hand_vae.data.synthetic import default_splits, pose_tensors
+
     run_dir = run_settings.get("consolidated_dir") or run_settings.get("splits_dir")
     directory = consolidated_dir or splits_dir or run_dir
     if directory:

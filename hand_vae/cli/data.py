@@ -1,5 +1,5 @@
 """``create_consolidated_npz.py`` and ``create_datamodule.py``: one parser whose flags are
-:class:`hand_vae.data.build.BuildConfig`'s fields, with its defaults. Exit codes: ``hand_vae.cli.common``
+:class:`hand_vae.settings.BuildConfig`'s fields, with its defaults. Exit codes: ``hand_vae.cli.common``
 (1: some input files were skipped; 2: nothing written, one ``error: ...`` line on stderr).
 """
 
@@ -12,10 +12,8 @@ from collections import Counter
 from dataclasses import fields
 
 from hand_vae.cli.common import EXIT_OK, EXIT_PARTIAL, EXIT_USER_ERROR, setup_logging
-from hand_vae.data.build import BuildConfig, BuildSummary, build_dataset, formats_line
-from hand_vae.data.sources import FORMATS
-from hand_vae.data.splits import SCHEMES
 from hand_vae.errors import UserError
+from hand_vae.settings import FORMATS, SCHEMES, BuildConfig
 
 MAX_LISTED = 20
 SCRIPTS = {"consolidated": "create_consolidated_npz.py", "splits": "create_datamodule.py"}
@@ -66,8 +64,10 @@ def build_parser(layout: str) -> argparse.ArgumentParser:
     return p
 
 
-def format_summary(summary: BuildSummary) -> str:
+def format_summary(summary) -> str:
     """Human-readable end-of-run summary (the only thing the command prints to stdout)."""
+    from hand_vae.data.build import formats_line  # loaded by the build already; not before parsing
+
     meta = summary.meta
     origin = "the embedded SYNTHETIC dataset" if summary.synthetic else f"{len(meta['sources'])} files"
     lines = [f"Wrote {summary.layout} dataset {summary.output_dir}/ from {origin}:"]
@@ -99,6 +99,8 @@ def run(layout: str, argv: list[str] | None = None) -> int:
     # Every flag is a BuildConfig field of the same name (the splits layout has no --shard_size).
     given = {f.name: getattr(args, f.name) for f in fields(BuildConfig) if hasattr(args, f.name)}
     cfg = BuildConfig(**{**given, "layout": layout, "split_ratios": tuple(args.split_ratios)})
+    from hand_vae.data.build import build_dataset  # after parsing: --help answers before torch loads
+
     try:
         summary = build_dataset(cfg, created_by=SCRIPTS[layout])
     except UserError as err:

@@ -16,8 +16,7 @@ import torch
 
 from hand_vae.cli.common import read_array, run_command, setup_logging
 from hand_vae.errors import UserError, atomic_write
-from hand_vae.kinematics import NUM_KEYPOINTS
-from hand_vae.rotations import NUM_HANDS
+from hand_vae.anatomy import NUM_HANDS, NUM_KEYPOINTS
 from hand_vae.settings import cpu_threads
 
 OUTPUT_KEYS = """\

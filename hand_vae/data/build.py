@@ -20,9 +20,10 @@ import numpy as np
 
 from hand_vae.data import layouts, synthetic
 from hand_vae.data.layouts import SPLITS, DatasetError
-from hand_vae.data.sources import EXTENSIONS, FORMATS, SourceError, is_side_file, read_file
-from hand_vae.data.splits import DEFAULT_RATIOS, assign_splits, check_ratios, dirs_split_of, empty_advice
+from hand_vae.data.sources import EXTENSIONS, SourceError, is_side_file, read_file
+from hand_vae.data.splits import assign_splits, check_ratios, dirs_split_of, empty_advice
 from hand_vae.rotations import HAND_DIM, POSE_DIM
+from hand_vae.settings import FORMATS, BuildConfig
 
 logger = logging.getLogger(__name__)
 
@@ -107,29 +108,6 @@ def clean_sequence(
 
 
 # --------------------------------------------------------------------------- the build
-
-
-@dataclass
-class BuildConfig:
-    """Settings of one build: one field per CLI flag (``hand_vae.cli.data``), same names and defaults.
-
-    ``input_dir`` None writes the embedded synthetic dataset; ``target_fps`` None or 0 keeps every
-    frame; ``source_fps`` is the rate of files that store none (None: no subsampling).
-    """
-
-    output_dir: str
-    layout: str
-    input_dir: str | None = None
-    format: str = "auto"
-    trust_pickle: bool = False
-    target_fps: float | None = 30.0
-    source_fps: float | None = None
-    split_scheme: str = "ratio"
-    split_ratios: tuple[float, float, float] = DEFAULT_RATIOS
-    seed: int = 0
-    shard_size: int = layouts.DEFAULT_SHARD_SIZE
-    overwrite: bool = False
-    strict: bool = False
 
 
 @dataclass

@@ -22,12 +22,12 @@ import numpy as np
 from hand_vae.data.npz_io import read_npz_into, sha256_file, write_npz
 from hand_vae.errors import UserError, atomic_write
 from hand_vae.rotations import POSE_DIM
+from hand_vae.settings import DEFAULT_SHARD_SIZE
 
 FORMAT_VERSION = 1
 LAYOUTS = ("consolidated", "splits")
 SPLITS = ("train", "val", "test")
 META_NAME = "meta.json"
-DEFAULT_SHARD_SIZE = 1_000_000
 POSE_LAYOUT = "axis-angle radians, [left 45 | right 45], MANO joint order, full pose (flat hand = 0)"
 _FIX = "re-create it with create_consolidated_npz.py / create_datamodule.py --output_dir {path} --overwrite"
 # What numpy / zipfile raise for a truncated or corrupt .npz.

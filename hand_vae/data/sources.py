@@ -19,8 +19,8 @@ import numpy as np
 
 from hand_vae.errors import UserError
 from hand_vae.rotations import BODY_HAND_SLICES, HAND_DIM, NUM_JOINTS, POSE_DIM
+from hand_vae.settings import FORMATS
 
-FORMATS = ("amass_smplh", "amass_smplx", "grab", "array")
 EXTENSIONS = (".npz", ".npy")
 
 # Full-body pose widths: SMPL+H (hands 66:156) and SMPL-X (hands 75:165), see rotations.BODY_HAND_SLICES.

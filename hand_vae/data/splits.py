@@ -9,9 +9,7 @@ import math
 import numpy as np
 
 from hand_vae.data.layouts import SPLITS, DatasetError
-
-SCHEMES = ("ratio", "amass", "dirs")
-DEFAULT_RATIOS = (0.8, 0.1, 0.1)
+from hand_vae.settings import DEFAULT_RATIOS, SCHEMES
 
 # AMASS sub-datasets held out by the usual protocol (VPoser, HuMoR, ...). Newer AMASS releases
 # renamed some folders (MPI_HDM05 -> HDM05, MPI_mosh -> MoSh, Transitions_mocap -> Transitions,
