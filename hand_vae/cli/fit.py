@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hand_vae.anatomy import NUM_HANDS, NUM_KEYPOINTS
 from hand_vae.cli.common import read_array, run_command, setup_logging
 from hand_vae.errors import UserError, atomic_write
-from hand_vae.anatomy import NUM_HANDS, NUM_KEYPOINTS
 from hand_vae.settings import cpu_threads
 
 OUTPUT_KEYS = """\
