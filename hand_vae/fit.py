@@ -5,7 +5,7 @@ from typing import Any
 
 from hand_vae.cli.fit import main
 
-__all__ = ["FitResult", "fit_to_joints", "main"]
+__all__ = ["FitResult", "fit_to_joints", "main"]  # noqa: F822 (the first two come from __getattr__)
 
 
 def __getattr__(name: str) -> Any:

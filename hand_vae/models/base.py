@@ -17,6 +17,7 @@ from torch import nn
 from hand_vae.losses import kl_per_dim
 from hand_vae.models.quantiles import BUFFER, empty_quantiles
 from hand_vae.rotations import NUM_JOINTS, POSE_DIM, pose_shape_hint, to_joints
+
 # The model's config is defined with the other settings, in a module free of torch (a CLI's --help
 # reads it); re-exported here and in hand_vae.models.
 from hand_vae.settings import DEFAULT_MIN_SIGMA, SettingError, VAEConfig  # noqa: F401
