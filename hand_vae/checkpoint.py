@@ -6,15 +6,15 @@ Every failure is a one-line :class:`CheckpointError` naming the file (docs/desig
 from __future__ import annotations
 
 import logging
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from hand_vae.errors import UserError
-from hand_vae.models import BaseHandVAE, VAEConfig, build_model
+from hand_vae.models import BaseHandVAE, build_model
 from hand_vae.models.quantiles import BUFFER, CALIBRATE_HINT, empty_quantiles
+from hand_vae.settings import saved_model_settings
 
 log = logging.getLogger(__name__)
 
@@ -99,10 +99,9 @@ def vae_from_checkpoint(ckpt: dict[str, Any], source: str | Path = "checkpoint")
         CheckpointError: the weights do not match the checkpoint's hyper_parameters.
     """
     hp = ckpt["hyper_parameters"]
-    cfg_keys = {f.name for f in fields(VAEConfig)}
     state = {k[len(STATE_PREFIX) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(STATE_PREFIX)}
     device = next(iter(state.values())).device if state else torch.device("cpu")
-    model = build_model(**{k: v for k, v in hp.items() if k in cfg_keys}).to(device)
+    model = build_model(**saved_model_settings(hp)).to(device)
     if BUFFER not in state:  # written before checkpoints carried the energy calibration
         state[BUFFER] = empty_quantiles()
         log.info("%s has no energy calibration; plausibility() needs: %s", source, CALIBRATE_HINT)

@@ -20,7 +20,7 @@ from hand_vae.cuda_graphs import StaticStep, lightning_step, use_cuda_graphs
 from hand_vae.losses import beta_schedule, free_bits_kl
 from hand_vae.models import VAEConfig, build_model
 from hand_vae.models.quantiles import STATE_KEY, empty_quantiles
-from hand_vae.settings import OptimConfig, RunConfig
+from hand_vae.settings import OptimConfig, RunConfig, saved_model_settings
 
 TRAIN_METRICS = ("loss", "recon_nll", "kl", "beta", "recon_sigma")
 EVAL_METRICS = ("loss", "recon_nll", "kl", "energy_mean", "geodesic_deg")
@@ -57,6 +57,14 @@ class HandVAELightningModule(pl.LightningModule):
         self.kl_means = metrics.RunningMean([f"z{i}" for i in range(self.model.z_dim)])  # KL per dim
         self.cuda_graphs = False
         self._graph_step: StaticStep | None = None
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> HandVAELightningModule:
+        """Lightning's loader, with the model settings older checkpoints lack filled in with what they
+        were trained with (``settings.LEGACY_MODEL``), not today's defaults."""
+        hp = torch.load(checkpoint_path, map_location="cpu", weights_only=True).get("hyper_parameters", {})
+        legacy = {k: v for k, v in saved_model_settings(hp).items() if k not in hp}
+        return super().load_from_checkpoint(checkpoint_path, *args, **{**legacy, **kwargs})
 
     @override
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -46,11 +46,13 @@ def add_flags(group: argparse._ActionsContainer, cls: type, with_defaults: bool 
         kwargs: dict[str, Any] = {"default": f.default if with_defaults else argparse.SUPPRESS}
         help_text = f.metadata["help"]
         if kind is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction if f.default else "store_true"
+            # True or None (resolved later) can be turned off: --name/--no-name; False is a switch.
+            kwargs["action"] = argparse.BooleanOptionalAction if f.default is not False else "store_true"
         else:
             kwargs["type"] = f.metadata.get("parse", kind)
             kwargs.update({k: f.metadata[k] for k in ("choices", "metavar") if k in f.metadata})
-            help_text += f" (default: {f.default})"
+            if "default:" not in help_text:  # a resolved default says itself what it resolves to
+                help_text += f" (default: {f.default})"
         group.add_argument(f"--{f.name}", help=help_text, **kwargs)
 
 
@@ -101,16 +103,18 @@ class VAEConfig:
         "standard model: whiten poses by the training data's full-covariance Gaussian (floor and scale "
         "chosen on val), so the VAE starts at it (docs/design.md §4); --no-whiten: diagonal sigma in radians",
     )
-    likelihood: str = setting(
-        "gaussian",
-        "p(x|z) on the whitened residual: gaussian, or student_t, a multivariate t with nu, floor and scale "
-        "chosen on val (heavy tails: an unusual pose costs logarithmically); student_t needs whitening",
+    likelihood: str | None = setting(
+        None,
+        "p(x|z) on the whitened residual: student_t, a multivariate t with nu, floor and scale chosen on "
+        "val (heavy tails: an unusual pose costs logarithmically), or gaussian; default: student_t, "
+        "gaussian with --no-whiten",
         choices=("gaussian", "student_t"),
     )
-    local_sigma: bool = setting(
-        False,
+    local_sigma: bool | None = setting(
+        None,
         "standard model: the decoder also outputs a per-dimension log-sigma offset, so the likelihood's "
-        "scale depends on z (zero at the start: the model still starts at the classic prior); not with --cov_rank",
+        "scale depends on z (zero at the start: the model still starts at the classic prior); "
+        "default: on for the standard model without --cov_rank",
     )
     dropout: float = setting(0.0, "dropout after each hidden layer")
     min_sigma: float | None = setting(
@@ -124,6 +128,11 @@ class VAEConfig:
             self.whiten, self.cov_rank = False, 0  # the SO(3) likelihood has its own whitening
         if self.min_sigma is None:
             self.min_sigma = DEFAULT_MIN_SIGMA[self.model_type != "standard" or self.whiten]
+        # Defaults chosen with bench/prior_quality.py (numbers: README "Expected Results").
+        if self.likelihood is None:
+            self.likelihood = "student_t" if self.model_type != "standard" or self.whiten else "gaussian"
+        if self.local_sigma is None:
+            self.local_sigma = self.model_type == "standard" and self.cov_rank == 0
         _at_least(self, 1, "z_dim", "hidden")
         _at_least(self, 0, "num_layers", "cov_rank")
         _one_of(self, "likelihood")
@@ -148,6 +157,15 @@ class VAEConfig:
 
 # σ floor per likelihood unit: whitened units (SO(3), whitened standard) and radians (--no-whiten).
 DEFAULT_MIN_SIGMA = {True: 0.05, False: 0.005}
+# What a checkpoint written before a model setting existed was trained with (not today's default).
+LEGACY_MODEL = {"likelihood": "gaussian", "local_sigma": False}
+
+
+def saved_model_settings(hp: dict[str, Any]) -> dict[str, Any]:
+    """The ``VAEConfig`` fields of saved hyperparameters, settings older checkpoints lack filled in
+    with what they were trained with (``LEGACY_MODEL``)."""
+    names = {f.name for f in fields(VAEConfig)}
+    return {**LEGACY_MODEL, **{k: v for k, v in hp.items() if k in names}}
 
 
 @dataclass
@@ -348,9 +366,12 @@ class Settings:
     @classmethod
     def from_hparams(cls, hp: dict[str, Any]) -> Settings:
         """The settings a checkpoint was trained with (its ``hyper_parameters``, any version's layout):
-        keys it lacks take today's defaults, keys no longer known are ignored."""
+        model settings it lacks take what it was trained with (``LEGACY_MODEL``), other keys it lacks take
+        today's defaults, keys no longer known are ignored."""
         run = dict(hp.get("run") or {})
-        settings = cls.from_flags({**run, **{k: v for k, v in hp.items() if k != "run"}})
+        settings = cls.from_flags(
+            {**run, **{k: v for k, v in hp.items() if k != "run"}, **saved_model_settings(hp)}
+        )
         settings.data_meta_sha256, settings.data_counts = run.get("data_meta_sha256"), run.get("data_counts")
         return settings
 

@@ -23,7 +23,8 @@ def synthetic_poses() -> dict[str, torch.Tensor]:
 def train_tiny(model_type: str, train: torch.Tensor, epochs: int = 4, seed: int = 0) -> BaseHandVAE:
     """A bare training loop (no Lightning): a small model, Adam, linear β warm-up."""
     torch.manual_seed(seed)
-    model = build_model(model_type, z_dim=16, hidden=128, whiten=False)  # plain diagonal σ: fast to train
+    # A plain diagonal σ (no whitening, no z-dependent σ): fast to train.
+    model = build_model(model_type, z_dim=16, hidden=128, whiten=False, local_sigma=False)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     g = torch.Generator().manual_seed(seed)
     steps = 0

@@ -37,7 +37,9 @@ def test_best_model_is_never_worse_than_the_start(tmp_path) -> None:
     assert len(scores) == 3  # the start and two epochs
     assert best["global_step"] == 0
     # The start is the untouched model: a whitened decoder's last layer starts at zero.
-    last_layer = [k for k in best["state_dict"] if k.startswith("model.decoder.") and k.endswith("weight")][-1]
+    last_layer = [k for k in best["state_dict"] if k.startswith("model.decoder.") and k.endswith("weight")][
+        -1
+    ]
     assert not best["state_dict"][last_layer].any()
     ended = [torch.load(p, weights_only=True)["global_step"] for p in ckpt.glob("hand_vae_*")]
     assert sorted(ended) == [0, 10, 20]

@@ -180,4 +180,6 @@ def test_config_checks():
         build_model("standard", local_sigma=True, whiten=False, cov_rank=2)
     with pytest.raises(SettingError, match="--local_sigma"):
         build_model("so3", local_sigma=True)
-    assert not build_model("standard").cfg.local_sigma
+    # The default resolves per model: on for the standard model, off with --cov_rank and for SO(3).
+    assert build_model("standard").cfg.local_sigma and build_model("standard", whiten=False).cfg.local_sigma
+    assert not build_model("standard", cov_rank=2).cfg.local_sigma and not build_model("so3").cfg.local_sigma

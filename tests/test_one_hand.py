@@ -24,7 +24,9 @@ def linear_gaussian_vae(kind: str, seed: int = 0):
     """
     g = torch.Generator().manual_seed(seed)
     kwargs = {"cov_rank": 3, "whiten": False} if kind == "low_rank" else {"whiten": kind == "whiten"}
-    model = build_model("standard", z_dim=2, hidden=8, num_layers=0, min_sigma=0.01, **kwargs).eval()
+    # The closed form is the Gaussian marginal of one global covariance: Gaussian likelihood, global σ.
+    model = build_model("standard", z_dim=2, hidden=8, num_layers=0, min_sigma=0.01, likelihood="gaussian",
+                        local_sigma=False, **kwargs).eval()  # fmt: skip
     with torch.no_grad():
         dec = model.decoder[-1]
         dec.weight.copy_(0.03 * torch.randn(dec.weight.shape, generator=g))
@@ -135,7 +137,7 @@ def test_so3_sides_add_up_when_the_hands_are_independent(trained_models, synthet
 def train_mirrored(train: torch.Tensor, epochs: int = 4, seed: int = 0):
     """Like conftest.train_tiny, with mirror augmentation of a random half of every batch."""
     torch.manual_seed(seed)
-    model = build_model("standard", z_dim=16, hidden=128, whiten=False)
+    model = build_model("standard", z_dim=16, hidden=128, whiten=False, local_sigma=False)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     g = torch.Generator().manual_seed(seed)
     steps = 0

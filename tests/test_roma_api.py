@@ -21,6 +21,7 @@ INTRODUCED = {
     "special_procrustes": "1.5.0",  # present in 1.5.0, perhaps earlier
     "unitquat_to_rotmat": "1.5.0",  # present in 1.5.0, perhaps earlier
     "inv_sinc": "1.6.0",
+    "rigid_points_registration": "1.5.0",  # with weights; checked in the 1.5.0 wheel
     "__version__": "1.6.1",  # read below
 }
 

@@ -38,7 +38,7 @@ def oracle_residuals(R_hat: np.ndarray, x: np.ndarray) -> np.ndarray:
 def randomised_model(seed: int = 0):
     """A small SO(3) VAE with random mean pose, covariance factor, σ and decoder head."""
     g = torch.Generator().manual_seed(seed)
-    model = build_model("so3", z_dim=4, hidden=16, min_sigma=0.05).eval()
+    model = build_model("so3", z_dim=4, hidden=16, min_sigma=0.05, likelihood="gaussian").eval()
     a = torch.randn(90, 90, generator=g, dtype=torch.float64) / 90**0.5
     chol = torch.linalg.cholesky(0.04 * a @ a.T + 0.01 * torch.eye(90, dtype=torch.float64))
     mean_rot = Rotation.random(30, random_state=seed).as_matrix()
@@ -93,7 +93,7 @@ def karcher_mean_scipy(x: np.ndarray) -> list[Rotation]:
 
 def test_fitted_model_at_init_is_the_tangent_gaussian_at_the_mean_pose(synthetic_poses):
     train, val = synthetic_poses["train"][::10], synthetic_poses["val"][::10]
-    model = build_model("so3", z_dim=4, hidden=16).eval()
+    model = build_model("so3", z_dim=4, hidden=16, likelihood="gaussian").eval()
     settings = model.fit_whitening(train, val)
     assert bool(model.white_fitted) and set(settings) == {"floor", "scale", "val_nll"}
     torch.testing.assert_close(model.log_sigma, torch.zeros(90), atol=1e-6, rtol=0)  # σ = 1

@@ -38,7 +38,7 @@ def data(synthetic_poses) -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def fitted(data) -> tuple[torch.nn.Module, dict[str, float]]:
-    model = build_model("standard", z_dim=4, hidden=16, likelihood="student_t").eval()
+    model = build_model("standard", z_dim=4, hidden=16, local_sigma=False, likelihood="student_t").eval()
     settings = model.fit_whitening(data["train"], data["val"])
     return model, settings
 
@@ -100,7 +100,9 @@ def test_trained_standard_model_is_a_t_and_its_one_hand_marginal_the_block(fitte
 
 
 def test_low_rank_t_is_the_t_of_the_low_rank_scatter(data):
-    model = build_model("standard", z_dim=4, hidden=16, likelihood="student_t", cov_rank=3).eval()
+    model = build_model(
+        "standard", z_dim=4, hidden=16, local_sigma=False, likelihood="student_t", cov_rank=3
+    ).eval()
     model.fit_whitening(data["train"], data["val"])
     with torch.no_grad():
         model.white_nu.fill_(4.0)
@@ -120,7 +122,7 @@ def test_low_rank_t_is_the_t_of_the_low_rank_scatter(data):
 def test_a_training_step_is_finite_and_keeps_nu(fit, data):
     """Fitted (finite ν) and unfitted (ν = inf, the Gaussian branch): finite loss and gradients."""
     torch.manual_seed(0)
-    model = build_model("standard", z_dim=4, hidden=16, likelihood="student_t", cov_rank=2)
+    model = build_model("standard", z_dim=4, hidden=16, local_sigma=False, likelihood="student_t", cov_rank=2)
     if fit:
         model.fit_whitening(data["train"], data["val"])
     nu = float(model.white_nu)
@@ -138,11 +140,11 @@ def test_a_training_step_is_finite_and_keeps_nu(fit, data):
 
 
 def test_without_val_the_t_starts_as_the_gaussian(data, caplog):
-    model = build_model("standard", z_dim=4, hidden=16, likelihood="student_t")
+    model = build_model("standard", z_dim=4, hidden=16, local_sigma=False, likelihood="student_t")
     with caplog.at_level("INFO"):
         settings = model.fit_whitening(data["train"], None)
     assert settings["nu"] == math.inf and float(model.white_nu) == math.inf and "nu" in caplog.text
-    gauss = build_model("standard", z_dim=4, hidden=16)
+    gauss = build_model("standard", z_dim=4, hidden=16, local_sigma=False, likelihood="gaussian")
     gauss.load_state_dict({k: v for k, v in model.state_dict().items() if k != "white_nu"})
     with torch.no_grad():
         torch.testing.assert_close(model.energy(data["test"]), gauss.energy(data["test"]))
@@ -152,13 +154,13 @@ def test_state_dicts_old_and_new(fitted, data):
     """A Student-t model round-trips with its ν; an old Gaussian checkpoint (no ``likelihood`` in its
     hyperparameters, no ``white_nu``) still loads as the Gaussian model."""
     model, _ = fitted
-    fresh = build_model("standard", z_dim=4, hidden=16, likelihood="student_t").eval()
+    fresh = build_model("standard", z_dim=4, hidden=16, local_sigma=False, likelihood="student_t").eval()
     fresh.load_state_dict(model.state_dict())
     assert float(fresh.white_nu) == float(model.white_nu)
     with torch.no_grad():
         torch.testing.assert_close(fresh.energy(data["test"]), model.energy(data["test"]))
 
-    old = build_model("standard", z_dim=4, hidden=16).eval()
+    old = build_model("standard", z_dim=4, hidden=16, local_sigma=False, likelihood="gaussian").eval()
     old.fit_whitening(data["train"], data["val"])
     hparams = {
         "model_type": "standard",
