@@ -46,14 +46,15 @@ ALL_SCALARS = SEED_SCALARS | {
 
 
 def scalars(log_dir: Path) -> dict[str, list]:
-    """Every scalar event under a TensorBoard run dir (all event files merged)."""
+    """Every scalar event under a TensorBoard run dir (all event files merged, in the order written)."""
     out: dict[str, list] = {}
     for f in sorted(log_dir.glob("events.out.tfevents.*")):
         acc = EventAccumulator(str(f), size_guidance={"scalars": 0})
         acc.Reload()
         for tag in acc.Tags()["scalars"]:
             out.setdefault(tag, []).extend(acc.Scalars(tag))
-    return out
+    # By wall time: two event files opened in the same second sort by process id, not by age.
+    return {tag: sorted(events, key=lambda e: e.wall_time) for tag, events in out.items()}
 
 
 def test_parser_has_every_seed_flag_with_seed_defaults():
@@ -407,7 +408,7 @@ def test_resume_merge_applies_what_it_can(tmp_path):
 def test_resume_applies_learning_rate_and_batch_size_quietly(tmp_path, monkeypatch, caplog):
     monkeypatch.chdir(tmp_path)
     assert main(["--max_epochs", "1", "--experiment_name", "lr", *TINY]) == 0
-    assert "starting from the val-tuned full-covariance Gaussian" in caplog.text
+    assert "starting from the val-tuned multivariate Student-t" in caplog.text
     caplog.clear()
     last = tmp_path / "checkpoints" / "lr" / "last.ckpt"
     argv = [
@@ -421,7 +422,7 @@ def test_resume_applies_learning_rate_and_batch_size_quietly(tmp_path, monkeypat
         "512",
     ]
     assert main(argv) == 0
-    assert "full-covariance Gaussian" not in caplog.text  # the resumed model keeps its whitening
+    assert "starting from" not in caplog.text  # the resumed model keeps its whitening
     assert "WARNING" not in caplog.text
     ckpt = torch.load(last, weights_only=True)
     assert ckpt["epoch"] == 1 and ckpt["optimizer_states"][0]["param_groups"][0]["lr"] == 1e-3
