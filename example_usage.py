@@ -63,8 +63,7 @@ def run_examples(prior, chosen: list[int], out: Path, seed: int) -> None:
         sample_poses,
     )
     from hand_vae.rotations import geodesic_angle_axis_angle, to_joints
-    from hand_vae.viz.skeleton_figure import hand_skeletons
-    from hand_vae.viz.style import save_figure
+    from hand_vae.viz.figures import hand_skeletons, save_figure
 
     g = torch.Generator().manual_seed(seed)
     # Poses of a synthetic person no model here was trained on: (N, 90) axis-angle radians.

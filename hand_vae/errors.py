@@ -1,10 +1,6 @@
-"""The one error a user can cause, and the one way a file is written.
-
-Every layer raises :class:`UserError` (or a subclass, where a caller catches that subclass) for a
-mistake in what the user asked for: a missing file, a bad shape, a flag that contradicts a
-checkpoint. The command-line layer (``hand_vae/cli/common.py``) turns it into one line on stderr and
-its ``exit_code``; a Python caller gets an exception with the same one-line message.
-"""
+"""The one error a user can cause (``UserError``: a missing file, a bad shape, a flag that contradicts a
+checkpoint; ``hand_vae/cli/common.py`` prints it as one line and exits with its code) and the one way a
+file is written (``atomic_write``)."""
 
 from __future__ import annotations
 
@@ -22,18 +18,9 @@ class UserError(Exception):
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object]) -> Path:
-    """Write ``path`` through ``write(file)`` to a hidden temp file, fsync, then rename it into place.
-
-    Readers see the old file or the new one, never half of one: a run killed mid-write leaves at
-    most a ``.NAME.tmp-*`` file beside it.
-
-    Args:
-        path: the file to (re)write.
-        write: called with a binary file object open for writing.
-
-    Returns:
-        ``path`` as a Path.
-    """
+    """(Re)write ``path`` by calling ``write`` on a binary hidden temp file, fsync, rename it into place;
+    returns ``path`` as a Path. Readers see the old file or the new one, never half of one: a run killed
+    mid-write leaves at most a ``.NAME.tmp-*`` file beside it."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     try:

@@ -1,10 +1,6 @@
-"""``HandVAELightningModule``: the training step, the metrics and the optimiser around a plain hand VAE.
-
-Epoch metrics (batch-weighted means kept on the device): ``train/`` loss (recon_nll + β · KL with free
-bits, the objective), recon_nll, kl, beta, recon_sigma; ``val/`` and ``test/`` loss (the negative ELBO,
-β = 1, which checkpoints monitor), recon_nll, kl, energy_mean, geodesic_deg (at z = μ), active_units.
-The step is manual optimisation, replayed from a CUDA graph with ``--cuda_graphs`` (docs/design.md §6).
-"""
+"""``HandVAELightningModule``: the training step, the epoch metrics (``train/`` objective, ``val/`` and
+``test/`` −ELBO, which checkpoints monitor) and the optimiser around a plain hand VAE; manual optimisation,
+replayed from a CUDA graph with ``--cuda_graphs`` (docs/design.md §6)."""
 
 from __future__ import annotations
 

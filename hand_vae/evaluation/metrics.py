@@ -75,15 +75,19 @@ def corrupted_sets(x: torch.Tensor, seed: int, hypothesis_noise: float) -> dict[
     return sets
 
 
-def auc(neg: np.ndarray, pos: np.ndarray) -> float:
-    """ROC AUC of a score that should be higher for ``pos`` (M,) than ``neg`` (N,): P(pos > neg) + ½ P(tie).
+def ranked(neg: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Labels (0 for ``neg`` (N,), 1 for ``pos`` (M,)) and the scores' ranks, for sklearn's ROC functions.
 
-    On the scores' ranks, so that non-finite scores (which sklearn refuses) keep their order; NaN
-    counts as +inf, the least plausible.
+    Ranks keep order and ties but are finite (sklearn refuses non-finite scores); NaN counts as +inf,
+    the least plausible.
     """
     s = np.nan_to_num(np.concatenate([neg, pos]).astype(np.float64), nan=np.inf, posinf=np.inf)
-    ranks = np.unique(s, return_inverse=True)[1].reshape(-1)  # order and ties kept, all finite
-    return float(roc_auc_score(np.r_[np.zeros(len(neg)), np.ones(len(pos))], ranks))
+    return np.r_[np.zeros(len(neg)), np.ones(len(pos))], np.unique(s, return_inverse=True)[1].reshape(-1)
+
+
+def auc(neg: np.ndarray, pos: np.ndarray) -> float:
+    """ROC AUC of a score that should be higher for ``pos`` than ``neg``: P(pos > neg) + ½ P(tie)."""
+    return float(roc_auc_score(*ranked(neg, pos)))
 
 
 def top1(real: np.ndarray, decoys: np.ndarray) -> float:

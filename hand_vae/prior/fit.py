@@ -26,20 +26,10 @@ CONVERGENCE_TAIL = 0.2
 
 @dataclass
 class FitResult:
-    """Output of ``fit_to_joints``: detached float32 on the device of ``joints`` (CPU for numpy).
-
-    Attributes:
-        poses: (T, 90) fitted axis-angle, radians; an absent hand's pose comes from the prior alone.
-        global_orient: (T, 2, 3) wrist rotation per hand, axis-angle radians.
-        transl: (T, 2, 3) translation per hand, metres.
-        scale: (T, 2) scale per hand (1 unless ``fit_scale``).
-        joints: (T, 2, 21, 3) fitted keypoints, metres; NaN for an absent hand.
-        joint_error_mm: (T,) mean distance fitted-to-target over the visible keypoints, mm.
-        energy: (T,) the prior's energy of the fitted pose, nats (NaN without a prior).
-        converged: (T,) no fitted keypoint moved more than ``tol · joint_sigma`` over the last 20%
-            of the steps.
-        hand_present: (T, 2) the hand has at least one visible keypoint.
-    """
+    """Output of ``fit_to_joints``: detached float32 on the device of ``joints`` (CPU for numpy); shapes and
+    units as the table of ``python -m hand_vae.fit --help`` (``hand_vae.cli.fit.OUTPUT_KEYS``). An absent
+    hand's pose comes from the prior alone; ``energy`` is NaN without a prior; ``converged``: no fitted
+    keypoint moved more than ``tol · joint_sigma`` over the last ``CONVERGENCE_TAIL`` of the steps."""
 
     poses: torch.Tensor
     global_orient: torch.Tensor

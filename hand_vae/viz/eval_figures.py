@@ -12,9 +12,9 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from sklearn import metrics as skm
 
+from hand_vae.evaluation.metrics import ranked
 from hand_vae.metrics import NOISE_LEVELS
-from hand_vae.viz.figures import draw_energy_histogram
-from hand_vae.viz.style import PALETTE, figure_style, new_figure, save_figure
+from hand_vae.viz.figures import PALETTE, draw_energy_histogram, figure_style, new_figure, save_figure
 
 KINDS = {
     "noise": {f"noise {s:g} rad": f"noise_{s:g}" for s in NOISE_LEVELS},
@@ -29,12 +29,9 @@ BELOW = {"loc": "upper center", "bbox_to_anchor": (0.5, -0.14), "ncol": 2, "font
 
 
 def roc_curve(neg: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(false-positive rate, true-positive rate) of a score that should be higher for ``pos`` (M,) than
-    for ``neg`` (N,), from (0, 0) to (1, 1). NaN counts as +inf (a non-finite energy is implausible);
-    scores are ranked first because sklearn refuses non-finite ones, and ranks keep order and ties."""
-    s = np.nan_to_num(np.concatenate([neg, pos]).astype(np.float64), nan=np.inf, posinf=np.inf)
-    ranks = np.unique(s, return_inverse=True)[1].reshape(-1)
-    fpr, tpr, _ = skm.roc_curve(np.r_[np.zeros(len(neg)), np.ones(len(pos))], ranks)
+    """(false-positive rate, true-positive rate) from (0, 0) to (1, 1) of a score that should be higher for
+    ``pos`` (M,) than for ``neg`` (N,); NaN counts as +inf (``evaluation.metrics.ranked``)."""
+    fpr, tpr, _ = skm.roc_curve(*ranked(neg, pos))
     return fpr, tpr
 
 

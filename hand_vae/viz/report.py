@@ -15,15 +15,8 @@ from hand_vae.rotations import to_flat
 from hand_vae.viz import figures
 
 BETAS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)  # for the trade-off figure (the model itself is fixed)
-FIGURE_NAMES = (
-    "energy_histogram",
-    "latent_scatter",
-    "loss_breakdown",
-    "beta_sensitivity",
-    "prior_samples",
-    "reconstructions",
-    "per_joint_geodesic_error",
-)
+FIGURE_NAMES = ("energy_histogram", "latent_scatter", "loss_breakdown", "beta_sensitivity",
+                "prior_samples", "reconstructions", "per_joint_geodesic_error")  # fmt: skip
 
 
 @torch.no_grad()
