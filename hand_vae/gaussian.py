@@ -1,12 +1,5 @@
-"""Full-covariance Gaussians on (N, D) features, with a floor and a scale chosen on validation.
-
-One routine serves three places: the Gaussian baselines of the evaluation, the whitening the
-standard VAE starts from (poses) and the one the SO(3) VAE starts from (tangent residuals at the
-mean pose). A Gaussian prior for new people is a frontier, not a point: a diagonal ``floor``
-(rad²) trades the NLL of an unseen subject against sharpness to small off-manifold noise, and a
-``scale`` on the standard deviations widens it without changing how it ranks poses. Both are
-chosen on validation poses, as a VAE's settings are, so comparisons are fair.
-"""
+"""Full-covariance Gaussians on (N, D) features, with a diagonal floor (rad²) and a scale chosen on
+validation: the Gaussian baselines and the whitening both VAEs start from (docs/design.md §4)."""
 
 from __future__ import annotations
 
@@ -21,9 +14,8 @@ from hand_vae.losses import LOG_2PI
 FLOORS = (1e-6, 1e-5, 1e-4, 4e-4, 1e-3)
 SCALES = (1.0, 1.1, 1.2, 1.35, 1.5, 1.75, 2.0)
 CHUNK_ROWS = 1 << 18  # rows per float64 block when accumulating moments
-# A fitted density for choose_on_val: (settings, mean (D,), L (D, D), log_prob_from_maha), where
-# log_prob_from_maha(δ (M,), log|L Lᵀ|, D) -> (M,) nats is the family's log-density given the squared
-# Mahalanobis distances under L Lᵀ.
+# A fitted density for choose_on_val: (settings, mean (D,), L (D, D), log_prob_from_maha), the latter
+# (δ (M,), log|L Lᵀ|, D) -> (M,) nats from squared Mahalanobis distances under L Lᵀ.
 Candidate = tuple[
     dict[str, float],
     torch.Tensor,
@@ -33,15 +25,10 @@ Candidate = tuple[
 
 
 def mahalanobis(x: torch.Tensor, mean: torch.Tensor, chol: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Squared Mahalanobis distances of the rows of x under scatter L Lᵀ, and log|det L Lᵀ|.
+    """Squared Mahalanobis distances (B, ...) of the rows of x (B, D) under L Lᵀ, and log|L Lᵀ| (...).
 
-    Args:
-        x: (B, D).
-        mean: (..., D) means; leading dims broadcast against a new axis after B.
-        chol: (..., D, D) lower Cholesky factors.
-
-    Returns:
-        (B, ...) squared distances and (...) log-determinants.
+    ``mean`` (..., D) and the lower Cholesky factors ``chol`` (..., D, D) broadcast against a new
+    axis after B.
     """
     D = x.shape[-1]
     diff = x.reshape(x.shape[0], *([1] * (mean.dim() - 1)), D) - mean  # (B, ..., D)
@@ -51,16 +38,7 @@ def mahalanobis(x: torch.Tensor, mean: torch.Tensor, chol: torch.Tensor) -> tupl
 
 
 def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, chol: torch.Tensor) -> torch.Tensor:
-    """Log-density of N(mean, L Lᵀ) at each row of x.
-
-    Args:
-        x: (B, D).
-        mean: (..., D) means; leading dims broadcast against a new axis after B.
-        chol: (..., D, D) lower Cholesky factors of the covariances.
-
-    Returns:
-        (B, ...) nats.
-    """
+    """Log-density (B, ...) nats of N(mean, L Lᵀ) at each row of x; shapes as for ``mahalanobis``."""
     return gaussian_log_prob_from_maha(*mahalanobis(x, mean, chol), x.shape[-1])
 
 
@@ -69,27 +47,24 @@ def gaussian_log_prob_from_maha(maha: torch.Tensor, log_det: torch.Tensor, D: in
     return -0.5 * (maha + log_det + D * LOG_2PI)
 
 
+def floored_cholesky(cov: torch.Tensor, floor: float) -> torch.Tensor:
+    """Lower Cholesky factor of cov (D, D) + floor · I (the floor keeps a constant dimension invertible)."""
+    return torch.linalg.cholesky(cov + floor * torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device))
+
+
 def fit_gaussian(x: torch.Tensor, floor: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Maximum-likelihood mean and the Cholesky factor of Σ_ML + floor · I, in float64.
-
-    Args:
-        x: (N, D) features, N >= 2.
-        floor: rad² added to the diagonal (keeps a constant dimension invertible).
-
-    Returns:
-        mean (D,) and lower Cholesky factor L (D, D), float64.
-    """
+    """Maximum-likelihood mean (D,) of x (N >= 2, D) and the Cholesky factor (D, D) of Σ_ML + floor · I,
+    float64."""
     mean, cov = moments(x)
-    eye = torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
-    return mean, torch.linalg.cholesky(cov + floor * eye)
+    return mean, floored_cholesky(cov, floor)
 
 
 def moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean (D,) and maximum-likelihood covariance (D, D) of x (N, D), float64."""
     if x.shape[0] < 2:
         raise ValueError(f"need at least 2 rows to fit a Gaussian, got {x.shape[0]}")
-    # Moments accumulated in float64 over row chunks, shifted by the first row against cancellation:
-    # a float64 copy of 10M poses (7 GB) on a GPU would not fit beside the data.
+    # float64 over row chunks (a float64 copy of all rows may not fit on a GPU), shifted by the first
+    # row against cancellation
     N, D = x.shape
     shift = x[0].detach().double()
     total = torch.zeros(D, dtype=torch.float64, device=x.device)
@@ -105,19 +80,11 @@ def moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def choose_on_val(
     val: torch.Tensor, candidates: Iterable[Candidate], scales: tuple[float, ...] = SCALES
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
-    """The fitted density × scale with the best validation NLL: the one tuning routine of every
-    classic family (this module's Gaussian, ``student_t``'s multivariate t).
+    """The candidate density × scale with the best NLL on val (M, D) (float64, on the candidates'
+    device): the tuning routine of every classic family (Gaussian, ``student_t``).
 
-    Args:
-        val: (M, D) features, float64, on the candidates' device.
-        candidates: (settings, mean (D,), L (D, D), log_prob_from_maha) per fitted density
-            (``Candidate``); L is scaled by each of ``scales`` in turn, which divides the
-            Mahalanobis distances by scale² (computed once per candidate) and adds 2 D log scale
-            to log|L Lᵀ|.
-        scales: candidate multipliers of L.
-
-    Returns:
-        mean, scale · L of the best, and its settings plus {"scale", "val_nll"}.
+    Scaling L divides the Mahalanobis distances (computed once per candidate) by scale² and adds
+    2 D log scale to log|L Lᵀ|. Returns mean, scale · L and settings plus {"scale", "val_nll"}.
     """
     best: tuple[float, torch.Tensor, torch.Tensor, dict[str, float]] | None = None
     D = val.shape[-1]
@@ -138,25 +105,14 @@ def tune_gaussian(
     floors: tuple[float, ...] = FLOORS,
     scales: tuple[float, ...] = SCALES,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
-    """The Gaussian N(m, scale² (Σ + floor · I)) of ``train`` with the best validation NLL.
-
-    Args:
-        train: (N, D) features to fit.
-        val: (M, D) features to choose (floor, scale) on; None keeps floors[0] and scale 1.
-        floors: candidate floors, rad².
-        scales: candidate standard-deviation scales.
+    """N(m, scale² (Σ + floor · I)) of train (N, D) with floor (rad²) and scale chosen on val (M, D).
 
     Returns:
         mean (D,), L = scale · chol(Σ + floor · I) (D, D), both float64, and
-        {"floor", "scale", "val_nll"} (val_nll is NaN without val).
+        {"floor", "scale", "val_nll"}; without val: floors[0], scale 1 and val_nll NaN.
     """
-    if val is None or val.shape[0] == 0:
-        mean, chol = fit_gaussian(train, floors[0])
-        return mean, chol, {"floor": floors[0], "scale": 1.0, "val_nll": math.nan}
     mean, cov = moments(train)  # one pass over the data for every floor
-    eye = torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
-    fits = (
-        ({"floor": f}, mean, torch.linalg.cholesky(cov + f * eye), gaussian_log_prob_from_maha)
-        for f in floors
-    )
+    fits = (({"floor": f}, mean, floored_cholesky(cov, f), gaussian_log_prob_from_maha) for f in floors)
+    if val is None or val.shape[0] == 0:
+        return mean, next(fits)[2], {"floor": floors[0], "scale": 1.0, "val_nll": math.nan}
     return choose_on_val(val.detach().double().to(train.device), fits, scales)

@@ -1,20 +1,9 @@
-"""Rotation maths and two-hand pose layouts.
+"""Rotation maths and two-hand pose layouts (conventions: docs/design.md §1).
 
-Conventions:
-  * Axis-angle ("rotation vector") in radians, one per joint, relative to the parent joint.
-  * Rotation matrices act on column vectors: ``v' = R @ v``.
-  * 6D representation (Zhou et al., "On the Continuity of Rotation Representations in Neural
-    Networks", CVPR 2019): the first two **columns** of R, stored as ``[c0 | c1]`` in a
-    ``(..., 6)`` tensor.
-  * One hand = 15 joints in MANO order (index1-3, middle1-3, pinky1-3, ring1-3, thumb1-3).
-  * Two hands = ``(B, 90)`` flat ``[left 45 | right 45]``, or ``(B, 30, 3)`` with joints 0-14 left
-    and 15-29 right, or ``(B, 2, 15, 3)`` with hand 0 = left.
-
-All functions are pure and work on arbitrary leading batch dimensions. They are tested against
-scipy and against ``roma`` (whose conversions they match to float rounding) in ``tests/``. The
-ones on the training path (axis-angle -> matrix, 6D -> matrix, geodesic angle) are written with
-few, whole-tensor kernels and no per-element indexing, whose backward would allocate and sum one
-full-size gradient per index.
+Axis-angle in radians relative to the parent joint; matrices act on column vectors; 6D = the first
+two columns of R (Zhou et al., CVPR 2019). Pure functions on any leading batch dims, tested against
+scipy and roma. The training-path ones use few whole-tensor kernels and no per-element indexing
+(whose backward allocates one full-size gradient per index).
 """
 
 from __future__ import annotations
@@ -42,21 +31,9 @@ def _check_last(x: torch.Tensor, shape: tuple[int, ...], name: str) -> None:
         raise ValueError(f"{name} must have trailing shape {shape}, got {tuple(x.shape)}")
 
 
-# --------------------------------------------------------------------------- layouts
-
-
 def to_joints(x: torch.Tensor) -> torch.Tensor:
-    """Any accepted two-hand pose layout -> per-joint axis-angle.
-
-    Args:
-        x: (B, 90) flat ``[left 45 | right 45]`` or (B, 30, 3).
-
-    Returns:
-        (B, 30, 3) axis-angle, joints 0-14 left, 15-29 right (a view when possible).
-
-    Raises:
-        ValueError: for any other shape.
-    """
+    """(B, 90) ``[left 45 | right 45]`` or (B, 30, 3) -> (B, 30, 3), joints 0-14 left (a view when
+    possible); ValueError for any other shape."""
     if x.dim() == 2 and x.shape[1] == POSE_DIM:
         return x.reshape(x.shape[0], NUM_JOINTS, 3)  # (B, 30, 3)
     if x.dim() == 3 and x.shape[1:] == (NUM_JOINTS, 3):
@@ -75,19 +52,15 @@ def to_hands(x: torch.Tensor) -> torch.Tensor:
     return to_joints(x).reshape(x.shape[0], NUM_HANDS, JOINTS_PER_HAND, 3)
 
 
-# --------------------------------------------------------------------------- conversions
-
-
 _SMALL_ANGLE = 1e-6  # rad; below it sin θ/θ and (1 − cos θ)/θ² are their limits to float precision
 
 
 def axis_angle_to_matrix(rotvec: torch.Tensor) -> torch.Tensor:
     """Axis-angle (..., 3) -> rotation matrix (..., 3, 3), by Rodrigues' formula.
 
-    ``R = cos θ I + (sin θ/θ) [r]× + ((1 − cos θ)/θ²) r rᵀ`` for r = θ·axis, with
-    ``(1 − cos θ)/θ² = 2 sin²(θ/2)/θ²`` (no cancellation for small θ). θ is clamped to 1e-6 rad
-    inside the two ratios, which are then at their limits 1 and 1/2, so the map and its gradient
-    are finite at the zero rotation (the norm's subgradient there is 0).
+    ``R = cos θ I + (sin θ/θ) [r]× + (2 sin²(θ/2)/θ²) r rᵀ`` (no cancellation for small θ). θ is
+    clamped to 1e-6 rad inside the ratios (then at their limits), so the map and its gradient are
+    finite at the zero rotation (the norm's subgradient there is 0).
     """
     _check_last(rotvec, (3,), "rotvec")
     theta = torch.linalg.vector_norm(rotvec, dim=-1, keepdim=True)  # (..., 1)
@@ -101,9 +74,8 @@ def axis_angle_to_matrix(rotvec: torch.Tensor) -> torch.Tensor:
     return torch.addcmul(cos_and_skew, br[..., :, None], rotvec[..., None, :])  # + b r rᵀ
 
 
-# Markley's variant of Shepperd's method (F. L. Markley, "Unit quaternion from rotation matrix",
-# J. Guidance, Control, and Dynamics 31(2), 2008), as roma computes it: the four candidate vectors
-# x⁽ⁱ⁾ = 4 q_i q (XYZW) are affine in the entries of R, so all 16 numbers are one matrix product
+# Markley's variant of Shepperd's method (J. Guidance, Control, and Dynamics 31(2), 2008), as roma
+# computes it: the candidates x⁽ⁱ⁾ = 4 q_i q (XYZW) are affine in R, so all 16 numbers are one product
 # c + vec(R) T. Entry (constant, {flat index 3k + l of R_kl: coefficient}), row by row.
 _MARKLEY = (
     (1, {0: 1, 4: -1, 8: -1}), (0, {1: 1, 3: 1}), (0, {2: 1, 6: 1}), (0, {7: 1, 5: -1}),
@@ -127,10 +99,9 @@ def _markley_map(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor
 def matrix_to_axis_angle(R: torch.Tensor) -> torch.Tensor:
     """Rotation matrix (..., 3, 3) -> axis-angle (..., 3) with angle in [0, π].
 
-    The quaternion is Markley's: of the four candidates x⁽ⁱ⁾ ∝ q, the one with the largest 4 q_i²
-    (no data-dependent indexing: a gather). Then r = 2·atan2(|v|, |w|)·sign(w)·v / (|x| sin(θ/2))
-    for x = (v, w), with roma's Taylor-safe θ/2 / sin(θ/2), so the map and its gradient are finite
-    at the identity. Same numbers as ``roma.rotmat_to_rotvec``, at half its cost.
+    Markley's quaternion: the candidate x⁽ⁱ⁾ ∝ q with the largest 4 q_i² (a gather), then
+    r = 2·atan2(|v|, |w|)·sign(w)·v / (|x| sin(θ/2)) for x = (v, w) with roma's Taylor-safe
+    inv_sinc, finite with its gradient at the identity; roma.rotmat_to_rotvec's numbers at half its cost.
     """
     _check_last(R, (3, 3), "R")
     c, T = _markley_map(R.device, R.dtype)
@@ -153,11 +124,8 @@ def matrix_to_6d(R: torch.Tensor) -> torch.Tensor:
 
 
 def rot6d_to_matrix(d6: torch.Tensor) -> torch.Tensor:
-    """6D (..., 6) -> rotation matrix (..., 3, 3) by Gram-Schmidt (Zhou et al. 2019).
-
-    Any input whose two 3-vectors are not collinear gives a proper rotation (det = +1, RᵀR = I).
-    The epsilon keeps the normalisation finite for a degenerate (zero) network output.
-    """
+    """6D (..., 6) -> rotation matrix (..., 3, 3) by Gram-Schmidt (Zhou et al. 2019): a proper rotation
+    for any non-collinear pair; the epsilon keeps a zero network output finite."""
     _check_last(d6, (6,), "d6")
     a, b = d6.unflatten(-1, (2, 3)).unbind(-2)  # (..., 3) each; unbind's backward is one stack
     x = a / torch.linalg.vector_norm(a, dim=-1, keepdim=True).clamp_min(1e-8)
@@ -166,30 +134,15 @@ def rot6d_to_matrix(d6: torch.Tensor) -> torch.Tensor:
     return torch.stack((x, y, torch.linalg.cross(x, y, dim=-1)), dim=-1)  # columns x, y, x × y
 
 
-def axis_angle_to_6d(rotvec: torch.Tensor) -> torch.Tensor:
-    """Axis-angle (..., 3) -> 6D (..., 6)."""
-    return matrix_to_6d(axis_angle_to_matrix(rotvec))
-
-
 def geodesic_angle(R1: torch.Tensor, R2: torch.Tensor) -> torch.Tensor:
-    """Angle of the relative rotation R1ᵀR2, in radians in [0, π].
+    """Angle (...) in [0, π] rad of R = R1ᵀR2 for (..., 3, 3) rotations: atan2(‖vee(R − Rᵀ)‖/2, (tr R − 1)/2).
 
-    Uses ``θ = atan2(‖vee(R − Rᵀ)‖ / 2, (tr R − 1) / 2)`` with ``R = R1ᵀR2``. Unlike
-    ``acos(clamp(cos θ, −1, 1))`` (VPoser) its gradient is finite at θ = 0 (the norm's subgradient
-    there is 0) and near π (d atan2 = (x dy − y dx)/(x² + y²) with x ≈ −1). roma's
-    ``rotmat_geodesic_distance`` uses asin, whose gradient blows up as θ → π, so we do not use it.
-
-    Args:
-        R1, R2: (..., 3, 3) rotation matrices.
-
-    Returns:
-        (...) angles in radians.
+    Unlike VPoser's acos of a clamped cosine, its gradient is finite at θ = 0 (the norm's subgradient
+    is 0) and near π (x ≈ −1 in atan2's derivative); roma's asin form blows up as θ → π.
     """
     _check_last(R1, (3, 3), "R1")
     _check_last(R2, (3, 3), "R2")
-    # Without forming R: with rows p_k of R1 and q_k of R2, vee(R − Rᵀ) = Σ_k q_k × p_k and
-    # tr R = Σ_ij R1_ij R2_ij; a few whole-tensor kernels instead of a batched 3×3 matmul and nine
-    # element reads (each of which costs a full-size gradient buffer in backward).
+    # Without forming R (rows p_k of R1, q_k of R2): vee(R − Rᵀ) = Σ_k q_k × p_k, tr R = Σ R1_ij R2_ij
     vee = torch.linalg.cross(R2, R1, dim=-1).sum(-2)  # (..., 3) = 2 sin θ · axis
     sin = 0.5 * torch.linalg.vector_norm(vee, dim=-1)
     cos = 0.5 * ((R1 * R2).sum((-2, -1)) - 1.0)
@@ -201,35 +154,13 @@ def geodesic_angle_axis_angle(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return geodesic_angle(axis_angle_to_matrix(a), axis_angle_to_matrix(b))
 
 
-# --------------------------------------------------------------------------- mirroring
-
-
 def mirror_axis_angle(rotvec: torch.Tensor) -> torch.Tensor:
-    """Mirror per-joint axis-angle through the hand's sagittal (y-z) plane: (x, y, z) -> (x, −y, −z).
-
-    This maps a left-hand pose onto the equivalent right-hand pose and back (MANO
-    convention). It is an involution.
-
-    Args:
-        rotvec: (..., 3).
-    """
+    """Left <-> right hand per-joint axis-angle (..., 3): (x, y, z) -> (x, −y, −z), an involution."""
     _check_last(rotvec, (3,), "rotvec")
-    # cat rather than a multiply by a (1, −1, −1) constant: building that constant from Python
-    # data would copy it to the GPU on every call.
+    # cat, not a multiply by a (1, −1, −1) constant that would be copied to the GPU on every call
     return torch.cat([rotvec[..., :1], -rotvec[..., 1:]], dim=-1)
 
 
 def swap_and_mirror_hands(x: torch.Tensor) -> torch.Tensor:
-    """Swap left and right hands and mirror each, keeping the input layout.
-
-    The result is the pose of the mirror-image person: a valid two-hand pose whenever x is.
-
-    Args:
-        x: (B, 90) or (B, 30, 3).
-
-    Returns:
-        Same shape as x.
-    """
-    hands = to_hands(x)  # (B, 2, 15, 3)
-    out = mirror_axis_angle(hands.flip(1))
-    return out.reshape(x.shape)
+    """The mirror-image person's pose: hands swapped and each mirrored, (B, 90) or (B, 30, 3) as given."""
+    return mirror_axis_angle(to_hands(x).flip(1)).reshape(x.shape)

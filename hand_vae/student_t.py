@@ -1,12 +1,7 @@
-"""Multivariate Student-t densities on (N, D) features: exact log-density, EM fit, tuning on val.
+"""Multivariate Student-t densities t_ν(m, L Lᵀ) on (N, D) features: log-density, EM fit, tuning on val.
 
-t_ν(m, Σ) with scatter Σ = L Lᵀ is a Gaussian scale mixture, x | w ~ N(m, Σ / w) with
-w ~ Gamma(ν/2, rate ν/2); its tails are heavier the smaller ν is, and ν = ∞ is N(m, Σ). A prior
-for new people gains from them: a pose of an unseen subject that is far from the training set
-costs a t only logarithmically in its Mahalanobis distance, a Gaussian quadratically.
-
-As for the Gaussian (``hand_vae.gaussian``), a diagonal ``floor`` (rad²) and a ``scale`` on L are
-chosen on validation poses, with ν ∈ ``NUS`` on top, by the same routine (``gaussian.choose_on_val``).
+ν = ∞ is the Gaussian; a far pose costs a t logarithmically in its Mahalanobis distance, a Gaussian
+quadratically (docs/design.md §4). Floor, scale and ν ∈ ``NUS`` are chosen by ``gaussian.choose_on_val``.
 """
 
 from __future__ import annotations
@@ -23,6 +18,8 @@ from hand_vae.gaussian import (
     SCALES,
     Candidate,
     choose_on_val,
+    fit_gaussian,
+    floored_cholesky,
     gaussian_log_prob,
     gaussian_log_prob_from_maha,
     mahalanobis,
@@ -32,27 +29,15 @@ from hand_vae.gaussian import (
 NUS = (3.0, 5.0, 10.0, 20.0, 50.0, math.inf)  # candidate degrees of freedom; ∞ is the Gaussian
 # A t's scatter is narrower than its covariance (ν/(ν−2) Σ), so its scale grid starts below 1.
 T_SCALES = (0.8, 0.9, *SCALES)
-# Rows the EM fits of tune_student_t's search run on at most (a seeded subset above; the chosen
-# fit is refined on every row): enough for a 90-D scatter, and fast enough for a training start-up.
-EM_MAX_ROWS = 10_000
-# Relative change of L at which the search's EM fits stop; the chosen one is refined to fit_t's tol.
-SEARCH_TOL = 1e-3
+EM_MAX_ROWS = 10_000  # most rows of tune_student_t's search fits (a seeded subset; the chosen one uses all)
+SEARCH_TOL = 1e-3  # relative change of L that stops a search fit (the chosen one is refined to fit_t's tol)
 
 
 def t_log_prob(x: torch.Tensor, mean: torch.Tensor, chol: torch.Tensor, nu: float) -> torch.Tensor:
-    """Log-density of the multivariate t_ν(mean, L Lᵀ) at each row of x; ν = inf is the Gaussian.
+    """Log-density (B, ...) nats of t_ν(mean, L Lᵀ) at each row of x, shapes as ``gaussian.mahalanobis``.
 
-    log p = log Γ((ν+D)/2) − log Γ(ν/2) − (D/2) log(νπ) − log|L| − ((ν+D)/2) log(1 + δ/ν),
-    δ the squared Mahalanobis distance. Run it in float64 for badly conditioned scatters.
-
-    Args:
-        x: (B, D).
-        mean: (..., D) locations; leading dims broadcast against a new axis after B.
-        chol: (..., D, D) lower Cholesky factors of the scatter matrices.
-        nu: degrees of freedom, > 0.
-
-    Returns:
-        (B, ...) nats.
+    log p = log Γ((ν+D)/2) − log Γ(ν/2) − (D/2) log(νπ) − log|L| − ((ν+D)/2) log(1 + δ/ν), δ the
+    squared Mahalanobis distance; ν > 0, inf is the Gaussian. float64 for badly conditioned scatters.
     """
     if math.isinf(nu):
         return gaussian_log_prob(x, mean, chol)
@@ -64,12 +49,8 @@ def t_log_prob(x: torch.Tensor, mean: torch.Tensor, chol: torch.Tensor, nu: floa
 def t_log_prob_from_maha(
     maha: torch.Tensor, log_det: torch.Tensor, D: int, nu: float | torch.Tensor
 ) -> torch.Tensor:
-    """t_ν log-density from squared Mahalanobis distances δ (B, ...) and log|Σ| (...); ν = inf is
-    the Gaussian.
-
-    ν may be a 0-d tensor (a model's buffer, inf allowed): then no host sync, as a training step
-    (and a CUDA graph) needs; its constant is computed in float64.
-    """
+    """t_ν log-density from squared Mahalanobis distances δ (B, ...) and log|Σ| (...); ν = inf is the
+    Gaussian. A 0-d tensor ν (a model's buffer, inf allowed) costs no host sync (CUDA graphs)."""
     if not isinstance(nu, torch.Tensor):
         if math.isinf(nu):
             return gaussian_log_prob_from_maha(maha, log_det, D)
@@ -86,21 +67,8 @@ def t_log_prob_from_maha(
 def t_nll_diag(
     x: torch.Tensor, mean: torch.Tensor, log_sigma: torch.Tensor, nu: float | torch.Tensor
 ) -> torch.Tensor:
-    """−log t_ν(x | mean, diag σ²), the multivariate t with a diagonal scatter (one joint
-    Mahalanobis distance, not a product of univariate t's); ν = inf is ``losses.gaussian_nll``.
-
-    The likelihood of the whitened VAE on u = L⁻¹(x − m): with mean 0 and σ = 1 it is the
-    classic t_ν(m, L Lᵀ) once the Jacobian log|det L| is added.
-
-    Args:
-        x: (B, D) observations.
-        mean: (B, D) locations.
-        log_sigma: (D,) or (B, D) log scatter scales.
-        nu: degrees of freedom (> 0; inf is the Gaussian), a float or a 0-d tensor.
-
-    Returns:
-        (B,) nats.
-    """
+    """−log t_ν(x | mean, diag σ²) (B,) nats for x, mean (B, D) and log σ (D,) or (B, D): one joint
+    Mahalanobis distance, not a product of univariate t's; ν = inf is ``losses.gaussian_nll``."""
     maha = ((x - mean) * torch.exp(-log_sigma)).square().sum(-1)  # (B,)
     return -t_log_prob_from_maha(maha, 2.0 * log_sigma.sum(-1), x.shape[-1], nu)
 
@@ -113,23 +81,17 @@ def fit_t(
     tol: float = 1e-5,
     start: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Location and scatter of a multivariate t with fixed ν, by EM, with floor · I on the scatter.
+    """Location and scatter of a t with fixed finite ν > 0 by EM, with floor · I (rad²) on the scatter.
 
-    EM for the t as a Gaussian scale mixture (Liu & Rubin, Statistica Sinica 1995; Peel &
-    McLachlan, Statistics and Computing 2000, §3): the E-step weighs each row by
-    w_i = (ν + D) / (ν + δ_i), the M-step sets m = Σ w x / Σ w and
-    Σ = Σ_i w_i (x_i − m)(x_i − m)ᵀ / Σ_i w_i + floor · I. Dividing by Σ w instead of N is the
-    parameter-expanded EM of Liu, Rubin & Wu (Biometrika 1998), the same fixed point in fewer
-    iterations. The floor is part of every M-step, so the weights are those of the floored model.
+    EM for the t as a Gaussian scale mixture (Liu & Rubin, Statistica Sinica 1995; Peel & McLachlan,
+    Stat. Comput. 2000, §3): weights w_i = (ν + D)/(ν + δ_i), then m = Σ w x / Σ w and
+    Σ = Σ_i w_i (x_i − m)(x_i − m)ᵀ / Σ_i w_i + floor · I, every M-step floored. Dividing by Σ w, not
+    N, is the parameter-expanded EM (Liu, Rubin & Wu, Biometrika 1998): same fixed point, fewer steps.
 
     Args:
-        x: (N, D) features, N >= 2; float64 sums over row blocks (any size fits in memory).
-        nu: degrees of freedom, finite and > 0.
-        floor: rad² added to the scatter's diagonal.
-        max_iter: EM iteration cap.
+        x: (N, D) features, N >= 2; float64 sums over row blocks.
         tol: stop when an iteration changes L by less than this, relative (Frobenius norm).
-        start: (mean (D,), L (D, D)) to start from (a fit at a nearby ν or floor converges in a
-            few iterations); default the floored Gaussian.
+        start: (mean (D,), L (D, D)), e.g. a fit at a nearby ν or floor; default the floored Gaussian.
 
     Returns:
         mean (D,), L = chol(Σ) (D, D), both float64, and the number of iterations run.
@@ -138,11 +100,7 @@ def fit_t(
         raise ValueError(f"nu must be finite and > 0, got {nu}")
     D = x.shape[1]
     eye = torch.eye(D, dtype=torch.float64, device=x.device)
-    if start is None:
-        mean, cov = moments(x)
-        chol = torch.linalg.cholesky(cov + floor * eye)
-    else:
-        mean, chol = start[0].double(), start[1].double()
+    mean, chol = fit_gaussian(x, floor) if start is None else (start[0].double(), start[1].double())
     shift = x[0].detach().double()
     blocks = x.detach().split(CHUNK_ROWS)
     once = len(blocks) == 1
@@ -151,8 +109,7 @@ def fit_t(
     iters = 0
     while iters < max_iter:
         iters += 1
-        # δ through L⁻¹ (a D × D inverse, then one matrix product per block, faster than a
-        # triangular solve against N right-hand sides).
+        # δ through L⁻¹: one matrix product per block beats a triangular solve against N columns
         inv_t = torch.linalg.solve_triangular(chol, eye, upper=False).T
         offset = (mean - shift) @ inv_t  # (D,)
         w_sum = torch.zeros((), dtype=torch.float64, device=x.device)
@@ -183,24 +140,11 @@ def tune_student_t(
     scales: tuple[float, ...] = T_SCALES,
     max_rows: int = EM_MAX_ROWS,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
-    """The multivariate t of ``train`` with ν, floor and scale chosen by validation NLL.
+    """The t of train (N, D) with ν (inf = Gaussian), floor (rad²) and scale of L chosen on val (M, D).
 
-    The search: one EM fit per (ν, floor) (``fit_t`` to ``SEARCH_TOL``), ν from large to small,
-    each started from the fit at the next larger ν and the same floor (the largest ν from the
-    Gaussian), so each takes a few iterations; ν = inf is the Gaussian of
-    ``gaussian.tune_gaussian``; scales are free (``gaussian.choose_on_val``). Above ``max_rows``
-    training rows the search's fits run on a fixed random subset of that many (seeded: the same
-    data give the same fit). The chosen t is then refined on every row to ``fit_t``'s tolerance
-    and its scale chosen again. So the cost is about that of a training start-up, whatever the
-    data's size (timed in ``bench/README.md``).
-
-    Args:
-        train: (N, D) features to fit.
-        val: (M, D) features to choose on.
-        nus: candidate degrees of freedom (inf = Gaussian).
-        floors: candidate diagonal floors, rad².
-        scales: candidate multipliers of the Cholesky factor.
-        max_rows: most training rows the EM fits of the search run on.
+    One EM fit per (ν, floor) to ``SEARCH_TOL``, ν from large to small, each started from the fit at
+    the next larger ν (the largest from the Gaussian), on a seeded subset of ``max_rows`` rows; the
+    chosen t is refined on every row and its scale chosen again (timed in ``bench/README.md``).
 
     Returns:
         location (D,), L = scale · chol(Σ_ν,floor) (D, D), both float64, and
@@ -216,19 +160,15 @@ def tune_student_t(
 
     def candidates() -> Iterator[Candidate]:
         mean, cov = moments(train)
-        eye = torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
-        starts = {floor: (mean, torch.linalg.cholesky(cov + floor * eye)) for floor in floors}
+        starts = {floor: (mean, floored_cholesky(cov, floor)) for floor in floors}
         if math.inf in nus:
             for floor, (m, chol) in starts.items():
                 yield {"nu": math.inf, "floor": floor}, m, chol, gaussian_log_prob_from_maha
         for nu in sorted((n for n in nus if math.isfinite(n)), reverse=True):
+            t_nu = functools.partial(t_log_prob_from_maha, nu=nu)
             for floor in floors:
                 starts[floor] = fit_t(em_rows, nu, floor, tol=SEARCH_TOL, start=starts[floor])[:2]
-                yield (
-                    {"nu": nu, "floor": floor},
-                    *starts[floor],
-                    functools.partial(t_log_prob_from_maha, nu=nu),
-                )
+                yield {"nu": nu, "floor": floor}, *starts[floor], t_nu
 
     mean, chol, settings = choose_on_val(val, candidates(), scales)
     nu, floor = settings["nu"], settings["floor"]
