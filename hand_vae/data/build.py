@@ -1,10 +1,7 @@
-"""The shared build pipeline behind ``create_consolidated_npz.py`` and ``create_datamodule.py``:
-scan -> import -> clean -> split -> write (docs/design.md §2-3).
-
-Every file under the input dir ends up in exactly one ``meta.json`` list: ``sources`` (kept),
-``dropped`` (removed by cleaning), ``skipped`` (unusable: the CLI exits non-zero, ``strict`` stops
-before anything is written) or ``ignored`` (not ``.npz``/``.npy``, hidden, AMASS shape files).
-Input files are only read.
+"""The build behind ``create_consolidated_npz.py`` and ``create_datamodule.py``: scan -> import -> clean
+-> split -> write (docs/design.md §2-3). Input files are only read; each ends up in one ``meta.json``
+list: ``sources`` (kept), ``dropped`` (by cleaning), ``skipped`` (unusable: exit code 1, ``strict``
+stops before writing) or ``ignored`` (not ``.npz``/``.npy``, hidden, AMASS shape files).
 """
 
 from __future__ import annotations
@@ -29,8 +26,7 @@ logger = logging.getLogger(__name__)
 
 # Fewer training poses than this get a warning: a prior fitted to so few will not generalise.
 MIN_TRAIN_POSES = 1_000
-# A hand whose largest per-dimension std over the clip is below this (radians) never moves: many
-# AMASS subsets captured no fingers.
+# Radians: a hand whose largest per-dimension std is below it never moves (AMASS subsets without fingers).
 CONSTANT_HAND_STD = 1e-4
 _INDEX_EPS = 1e-9  # fps ratios such as 100/30 are not exact in binary
 
@@ -60,11 +56,9 @@ class CleanResult:
 
 
 def subsample_indices(num_frames: int, source_fps: float | None, target_fps: float | None) -> np.ndarray:
-    """(T',) int64 frames that resample a clip of ``num_frames`` from ``source_fps`` to ``target_fps``.
-
-    Output frame k is source frame ``floor(k * source_fps / target_fps)``, so 120 -> 30 fps keeps every
-    4th frame from 0. A clip not faster than the target, or of unknown rate (None), is kept whole.
-    """
+    """(T',) int64 frames resampling ``num_frames`` from ``source_fps`` to ``target_fps``: frame k is
+    ``floor(k * source_fps / target_fps)`` (120 -> 30 fps: every 4th from 0); a clip not faster than the
+    target, or of unknown rate (None), is kept whole."""
     if source_fps is None or target_fps is None or source_fps <= target_fps:
         return np.arange(num_frames)
     step = source_fps / target_fps
@@ -84,10 +78,7 @@ def clean_sequence(
     poses: np.ndarray, source_fps: float | None, target_fps: float | None, counts: DropCounts
 ) -> CleanResult:
     """Subsample a (T, 90) clip, drop non-finite frames, reject constant hands; updates ``counts``.
-
-    Subsampling comes first, on the original time grid, so a bad frame never shifts which frames
-    are kept.
-    """
+    Subsampling first, on the original time grid: a bad frame never shifts which frames are kept."""
     idx = subsample_indices(len(poses), source_fps, target_fps)
     counts.subsampled_frames += len(poses) - len(idx)
     fps = target_fps if len(idx) < len(poses) else source_fps
@@ -125,10 +116,8 @@ class BuildSummary:
     @property
     def files_written(self) -> list[str]:
         """Data files relative to ``output_dir`` (meta.json last)."""
-        per_split = [self.meta["splits"][split] for split in SPLITS]
-        return [e["file"] for info in per_split for e in info.get("shards", info["sequences"])] + [
-            "meta.json"
-        ]
+        splits = [self.meta["splits"][split] for split in SPLITS]
+        return [e["file"] for s in splits for e in s.get("shards", s["sequences"])] + ["meta.json"]
 
 
 def _validate(cfg: BuildConfig) -> None:
@@ -137,9 +126,7 @@ def _validate(cfg: BuildConfig) -> None:
     if cfg.format != "auto" and cfg.format not in FORMATS:
         raise DatasetError(f"--format must be auto or one of {', '.join(FORMATS)}, got {cfg.format!r}")
     if cfg.target_fps is not None and not cfg.target_fps >= 0:
-        raise DatasetError(
-            f"--target_fps must be a positive frame rate or 0 (every frame), got {cfg.target_fps}"
-        )
+        raise DatasetError(f"--target_fps must be a frame rate > 0 or 0 (every frame), got {cfg.target_fps}")
     if cfg.source_fps is not None and not cfg.source_fps > 0:
         raise DatasetError(f"--source_fps must be a positive frame rate, got {cfg.source_fps}")
     if cfg.shard_size < 1:
@@ -180,10 +167,8 @@ def _scan(cfg: BuildConfig) -> tuple[dict[str, str], list[dict[str, str]], list[
             + (f" ({len(ignored)} other files ignored, e.g. {ignored[0]['path']})" if ignored else "")
         )
     if ignored:
-        example = ignored[0]["path"]
-        logger.warning(
-            "ignored %d files (not .npz/.npy, hidden or shape-only), e.g. %s", len(ignored), example
-        )
+        e = ignored[0]["path"]
+        logger.warning("ignored %d files (not .npz/.npy, hidden or shape-only), e.g. %s", len(ignored), e)
     taken: dict[str, str] = {}
     for name, rel in candidates:
         if name in taken:
@@ -226,7 +211,7 @@ def _import_all(cfg: BuildConfig) -> tuple[dict[str, list[Any]], dict[str, Any]]
     target = cfg.target_fps or None
     counts = DropCounts()
     kept: dict[str, synthetic.PoseSequence] = {}
-    sources, dropped, paths = [], [], {}
+    sources, dropped = [], []
     digests: dict[str, str] = {}  # sha256 of the imported frames -> first file holding them
     copies: list[tuple[str, str]] = []
     for name, rel in tqdm(candidates.items(), desc="reading", unit="file", disable=None, leave=False):
@@ -247,11 +232,8 @@ def _import_all(cfg: BuildConfig) -> tuple[dict[str, list[Any]], dict[str, Any]]
             dropped.append({"path": rel, "name": name, "reason": res.drop_reason, "detail": res.detail})
             continue
         kept[name] = synthetic.PoseSequence(name, name.rpartition("/")[0], res.poses, res.fps)
-        paths[name] = rel
-        sources.append(
-            {"path": rel, "name": name, "format": raw.format, "source_fps": fps, "fps": res.fps,
-             "frames_read": len(raw.poses), "frames_kept": len(res.poses)}
-        )  # fmt: skip
+        sources.append({"path": rel, "name": name, "format": raw.format, "source_fps": fps, "fps": res.fps,
+                        "frames_read": len(raw.poses), "frames_kept": len(res.poses)})  # fmt: skip
     if copies:
         more = f" (and {len(copies) - 1} more identical pairs)" if len(copies) > 1 else ""
         raise DatasetError(
@@ -260,6 +242,7 @@ def _import_all(cfg: BuildConfig) -> tuple[dict[str, list[Any]], dict[str, Any]]
         )
     if sources:
         logger.info("read %s", formats_line(sources))
+    paths = {e["name"]: e["path"] for e in sources}
     names = assign_splits(paths, cfg.split_scheme, cfg.split_ratios, cfg.seed)
     advice = empty_advice(names, cfg.split_scheme, cfg.split_ratios) if any(names.values()) else None
     if advice:
@@ -304,12 +287,8 @@ def build_dataset(cfg: BuildConfig, created_by: str = "hand_vae.data.build") -> 
     """
     _validate(cfg)
     if cfg.input_dir is None:
-        logger.warning(
-            "no --input_dir: writing the embedded SYNTHETIC two-hand dataset (seed %d, split by subject) "
-            "to %s; it is for trying the tool and for tests, not captured data",
-            cfg.seed,
-            cfg.output_dir,
-        )
+        logger.warning("no --input_dir: writing the embedded SYNTHETIC two-hand dataset (seed %d, split by subject) "
+                       "to %s; it is for trying the tool and for tests, not captured data", cfg.seed, cfg.output_dir)  # fmt: skip
         splits = synthetic.default_splits(cfg.seed)
         extra: dict[str, Any] = {"source": "synthetic", "sources": [], "skipped": [], "dropped": [],
                                  "ignored": [], "drops": asdict(DropCounts())}  # fmt: skip

@@ -5,6 +5,7 @@ is a frame's position in that list, so both layouts give identical rows.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -159,21 +160,11 @@ def write_consolidated(
     shard_size: int = DEFAULT_SHARD_SIZE,
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Write the consolidated layout: per split, uncompressed shards of at most ``shard_size`` rows.
-
-    Args:
-        out_dir: destination; must be absent or empty unless ``overwrite``.
-        splits: split -> clips (any order; written sorted by name). Names must be unique.
-        meta_extra: JSON-able entries added to ``meta.json`` (sources, skipped, drops, args, fps, ...).
-        shard_size: rows per shard file (>= 1).
-        overwrite: replace a directory previously written by this tool.
-
-    Returns:
-        The ``meta.json`` content.
-
-    Raises:
-        DatasetError: output dir not usable. ValueError: bad clips or ``shard_size``.
-    """
+    """Write the consolidated layout to ``out_dir`` (absent or empty unless ``overwrite``, which replaces
+    a dir this tool wrote): per split, uncompressed shards of at most ``shard_size`` rows. ``splits``:
+    split -> clips with unique names (written sorted by name); ``meta_extra``: JSON-able entries added
+    to ``meta.json``. Returns the ``meta.json`` content; raises DatasetError (output dir not usable) or
+    ValueError (bad clips or ``shard_size``)."""
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
 
@@ -196,10 +187,8 @@ def write_splits_dir(
     meta_extra: dict[str, Any],
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Write the splits layout: ``<split>/<sequence name>.npz`` holding ``hand_pose`` (T, 90) float32.
-
-    Args and Returns: as :func:`write_consolidated` (no sharding).
-    """
+    """Write the splits layout, ``<split>/<sequence name>.npz`` holding ``hand_pose`` (T, 90) float32;
+    otherwise as :func:`write_consolidated`."""
 
     def write_split(tmp: Path, split: str, seqs: list[Sequence]) -> dict[str, Any]:
         (tmp / split).mkdir()
@@ -218,18 +207,15 @@ def write_splits_dir(
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:
-    """Read and sanity-check ``meta.json`` of a dataset dir.
-
-    Raises:
-        DatasetError: dir missing, no / corrupt ``meta.json``, unknown layout or newer format.
-    """
+    """Read and sanity-check ``meta.json`` of a dataset dir; raises DatasetError (dir missing, no or
+    corrupt ``meta.json``, unknown layout or newer format)."""
     path = Path(path)
     if not path.is_dir():
         raise DatasetError(
             f"dataset dir {path} does not exist; create it with create_consolidated_npz.py --output_dir {path} "
             f"(or create_datamodule.py --output_dir {path})"
         )
-    meta_path = path / META_NAME
+    meta_path, fix = path / META_NAME, _FIX.format(path=path)
     if not meta_path.is_file():
         raise DatasetError(
             f"{path} has no {META_NAME}, so it is incomplete (interrupted run?) or not a dataset; remove it and "
@@ -238,11 +224,9 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     try:
         meta = json.loads(meta_path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DatasetError(f"{meta_path} is unreadable ({err}); {_FIX.format(path=path)}") from None
+        raise DatasetError(f"{meta_path} is unreadable ({err}); {fix}") from None
     if not isinstance(meta, dict) or meta.get("layout") not in LAYOUTS or "splits" not in meta:
-        raise DatasetError(
-            f"{meta_path} is not a dataset meta.json (no valid 'layout'); {_FIX.format(path=path)}"
-        )
+        raise DatasetError(f"{meta_path} is not a dataset meta.json (no valid 'layout'); {fix}")
     if meta.get("format_version", 0) > FORMAT_VERSION:
         raise DatasetError(
             f"{path} has format_version {meta['format_version']}, newer than this code "
@@ -286,20 +270,10 @@ def split_files(path: str | Path, verify: bool = False) -> dict[str, list[tuple[
 
 
 def load_dataset_dir(path: str | Path, verify: bool = False, layout: str | None = None) -> Arrays:
-    """Load a dataset dir (each file read once, straight into the result).
-
-    Args:
-        path: a dir written by :func:`write_consolidated` or :func:`write_splits_dir`.
-        verify: also check every file's sha256 (reads the data twice); sizes are always checked.
-        layout: the layout it must have (None: either, as ``meta.json`` says).
-
-    Returns:
-        split -> (hand_pose (N, 90) float32, sequence_index (N,) int32), for train / val / test, rows
-        sorted by sequence name.
-
-    Raises:
-        DatasetError: missing / incomplete / damaged dir or wrong layout.
-    """
+    """split -> (hand_pose (N, 90) float32, sequence_index (N,) int32) of a dataset dir, rows sorted by
+    sequence name, each file read once straight into the result. Sizes are always checked, sha256 too
+    with ``verify`` (reads the data twice); ``layout``: the one it must have (None: either). Raises
+    DatasetError: missing, incomplete or damaged dir, or the wrong layout."""
     path = Path(path)
     meta = read_meta(path)
     if layout is not None and meta["layout"] != layout:
@@ -309,9 +283,7 @@ def load_dataset_dir(path: str | Path, verify: bool = False, layout: str | None 
     for split, files in split_files(path, verify).items():
         rows = [n for _, n in files]
         poses = np.empty((sum(rows), POSE_DIM), np.float32)  # (N, 90)
-        index = np.repeat(
-            np.arange(len(files), dtype=np.int32), rows
-        )  # (N,): right for one file per sequence
+        index = np.repeat(np.arange(len(files), dtype=np.int32), rows)  # (N,): one file per sequence
         start = 0
         for file, n in files:
             dest = {"hand_pose": poses[start : start + n]}
@@ -326,11 +298,6 @@ def load_dataset_dir(path: str | Path, verify: bool = False, layout: str | None 
     return out
 
 
-def load_consolidated(path: str | Path, verify: bool = False) -> Arrays:
-    """:func:`load_dataset_dir` of a consolidated dir (any other layout is refused)."""
-    return load_dataset_dir(path, verify, "consolidated")
-
-
-def load_splits_dir(path: str | Path, verify: bool = False) -> Arrays:
-    """:func:`load_dataset_dir` of a splits dir (any other layout is refused)."""
-    return load_dataset_dir(path, verify, "splits")
+# load_dataset_dir of a dir that must hold that layout.
+load_consolidated = functools.partial(load_dataset_dir, layout="consolidated")
+load_splits_dir = functools.partial(load_dataset_dir, layout="splits")

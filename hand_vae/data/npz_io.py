@@ -1,9 +1,5 @@
-"""Byte-deterministic, uncompressed ``.npz`` writing and copy-once reading (docs/design.md §3).
-
-``np.savez`` stamps members with the current time (so sha256 in ``meta.json`` would differ run to
-run), and ``np.load`` of a ``.npz`` ignores ``mmap_mode`` and reads each member whole into a
-temporary: the readers here ``readinto`` the caller's array, or stream through its small buffer.
-"""
+"""Byte-deterministic, uncompressed ``.npz`` writing and copy-once reading: why ``np.savez`` and
+``np.load`` do not do, docs/design.md §3."""
 
 from __future__ import annotations
 
@@ -46,17 +42,11 @@ def _member_header(f, info: zipfile.ZipInfo) -> tuple[np.dtype, tuple[int, ...]]
 def iter_npz_rows(
     path: str | Path, key: str, buffer: np.ndarray, rows: int | None = None
 ) -> Iterator[np.ndarray]:
-    """Stream member ``key`` (N, ...) of an ``.npz`` in row order through ``buffer`` (R, ...).
-
-    Yields ``buffer[:n]`` filled with the next n <= R rows; the caller copies each chunk away before
-    asking for the next. A stored member of ``buffer``'s dtype is read with ``readinto`` (no
-    temporaries); anything else (compressed, another dtype) is loaded whole and cast chunk by chunk.
-    ``rows``: the N to expect, when known.
-
-    Raises:
-        ValueError: missing member, shape mismatch or truncated member.
-        OSError, zipfile.BadZipFile: unreadable file.
-    """
+    """Stream member ``key`` (N, ...) of an ``.npz`` in row order through ``buffer`` (R, ...): yields
+    ``buffer[:n]`` holding the next n <= R rows (copy each away before the next). A stored member of
+    ``buffer``'s dtype is ``readinto`` it; anything else is loaded whole and cast chunk by chunk.
+    ``rows``: the N to expect, when known. Raises ValueError (missing member, wrong shape, truncated),
+    OSError or zipfile.BadZipFile (unreadable file)."""
     with open(path, "rb") as f, zipfile.ZipFile(f) as zf:
         try:
             info = zf.getinfo(f"{key}.npy")

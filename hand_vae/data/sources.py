@@ -1,8 +1,6 @@
-"""Importers for raw hand-pose files, one small reader per format (table: docs/design.md §2).
-
-Every reader returns poses (T, 90) float32 ``[left 45 | right 45]`` (axis-angle, MANO order, flat
-hand = 0) and the frame rate when the file stores one. Pickles (GRAB, any object array) can run
-code, so they are loaded only with ``trust_pickle=True`` (``--trust_pickle``).
+"""Importers for raw hand-pose files, one reader per format (docs/design.md §2): each returns poses
+(T, 90) float32 in the layout of docs/design.md §1 and the file's frame rate, if stored. Pickles (GRAB,
+object arrays) can run code: loaded only with ``trust_pickle=True`` (``--trust_pickle``).
 """
 
 from __future__ import annotations
@@ -26,8 +24,7 @@ EXTENSIONS = (".npz", ".npy")
 # Full-body pose widths: SMPL+H (hands 66:156) and SMPL-X (hands 75:165), see rotations.BODY_HAND_SLICES.
 SMPLH_POSE_DIM, SMPLX_POSE_DIM = 156, 165
 
-# Exceptions numpy / zipfile raise for truncated or corrupt files. Anything else is a bug and
-# propagates (never catch-all-and-continue: a bug must surface).
+# What numpy / zipfile raise for truncated or corrupt files; anything else is a bug and propagates.
 _READ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
 _PICKLE_HINT = (
     "unpickling can execute arbitrary code, so it is refused by default; "
@@ -98,25 +95,17 @@ def _as_source_error(what: str = "") -> Iterator[None]:
         raise SourceError(f"unreadable (truncated or corrupt?): {type(err).__name__}: {err}") from None
 
 
-class _Members(Mapping):
-    """A ``.npz``'s arrays, each loaded when a reader asks for it (so an unneeded pickled member does
-    not need ``--trust_pickle``); load errors become :class:`SourceError`."""
+class _Members(dict):
+    """A ``.npz``'s member names, each array loaded when a reader asks for it (so an unneeded pickled
+    member does not need ``--trust_pickle``); load errors become :class:`SourceError`."""
 
     def __init__(self, npz: np.lib.npyio.NpzFile) -> None:
+        super().__init__(dict.fromkeys(npz.files))
         self._npz = npz
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._npz.files
 
     def __getitem__(self, key: str) -> np.ndarray:
         with _as_source_error(f"'{key}' "):
             return self._npz[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._npz.files)
-
-    def __len__(self) -> int:
-        return len(self._npz.files)
 
 
 def _keys(path: Path) -> set[str]:
@@ -189,10 +178,9 @@ def _width_hint(dims: int, key: str) -> str:
     reads it, any other full-body array the slice to save."""
     if dims in BODY_HAND_SLICES:
         body, start, stop = BODY_HAND_SLICES[dims]
+        fmt = "amass_smplh" if dims == SMPLH_POSE_DIM else "amass_smplx"
         if key == "poses":
-            return (
-                f"; AMASS {body}? use --format {'amass_smplh' if dims == SMPLH_POSE_DIM else 'amass_smplx'}"
-            )
+            return f"; AMASS {body}? use --format {fmt}"
         return f"; a full {body} body pose? save its hands: np.save(out, poses[:, {start}:{stop}])"
     return "; one hand? give left_hand_pose + right_hand_pose" if dims == HAND_DIM else ""
 

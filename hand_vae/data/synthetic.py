@@ -41,6 +41,9 @@ class PoseSequence:
     fps: float
 
 
+Splits = dict[str, list[PoseSequence]]  # train / val / test -> clips
+
+
 @dataclass(frozen=True)
 class CaptureNoise:
     """Per-frame measurement error added to every clip (radians, on the axis-angle numbers)."""
@@ -103,18 +106,10 @@ def _make_subject(rng: np.random.Generator) -> _Subject:
 
 
 def _keyframe_track(
-    rng: np.random.Generator,
-    subject: _Subject,
-    T: int,
-    fps: float,
-    copy_of: np.ndarray | None = None,
-    holder: bool = False,
+    rng: np.random.Generator, subject: _Subject, T: int, fps: float, copy_of: np.ndarray | None, holder: bool
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Smooth grasp-parameter trajectory (T, 7) and the keyframe prototypes it used.
-
-    ``holder``: the hand that holds an object: slow changes (2-4 s per keyframe) between power
-    grasps only, instead of the subject's full repertoire at 0.5-1.3 s.
-    """
+    """Smooth grasp-parameter trajectory (T, 7) and the keyframe prototypes it used (``copy_of``: these
+    prototypes). ``holder``: a hand holding an object, slow (2-4 s per keyframe) power grasps only."""
     seconds = rng.uniform(2.0, 4.0) if holder else rng.uniform(0.5, 1.3)
     n_keys = max(2, int(np.ceil(T / (fps * seconds))) + 1)
     if holder:
@@ -162,18 +157,15 @@ def generate_sequences(
     hand_roles: bool = False,
     capture_noise: CaptureNoise | None = None,
 ) -> list[PoseSequence]:
-    """Generate ``num_subjects * sequences_per_subject`` clips of (T, 90) float32 poses (docs/design.md §2).
+    """``num_subjects * sequences_per_subject`` clips of (T, 90) float32 poses (docs/design.md §2); the
+    same arguments give identical arrays.
 
     Args:
         bimanual_prob: probability that a clip moves both hands through the same grasps.
-        seed: the only source of randomness; the same arguments give identical arrays.
-        hand_roles: the left hand holds (slow power grasps), the right manipulates (the subject's
-            whole repertoire), as in captures of object manipulation; ``bimanual_prob`` is unused.
-            Mirroring is then a real augmentation with a cost: a mirrored left hand is not a
-            typical right hand.
-        capture_noise: capture error added to every frame (None: none), drawn from a second stream
-            seeded by ``seed``: the arrays without it are unchanged and the error of subject s does
-            not depend on ``num_subjects``.
+        hand_roles: the left hand holds, the right manipulates (``bimanual_prob`` unused); a mirrored
+            left hand is then not a typical right hand.
+        capture_noise: capture error on every frame (None: none), from a second stream seeded by
+            ``seed``: the noiseless arrays and subject s's error do not depend on it / ``num_subjects``.
     """
     rng = np.random.default_rng(seed)
     noise_rng = np.random.default_rng([seed, 1])
@@ -184,9 +176,9 @@ def generate_sequences(
         sid = f"subject{s:02d}"
         for q in range(sequences_per_subject):
             T = frames_per_sequence
-            right_params, protos = _keyframe_track(rng, subject, T, fps)
+            right_params, protos = _keyframe_track(rng, subject, T, fps, None, False)
             copy = protos if not hand_roles and rng.random() < bimanual_prob else None
-            left_params, _ = _keyframe_track(rng, subject, T, fps, copy_of=copy, holder=hand_roles)
+            left_params, _ = _keyframe_track(rng, subject, T, fps, copy, hand_roles)
             right = _right_hand_pose(right_params, subject) + _tremor(rng, T, subject.tremor)
             left = (_right_hand_pose(left_params, subject) + _tremor(rng, T, subject.tremor)) * mirror
             poses = np.concatenate([left.reshape(T, HAND_DIM), right.reshape(T, HAND_DIM)], axis=1)
@@ -196,45 +188,31 @@ def generate_sequences(
     return sequences
 
 
-def split_by_subject(
-    sequences: list[PoseSequence], val_subjects: int = 1, test_subjects: int = 1
-) -> dict[str, list[PoseSequence]]:
-    """Split clips by subject: the last subjects are val and test (unseen people), the rest train.
-
-    Splitting by subject is stricter than docs/design.md §2's by-sequence split: validation and test
-    measure generalisation to a person the model never saw, which is what real priors fail at.
-    """
+def split_by_subject(sequences: list[PoseSequence], val_subjects: int = 1, test_subjects: int = 1) -> Splits:
+    """Split clips by subject: the last subjects are val and test, the rest train (stricter than a
+    by-sequence split: val and test measure generalisation to people the model never saw)."""
     subjects = sorted({s.subject for s in sequences})
     if len(subjects) < val_subjects + test_subjects + 1:
         raise ValueError(f"need at least {val_subjects + test_subjects + 1} subjects, got {len(subjects)}")
     test = set(subjects[len(subjects) - test_subjects :])
     val = set(subjects[len(subjects) - test_subjects - val_subjects : len(subjects) - test_subjects])
-    splits: dict[str, list[PoseSequence]] = {"train": [], "val": [], "test": []}
+    splits: Splits = {"train": [], "val": [], "test": []}
     for seq in sequences:
         key = "test" if seq.subject in test else "val" if seq.subject in val else "train"
         splits[key].append(seq)
     return splits
 
 
-def default_splits(seed: int = 0, **kwargs) -> dict[str, list[PoseSequence]]:
-    """The embedded default dataset: ``generate_sequences(seed=seed, **kwargs)`` split by subject.
-
-    With the defaults: 8 subjects x 40 clips x 150 frames = 48,000 frames; train = 6 subjects
-    (36,000 frames), val = subject06, test = subject07.
-    """
+def default_splits(seed: int = 0, **kwargs) -> Splits:
+    """The embedded default dataset, ``generate_sequences(seed=seed, **kwargs)`` split by subject: by
+    default 8 subjects x 40 clips x 150 frames; train = 6 subjects, val = subject06, test = subject07."""
     return split_by_subject(generate_sequences(seed=seed, **kwargs))
 
 
-def small_proxy_splits(
-    seed: int = 0, capture_noise: CaptureNoise | None = None
-) -> dict[str, list[PoseSequence]]:
-    """A small-data, unseen-subject proxy of real captures (how the defaults are tuned, with
-    ``default_splits``; ``bench/prior_quality.py``).
-
-    Four subjects whose hands have different roles (``hand_roles=True``), 7 clips × 600 frames each.
-    train = subject00's first 6 clips (3,600 frames), val = its 7th clip, test = subjects 01-03
-    (12,600 frames): one person to learn from, new people to be judged on, as with a small real capture.
-    """
+def small_proxy_splits(seed: int = 0, capture_noise: CaptureNoise | None = None) -> Splits:
+    """A small-data, unseen-subject proxy of real captures (``bench/prior_quality.py``): 4 subjects with
+    ``hand_roles``, 7 clips x 600 frames each; train = subject00's first 6 clips, val = its 7th, test =
+    subjects 01-03 (one person to learn from, new people to be judged on)."""
     seqs = generate_sequences(4, 7, 600, hand_roles=True, seed=seed, capture_noise=capture_noise)
     first = [s for s in seqs if s.subject == "subject00"]
     return {"train": first[:-1], "val": first[-1:], "test": [s for s in seqs if s.subject != "subject00"]}
@@ -249,32 +227,25 @@ def many_subject_splits(
     capture_noise: CaptureNoise | None = CAPTURE_NOISE,
     sequences_per_subject: int = 8,
     frames_per_sequence: int = 300,
-) -> dict[str, list[PoseSequence]]:
-    """A many-subject proxy of the datasets users train on (tens of subjects), capture noise on.
-
-    test = subjects 00-03 (four unseen people, 9,600 frames with the defaults); train = the first 7
-    clips of each of the next ``n_train_subjects`` subjects (42,000 frames for 20), val = their 8th
-    clip (held-out clips of the training people, as a by-sequence split of a real dataset gives).
-    Subjects are generated in order, so the test set is the same for every ``n_train_subjects``
-    and the training sets are nested: the subjects-vs-gain curve of ``bench/prior_quality.py``.
-    """
+) -> Splits:
+    """A many-subject proxy of the datasets users train on, capture noise on: test = subjects 00-03;
+    train = all but the last clip of each of the next ``n_train_subjects``, val = their last clips.
+    The test set is the same for every ``n_train_subjects`` and the training sets are nested (the
+    subjects-vs-gain curve of ``bench/prior_quality.py``)."""
     if n_train_subjects < 1 or sequences_per_subject < 2:
         raise ValueError("need at least 1 training subject and 2 clips per subject")
+    n = MANY_TEST_SUBJECTS + n_train_subjects
     seqs = generate_sequences(
-        MANY_TEST_SUBJECTS + n_train_subjects,
-        sequences_per_subject,
-        frames_per_sequence,
-        seed=seed,
-        capture_noise=capture_noise,
+        n, sequences_per_subject, frames_per_sequence, seed=seed, capture_noise=capture_noise
     )
     test_ids = {f"subject{s:02d}" for s in range(MANY_TEST_SUBJECTS)}
-    splits: dict[str, list[PoseSequence]] = {"train": [], "val": [], "test": []}
+    splits: Splits = {"train": [], "val": [], "test": []}
     for seq in seqs:
         last = seq.name.endswith(f"seq{sequences_per_subject - 1:03d}")
         splits["test" if seq.subject in test_ids else "val" if last else "train"].append(seq)
     return splits
 
 
-def pose_tensors(splits: dict[str, list[PoseSequence]]) -> dict[str, torch.Tensor]:
+def pose_tensors(splits: Splits) -> dict[str, torch.Tensor]:
     """split -> all its poses as one (N, 90) float32 tensor (the in-memory form every consumer uses)."""
     return {k: torch.from_numpy(stack_poses(v)[0]) for k, v in splits.items()}
