@@ -287,8 +287,12 @@ def build_dataset(cfg: BuildConfig, created_by: str = "hand_vae.data.build") -> 
     """
     _validate(cfg)
     if cfg.input_dir is None:
-        logger.warning("no --input_dir: writing the embedded SYNTHETIC two-hand dataset (seed %d, split by subject) "
-                       "to %s; it is for trying the tool and for tests, not captured data", cfg.seed, cfg.output_dir)  # fmt: skip
+        logger.warning(
+            "no --input_dir: writing the embedded SYNTHETIC two-hand dataset (seed %d, split by subject) "
+            "to %s; it is for trying the tool and for tests, not captured data",
+            cfg.seed,
+            cfg.output_dir,
+        )
         splits = synthetic.default_splits(cfg.seed)
         extra: dict[str, Any] = {"source": "synthetic", "sources": [], "skipped": [], "dropped": [],
                                  "ignored": [], "drops": asdict(DropCounts())}  # fmt: skip

@@ -1,7 +1,5 @@
-"""LightningDataModule over pose tensors held in memory (host or GPU), batched by index
-(docs/design.md §6): a dataset dir is streamed file by file into each split's tensor, through a
-small pinned buffer when it lives on a GPU; batches are seeded index tensors gathered in one
-``index_select``, no per-sample ``__getitem__`` and no collate.
+"""LightningDataModule over pose tensors held in memory (host or GPU), batched by index: a dataset dir
+is streamed file by file into each split's tensor; a batch is one ``index_select`` (docs/design.md §6).
 """
 
 from __future__ import annotations
@@ -32,16 +30,8 @@ class IndexBatchSampler(Sampler):
     CPU one): with ``shuffle`` a permutation seeded by ``seed + epoch`` (``set_epoch``), of which DDP
     rank ``rank`` of ``world_size`` takes its equal share; else in-order slices of every row."""
 
-    def __init__(
-        self,
-        n: int,
-        batch_size: int,
-        shuffle: bool,
-        seed: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-        device: torch.device | str = "cpu",
-    ) -> None:
+    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int = 0, rank: int = 0,
+                 world_size: int = 1, device: torch.device | str = "cpu") -> None:  # fmt: skip
         self.n, self.batch_size, self.shuffle = n, batch_size, shuffle
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.device = torch.device(device)
@@ -138,7 +128,7 @@ class HandPoseDataModule(pl.LightningDataModule):
             )
         if split in ("train", "val") and len(data) == 0:
             raise DatasetError(
-                f"the {split} split of the {self.source} is empty; rebuild it with more sequences"
+                f"the {split} split of the {self.source} is empty; rebuild it from more sequences"
             )
 
     def _target_device(self, nbytes: int) -> torch.device:
@@ -179,14 +169,10 @@ class HandPoseDataModule(pl.LightningDataModule):
             len(data), self.cfg.batch_size, shuffle, self.seed, rank, world, data.device
         )
         workers = self.cfg.num_workers if data.device.type == "cpu" else 0
-        return DataLoader(
-            _GatherDataset(data),
-            sampler=sampler,
-            batch_size=None,  # the sampler already yields whole batches
-            num_workers=workers,
-            persistent_workers=workers > 0,
-            pin_memory=workers > 0 and torch.cuda.is_available(),
-        )
+        pin = workers > 0 and torch.cuda.is_available()
+        # batch_size=None: the sampler already yields whole batches.
+        return DataLoader(_GatherDataset(data), sampler=sampler, batch_size=None, num_workers=workers,
+                          persistent_workers=workers > 0, pin_memory=pin)  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
@@ -213,13 +199,8 @@ def mirror_random_half(batch: torch.Tensor) -> torch.Tensor:
     return torch.where(flip[:, None], swap_and_mirror_hands(batch), batch)
 
 
-def _stream_split(
-    files: list[tuple[Path, int]],
-    rows: int,
-    device: torch.device,
-    root: Path,
-    staging_rows: int | None = None,
-) -> torch.Tensor:
+def _stream_split(files: list[tuple[Path, int]], rows: int, device: torch.device, root: Path,
+                  staging_rows: int | None = None) -> torch.Tensor:  # fmt: skip
     """Read one split's files ((path, rows) each, ``rows`` in all) into a new (rows, 90) float32 tensor
     on ``device``: straight into it on a CPU, else through one pinned ``staging_rows`` buffer (default
     ``STAGING_ROWS``; given, it forces that path on a CPU too), so the host never holds the split."""

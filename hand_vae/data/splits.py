@@ -11,9 +11,8 @@ import numpy as np
 from hand_vae.data.layouts import SPLITS, DatasetError
 from hand_vae.settings import DEFAULT_RATIOS, SCHEMES
 
-# AMASS sub-datasets held out by the usual protocol (VPoser, HuMoR, ...). Newer AMASS releases
-# renamed some folders (MPI_HDM05 -> HDM05, MPI_mosh -> MoSh, Transitions_mocap -> Transitions,
-# SSM_synced -> SSM); both spellings are accepted, case-insensitively.
+# AMASS sub-datasets held out by the usual protocol (VPoser, HuMoR, ...), case-insensitive, also
+# as newer releases name them (MPI_HDM05 -> HDM05, MPI_mosh -> MoSh, Transitions_mocap -> Transitions).
 AMASS_VAL = frozenset({"humaneva", "mpi_hdm05", "hdm05", "sfu", "mpi_mosh", "mosh"})
 AMASS_TEST = frozenset({"transitions_mocap", "transitions", "ssm_synced", "ssm"})
 # Folder names accepted by the ``dirs`` scheme.
@@ -54,13 +53,8 @@ def split_by_ratio(names: list[str], ratios: tuple[float, float, float], seed: i
     (train, val, test) ``ratios``; returns split -> sorted names."""
     ordered = sorted(names)
     perm = np.random.default_rng(seed).permutation(len(ordered))
-    sizes = _split_sizes(len(ordered), ratios)
-    out: dict[str, list[str]] = {}
-    start = 0
-    for split, size in zip(SPLITS, sizes, strict=True):
-        out[split] = sorted(ordered[i] for i in perm[start : start + size])
-        start += size
-    return out
+    parts = np.split(perm, np.cumsum(_split_sizes(len(ordered), ratios))[:2])
+    return {split: sorted(ordered[i] for i in part) for split, part in zip(SPLITS, parts, strict=True)}
 
 
 def amass_split_of(rel_path: str) -> str:
@@ -81,19 +75,10 @@ def assign_splits(
     ratios: tuple[float, float, float] = DEFAULT_RATIOS,
     seed: int = 0,
 ) -> dict[str, list[str]]:
-    """Assign every sequence to exactly one split.
-
-    Args:
-        names_to_paths: sequence name -> source path relative to the input dir (POSIX separators).
-        scheme: ``ratio`` (a seeded cut at ``ratios``), ``amass`` (AMASS's split by sub-dataset, the
-            first path component) or ``dirs`` (the top-level ``train/``, ``val/``, ``test/`` folder).
-
-    Returns:
-        ``{"train": [...], "val": [...], "test": [...]}``, each sorted by name, disjoint.
-
-    Raises:
-        DatasetError: unknown scheme, or a ``dirs`` path outside the split folders.
-    """
+    """Every sequence (name -> its POSIX path under the input dir) in exactly one split, each sorted by
+    name: ``scheme`` ``ratio`` (a seeded cut at ``ratios``), ``amass`` (by sub-dataset, the first path
+    component) or ``dirs`` (the top-level ``train/``, ``val/``, ``test/`` folder). Raises DatasetError:
+    unknown scheme, or a ``dirs`` path outside the split folders."""
     if scheme == "ratio":
         out = split_by_ratio(list(names_to_paths), ratios, seed)
     elif scheme in ("amass", "dirs"):
