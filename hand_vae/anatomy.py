@@ -1,11 +1,7 @@
-"""Approximate hand anatomy shared by the synthetic data generator and the skeleton plots.
+"""Pose layout and an approximate adult hand (not MANO's template) for synthetic data and pictures.
 
-Frame of a **right** hand (approximately MANO's): fingers point along +x, the palm faces +y
-(fingers curl towards +y), the thumb sits on the +z side. A left hand is the mirror image:
-its axis-angle vectors are the right hand's with (x, y, z) -> (x, −y, −z) (docs/design.md §1).
-
-The numbers here are rough, hand-written averages for an adult hand, not MANO's template: they
-only need to make plausible, structured poses and readable pictures. No MANO model file is used.
+Right-hand frame (about MANO's): fingers along +x, palm facing +y, thumb on +z; the left hand is the
+mirror image, (x, y, z) -> (x, −y, −z) per joint (docs/design.md §1). No torch here (fast --help).
 """
 
 from __future__ import annotations
@@ -25,11 +21,7 @@ BODY_HAND_SLICES = {156: ("SMPL+H", 66, 156), 165: ("SMPL-X", 75, 165)}
 
 
 def pose_shape_hint(shape: tuple[int, ...]) -> str:
-    """What to do with a pose array of the wrong shape: a full-body vector, one hand, ... ("" if no idea).
-
-    Args:
-        shape: the shape the user passed, e.g. (B, 156).
-    """
+    """What to do with a pose array of the wrong ``shape``, e.g. (B, 156) ("" if no idea)."""
     last = shape[-1] if shape else None
     if last in BODY_HAND_SLICES:
         body, a, b = BODY_HAND_SLICES[last]
@@ -72,11 +64,7 @@ BONE_LENGTHS = {
     "pinky": (0.033, 0.020, 0.019),
     "thumb": (0.040, 0.032, 0.027),
 }
-# Rest direction of each finger's bones (right hand). The thumb points out towards +x+z.
-BONE_DIRECTION = {
-    "index": np.array([1.0, 0.0, 0.0]),
-    "middle": np.array([1.0, 0.0, 0.0]),
-    "ring": np.array([1.0, 0.0, 0.0]),
-    "pinky": np.array([1.0, 0.0, 0.0]),
-    "thumb": np.array([1.0, 0.0, 1.0]) / np.sqrt(2.0),
+# Rest direction of each finger's bones (right hand): +x, the thumb's towards +x+z.
+BONE_DIRECTION = {f: np.array([1.0, 0.0, 0.0]) for f in FINGERS} | {
+    "thumb": np.array([1.0, 0.0, 1.0]) / np.sqrt(2.0)
 }

@@ -22,11 +22,8 @@ WARMUP_STEPS = 3  # eager steps on a side stream before capture (cuBLAS handles,
 def use_cuda_graphs(
     setting: str, device: torch.device, precision: str, world_size: int, compiled: bool
 ) -> bool:
-    """Whether the training step is captured: ``setting`` ("auto", "on", "off") where graphs apply.
-
-    ``precision`` is Lightning's string ("32-true"); ``compiled`` is ``--compile`` (its own graphs
-    and guards do not mix with ours). Raises ValueError for an unknown setting.
-    """
+    """Whether the training step is captured: ``setting`` in ``CHOICES`` where graphs apply (one
+    process, Lightning precision "32-true", not ``compiled``: --compile's graphs and guards do not mix)."""
     if setting not in CHOICES:
         raise ValueError(f"cuda_graphs must be one of {CHOICES}, got {setting!r}")
     if setting == "off" or device.type != "cuda":
@@ -47,9 +44,8 @@ def use_cuda_graphs(
 class StaticStep:
     """Run ``step(x)`` on a static input buffer; on CUDA capture it after ``warmup_steps`` and replay it.
 
-    ``step`` does a whole optimisation step on x (B, ...) without host syncs, touching only persistent
-    tensors, and returns a tensor (a static output a replay overwrites). On a CPU, and for a batch of
-    another shape, it runs eagerly.
+    ``step``: a whole optimisation step on x (B, ...) with no host sync, touching only persistent
+    tensors, returning a tensor (a replay overwrites it). Eager on a CPU and for other batch shapes.
     """
 
     def __init__(
@@ -98,9 +94,8 @@ class StaticStep:
 def lightning_step(optimizer: Any, step: StaticStep, batch: torch.Tensor) -> torch.Tensor:
     """Run ``step(batch)`` as one step of the ``LightningOptimizer`` ``optimizer``; returns its output.
 
-    The graph updates the weights itself, so only the two private hooks around Lightning's
-    ``optimizer.step()`` run: they count ``trainer.global_step``. The project's only use of
-    Lightning internals (tests/test_cuda_graphs.py checks them).
+    The graph updates the weights, so only the private hooks around ``optimizer.step()`` that count
+    ``trainer.global_step`` run: the project's one use of Lightning internals (tests/test_cuda_graphs.py).
     """
     optimizer._on_before_step()
     out = step(batch)

@@ -1,17 +1,4 @@
-"""Evaluation metrics of a hand VAE, each defined once, and an on-device running mean for logging.
-
-* :func:`neg_elbo`: the negative ELBO of each pose for one z ~ q(z|x), nats.
-* :func:`geodesic_error`: per-joint angle between two poses, radians (the reconstruction error of
-  both model types, whatever their likelihood).
-* :func:`reconstruction_error`: :func:`geodesic_error` between poses and their reconstruction at
-  z = μ(x).
-* :func:`active_units`: latent dimensions whose mean KL exceeds ``losses.ACTIVE_UNIT_NATS``. A
-  variant of the count of Burda et al., "Importance Weighted Autoencoders", ICLR 2016, who
-  threshold the variance of the posterior mean at 0.01; the mean KL per dimension is what the KL
-  term already computes, and it is in nats.
-* :class:`RunningMean`: batch-weighted means of several scalars, summed on the device, so a
-  training step never waits for the host.
-"""
+"""Evaluation metrics of a hand VAE, each defined once, and an on-device running mean for logging."""
 
 from __future__ import annotations
 
@@ -23,9 +10,8 @@ from torch import nn
 from hand_vae.losses import ACTIVE_UNIT_NATS
 from hand_vae.rotations import geodesic_angle_axis_angle, to_joints
 
-# Axis-angle noise levels (std of i.i.d. Gaussian noise on each of the 90 numbers, radians) that
-# evaluation and the plots corrupt poses with: 0.02 rad is the level a diagonal-σ VAE failed to
-# detect on real data; 0.1 rad is clearly visible in a picture.
+# Std (rad) of the i.i.d. noise evaluation and plots put on each of the 90 numbers: 0.02 is what a
+# diagonal-σ VAE failed to detect on real data, 0.1 is clearly visible in a picture.
 NOISE_LEVELS = (0.02, 0.05, 0.1)
 
 
@@ -38,14 +24,8 @@ def neg_elbo(out: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def geodesic_error(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
-    """Per-joint geodesic angle between two poses.
-
-    Args:
-        x, x_hat: (B, 90) or (B, 30, 3) axis-angle, radians.
-
-    Returns:
-        (B, 30) radians in [0, π].
-    """
+    """Per-joint geodesic angle (B, 30) in [0, π] rad between two (B, 90) or (B, 30, 3) poses: the
+    reconstruction error of both model types, whatever their likelihood."""
     return geodesic_angle_axis_angle(to_joints(x), to_joints(x_hat))
 
 
@@ -55,15 +35,9 @@ def reconstruction_error(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def active_units(kl_per_dim: torch.Tensor, threshold: float = ACTIVE_UNIT_NATS) -> torch.Tensor:
-    """Number of latent dimensions in use.
-
-    Args:
-        kl_per_dim: (Z,) mean KL of each latent dimension over a data set, nats.
-        threshold: a dimension with more mean KL than this (nats) is active.
-
-    Returns:
-        0-dim float tensor on the input's device (no host sync).
-    """
+    """Latent dimensions whose mean KL (Z,) over a data set exceeds ``threshold`` nats: a 0-d float
+    tensor on the input's device (no host sync). A variant of Burda et al., ICLR 2016 (IWAE), who
+    threshold the variance of the posterior mean at 0.01; the mean KL is already computed, in nats."""
     return (kl_per_dim > threshold).sum().float()
 
 
@@ -78,15 +52,10 @@ def subsample(poses: torch.Tensor, max_rows: int | None, seed: int = 0) -> torch
 
 
 class RunningMean:
-    """Batch-size-weighted means of K named scalars, accumulated on the device.
+    """Batch-size-weighted means of K named scalars (``names``, in ``update``'s order), on the device.
 
-    ``update`` is one in-place multiply-add and never reads a value on the host; ``compute``
-    returns the means as device tensors. One such object replaces K ``torchmetrics.MeanMetric``s,
-    which would each need a weight tensor per update (a host-to-device copy when the batch size is
-    a Python int) and cost one metric call per scalar per step.
-
-    Args:
-        names: the K scalar names, in the order of ``update``'s values.
+    ``update`` is one in-place multiply-add with no host read; it replaces K ``torchmetrics.MeanMetric``s
+    (each a host-to-device weight copy and a call per scalar per step).
     """
 
     def __init__(self, names: Sequence[str]) -> None:
