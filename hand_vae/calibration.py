@@ -1,8 +1,6 @@
 """``python -m hand_vae.calibration``: the command is ``hand_vae.cli.calibrate``."""
 
-import sys
-
 from hand_vae.cli.calibrate import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -1,7 +1,5 @@
-"""Checkpoint loading: a ``.ckpt`` of this project -> the plain model, read with ``weights_only=True``.
-
-Every failure is a one-line :class:`CheckpointError` naming the file (docs/design.md §9).
-"""
+"""Checkpoint loading: a ``.ckpt`` of this project -> the plain model, read with ``weights_only=True``; every
+failure is a one-line :class:`CheckpointError` naming the file (docs/design.md §9)."""
 
 from __future__ import annotations
 
@@ -53,11 +51,8 @@ def _directory_error(p: Path) -> CheckpointError:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read and check a checkpoint written by ``train_hand_vae_lightning.py``.
-
-    Returns:
-        The dict, with at least ``hyper_parameters`` (model settings plus ``run``, the run's
-        settings) and ``state_dict`` (``model.*`` weights), on ``map_location``.
+    """Read and check a checkpoint of ``train_hand_vae_lightning.py``: a dict with at least ``hyper_parameters``
+    (model settings plus ``run``, the run's settings) and ``state_dict`` (``model.*`` weights).
 
     Raises:
         CheckpointNotFoundError: no such file.
@@ -120,10 +115,7 @@ def vae_from_checkpoint(ckpt: dict[str, Any], source: str | Path = "checkpoint")
 def load_vae(
     path: str | Path, map_location: str | torch.device = "cpu"
 ) -> tuple[BaseHandVAE, dict[str, Any]]:
-    """The plain hand VAE of a checkpoint file (eval mode) and its run settings (``run_settings``).
-
-    Raises:
-        CheckpointError: as for ``load_checkpoint`` and ``vae_from_checkpoint``.
-    """
+    """The plain hand VAE of a checkpoint file (eval mode) and its run settings; raises as ``load_checkpoint``
+    and ``vae_from_checkpoint``."""
     ckpt = load_checkpoint(path, map_location)
     return vae_from_checkpoint(ckpt, path), run_settings(ckpt)

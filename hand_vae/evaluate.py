@@ -1,8 +1,6 @@
 """``python -m hand_vae.evaluate``: the command is ``hand_vae.cli.evaluate``."""
 
-import sys
-
 from hand_vae.cli.evaluate import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -1,6 +1,5 @@
 """``from hand_vae.fit import fit_to_joints`` (README; ``hand_vae.prior.fit``) and ``python -m hand_vae.fit``."""
 
-import sys
 from typing import Any
 
 from hand_vae.cli.fit import main
@@ -18,4 +17,4 @@ def __getattr__(name: str) -> Any:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

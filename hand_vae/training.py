@@ -1,7 +1,5 @@
-"""A training run from typed settings: data -> whitening -> Trainer -> fit -> best checkpoint -> test.
-
-No argparse here (``hand_vae.cli.train`` parses and checks the flags); what a run writes: docs/design.md §5.
-"""
+"""A training run from typed settings (``hand_vae.cli.train`` parses the flags): data -> whitening -> Trainer
+-> fit -> best checkpoint -> test; what a run writes: docs/design.md §5."""
 
 from __future__ import annotations
 

@@ -1,9 +1,6 @@
-"""Classic pose priors to compare a hand VAE against, fitted on the same training poses (docs/design.md §9):
-Gaussian, Student-t, GMMs (scikit-learn EM) and nearest-neighbour distance.
-
-Each has ``energy(x) -> (B,)`` (lower = more plausible), as the VAEs; densities also ``log_prob(x)``
-in nats. Maths in float64: the covariances of real hand poses are badly conditioned.
-"""
+"""Classic pose priors fitted on the VAE's training poses (docs/design.md §9): Gaussian, Student-t, GMMs and
+nearest-neighbour distance. Each has ``energy(x) -> (B,)`` (lower = more plausible); densities also
+``log_prob(x)`` in nats. Maths in float64: the covariances of real hand poses are badly conditioned."""
 
 from __future__ import annotations
 
@@ -21,9 +18,7 @@ from hand_vae.student_t import fit_t, t_log_prob, tune_student_t
 
 log = logging.getLogger(__name__)
 
-# Added to every covariance diagonal, rad² (scikit-learn's ``reg_covar`` default): keeps the
-# Cholesky factor defined when a dimension never varies.
-REG_COVAR = 1e-6
+REG_COVAR = 1e-6  # rad² on every covariance diagonal (sklearn's default): a constant dimension stays PD
 DEFAULT_NU = 10.0  # the Student-t's degrees of freedom when there is no validation split to choose on
 
 
@@ -107,26 +102,12 @@ class StudentTPrior(GaussianPrior):
 
 
 class GMMPrior(_Density):
-    """Gaussian mixture with full covariances (SMPLify style), by ``sklearn.mixture.GaussianMixture``.
+    """Mixture of ``n_components`` full-covariance Gaussians (SMPLify style) by scikit-learn's EM: ``tol`` in
+    nats per pose, ``reg`` rad² on every diagonal, ``seed`` for the k-means start (the only randomness);
+    ``scale`` multiplies every component's standard deviations after fitting."""
 
-    Args:
-        n_components: K.
-        max_iter: EM iteration cap.
-        tol: convergence threshold on the mean log-likelihood, nats per pose.
-        reg: added to every component covariance diagonal, rad² (scikit-learn's ``reg_covar``).
-        seed: seed of the k-means initialisation (the only randomness).
-        scale: multiplies every component's standard deviations after fitting.
-    """
-
-    def __init__(
-        self,
-        n_components: int,
-        max_iter: int = 200,
-        tol: float = 1e-3,
-        reg: float = REG_COVAR,
-        seed: int = 0,
-        scale: float = 1.0,
-    ) -> None:
+    def __init__(self, n_components: int, max_iter: int = 200, tol: float = 1e-3, reg: float = REG_COVAR,
+                 seed: int = 0, scale: float = 1.0) -> None:  # fmt: skip
         if n_components < 1:
             raise ValueError(f"n_components must be >= 1, got {n_components}")
         self.n_components, self.max_iter, self.tol = n_components, max_iter, tol
@@ -138,14 +119,8 @@ class GMMPrior(_Density):
         x64 = _flat64(x)
         if x64.shape[0] < max(self.n_components, 2):
             raise ValueError(f"need at least {max(self.n_components, 2)} poses, got {x64.shape[0]}")
-        gm = GaussianMixture(
-            self.n_components,
-            covariance_type="full",
-            tol=self.tol,
-            reg_covar=self.reg,
-            max_iter=self.max_iter,
-            random_state=self.seed,
-        )
+        gm = GaussianMixture(self.n_components, covariance_type="full", tol=self.tol, reg_covar=self.reg,
+                             max_iter=self.max_iter, random_state=self.seed)  # fmt: skip
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)  # logged below, once
             gm.fit(x64.numpy())
@@ -230,9 +205,8 @@ def fit_baselines(
         for suffix, x in data.items():
             if val is None:
                 prior = cls().fit(x)
-                prior.settings = {"floor": REG_COVAR, "scale": 1.0}
-                if cls is StudentTPrior:
-                    prior.settings["nu"] = prior.nu
+                nu = {"nu": prior.nu} if cls is StudentTPrior else {}
+                prior.settings = {"floor": REG_COVAR, "scale": 1.0, **nu}
             else:
                 prior = cls.tuned(x, val)
             priors[family + suffix] = prior

@@ -19,21 +19,6 @@ from hand_vae.prior.api import (
 from hand_vae.prior.fit import FitResult, fit_to_joints
 from hand_vae.prior.one_hand import energy_one_hand, log_prob_one_hand
 
-__all__ = [
-    "EnergyFunction",
-    "FitResult",
-    "NotCalibratedError",
-    "calibrate",
-    "energy",
-    "energy_one_hand",
-    "export_energy",
-    "fit_to_joints",
-    "is_plausible",
-    "load_prior",
-    "log_prob",
-    "log_prob_one_hand",
-    "plausibility",
-    "project_to_prior",
-    "rank_hypotheses",
-    "sample_poses",
-]
+__all__ = ["EnergyFunction", "FitResult", "NotCalibratedError", "calibrate", "energy", "energy_one_hand",
+           "export_energy", "fit_to_joints", "is_plausible", "load_prior", "log_prob", "log_prob_one_hand",
+           "plausibility", "project_to_prior", "rank_hypotheses", "sample_poses"]  # fmt: skip

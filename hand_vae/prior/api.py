@@ -1,10 +1,8 @@
 """Using a trained hand VAE as a pose prior: load, score and rank, denoise, sample, export.
 
-Every function takes ``prior``: a plain hand VAE (``load_prior``) or a ``HandVAELightningModule``
-(its ``.model``), of either model type. Poses are axis-angle radians ``[left 45 | right 45]``
-(docs/design.md §1): (B, 90), (B, 30, 3) or one pose, a tensor of any float dtype and device or a
-numpy array; results come back float32 on the input's device (the CPU for numpy).
-"""
+``prior``: a plain hand VAE (``load_prior``) or a ``HandVAELightningModule``. Poses: axis-angle radians
+``[left 45 | right 45]`` (docs/design.md §1), (B, 90), (B, 30, 3) or one pose, numpy or a tensor of any
+float dtype and device; results are float32 on the input's device (the CPU for numpy)."""
 
 from __future__ import annotations
 
@@ -97,15 +95,10 @@ def rank_hypotheses(prior: nn.Module, hypotheses: PoseArray) -> tuple[torch.Tens
     """
     vae = as_vae(prior)
     h = torch.as_tensor(hypotheses)
-    shape = tuple(h.shape)
-    if (
-        not ((h.dim() == 3 and shape[2] == POSE_DIM) or (h.dim() == 4 and shape[2:] == (NUM_JOINTS, 3)))
-        or 0 in shape[:2]
-    ):
-        raise ValueError(
-            f"hypotheses must have shape (B, K, {POSE_DIM}) or (B, K, {NUM_JOINTS}, 3) with B, K >= 1, got {shape}"
-        )
-    B, K = shape[:2]
+    if tuple(h.shape[2:]) not in ((POSE_DIM,), (NUM_JOINTS, 3)) or 0 in h.shape[:2]:
+        raise ValueError(f"hypotheses must have shape (B, K, {POSE_DIM}) or (B, K, {NUM_JOINTS}, 3) with "
+                         f"B, K >= 1, got {tuple(h.shape)}")  # fmt: skip
+    B, K = h.shape[:2]
     energies = vae.energy(h.reshape(B * K, POSE_DIM)).reshape(B, K)  # chunked inside
     # torch.argmin returns a NaN's index; rank NaN energies last instead.
     return energies, torch.nan_to_num(energies, nan=float("inf")).argmin(dim=1)

@@ -1,8 +1,5 @@
-"""``PlotCallback``: the validation figures every few epochs and the test figures, rank zero only.
-
-What it writes, when, its cadence and timing logs: ``docs/design.md`` §5 (plots). Figures come from
-``hand_vae.viz.report.make_figures``.
-"""
+"""``PlotCallback``: the validation figures (``viz.report.make_figures``) every few epochs and the test figures,
+rank zero only; what it writes, when and its timing logs: docs/design.md §5."""
 
 from __future__ import annotations
 
