@@ -1,9 +1,6 @@
-"""Every training setting, defined and validated once, as typed dataclasses (docs/design.md §5).
-
-The training flags are derived from the fields: name, type (the annotation), default, and from the
-metadata ``help``, ``choices``, ``parse`` (the flag's converter), ``resume="refuse"`` (a resume may not
-change it; nor any ``VAEConfig`` field) and ``saved=False`` (this invocation only, not in the
-checkpoint). A mistake raises :class:`SettingError` naming the flag. No torch here: ``--help`` is fast.
+"""Every training setting, defined and validated once, as typed dataclasses whose fields make the flags
+(docs/design.md §5; field metadata: :func:`setting`). A mistake raises :class:`SettingError` naming the
+flag. No torch here: ``--help`` is fast.
 """
 
 from __future__ import annotations
@@ -29,17 +26,15 @@ class SettingError(UserError, ValueError):
 
 
 def setting(default: Any, help: str, **meta: Any) -> Any:
-    """A dataclass field that also defines its command-line flag (metadata: the module docstring)."""
+    """A dataclass field that also defines its flag ``--name`` (type: the annotation): metadata ``help``,
+    ``choices``, ``metavar``, ``parse`` (the converter), ``resume="refuse"`` (a resume may not change it;
+    nor any ``VAEConfig`` field) and ``saved=False`` (this invocation only, not in the checkpoint)."""
     return field(default=default, metadata={"help": help, **meta})
 
 
 def add_flags(group: argparse._ActionsContainer, cls: type, with_defaults: bool = True) -> None:
-    """One ``--name`` flag per field of the settings dataclass ``cls`` on ``group``.
-
-    The type is the annotation (``X | None`` gives X) unless ``parse`` is given; a bool defaulting to
-    True gets ``--name/--no-name``, one defaulting to False is a switch. ``with_defaults=False`` leaves
-    the flags not typed out of the namespace.
-    """
+    """One ``--name`` flag per field of the settings dataclass ``cls`` on ``group`` (``X | None`` gives
+    type X); ``with_defaults=False`` leaves the flags not typed out of the namespace."""
     hints = typing.get_type_hints(cls)
     for f in fields(cls):
         kind = next((t for t in typing.get_args(hints[f.name]) if t is not type(None)), hints[f.name])
@@ -79,11 +74,8 @@ def _one_of(obj: Any, name: str) -> None:
 
 @dataclass
 class VAEConfig:
-    """A hand VAE's settings (``hand_vae.models.build_model``), saved as the module's hyperparameters.
-
-    ``min_sigma=None`` resolves to the default of the likelihood's units (``DEFAULT_MIN_SIGMA``);
-    ``whiten``, ``cov_rank`` and ``local_sigma`` only apply to the standard model. Raises :class:`SettingError`.
-    """
+    """A hand VAE's settings (``hand_vae.models.build_model``), saved as the module's hyperparameters;
+    None resolves to the default (``min_sigma``: of the likelihood's units, ``DEFAULT_MIN_SIGMA``)."""
 
     model_type: str = setting(
         "standard",
@@ -128,7 +120,6 @@ class VAEConfig:
             self.whiten, self.cov_rank = False, 0  # the SO(3) likelihood has its own whitening
         if self.min_sigma is None:
             self.min_sigma = DEFAULT_MIN_SIGMA[self.model_type != "standard" or self.whiten]
-        # Defaults chosen with bench/prior_quality.py (numbers: README "Expected Results").
         if self.likelihood is None:
             self.likelihood = "student_t" if self.model_type != "standard" or self.whiten else "gaussian"
         if self.local_sigma is None:
@@ -186,9 +177,7 @@ class OptimConfig:
 class DataConfig:
     """Where the poses come from and how they are batched (``hand_vae.data.datamodule``)."""
 
-    consolidated_dir: str | None = setting(
-        None, "directory written by create_consolidated_npz.py", resume="refuse"
-    )
+    consolidated_dir: str | None = setting(None, "dir written by create_consolidated_npz.py", resume="refuse")
     splits_dir: str | None = setting(None, "directory written by create_datamodule.py", resume="refuse")
     batch_size: int | None = setting(
         None,
@@ -325,8 +314,8 @@ GROUPS = dict(model=VAEConfig, optim=OptimConfig, data=DataConfig, run=RunConfig
 
 @dataclass
 class Settings:
-    """One run's settings: the five groups, plus its dataset dir's fingerprint (None: synthetic data):
-    the sha256 of its meta.json and the poses per split."""
+    """One run's settings: the five groups, and its dataset dir's fingerprint (sha256 of meta.json, poses
+    per split; None: synthetic data)."""
 
     model: VAEConfig = field(default_factory=VAEConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -394,9 +383,7 @@ def cpu_threads(requested: int, batch_size: int, processes: int = 1) -> int:
     return max(1, (available_cores() - 1) // max(1, processes))
 
 
-# --------------------------------------------------------------------------- dataset builds
-# The settings of create_consolidated_npz.py / create_datamodule.py (hand_vae/cli/data.py derives its
-# flags from BuildConfig; hand_vae/data/ does the work). Here, without torch, so --help answers fast.
+# ---- create_consolidated_npz.py / create_datamodule.py (flags: hand_vae/cli/data.py; work: hand_vae/data/)
 FORMATS = ("amass_smplh", "amass_smplx", "grab", "array")  # raw readers (hand_vae/data/sources.py)
 SCHEMES = ("ratio", "amass", "dirs")  # how sequences are split (hand_vae/data/splits.py)
 DEFAULT_RATIOS = (0.8, 0.1, 0.1)
@@ -405,11 +392,9 @@ DEFAULT_SHARD_SIZE = 1_000_000  # rows per consolidated shard
 
 @dataclass
 class BuildConfig:
-    """Settings of one build: one field per CLI flag (``hand_vae.cli.data``), same names and defaults.
-
-    ``input_dir`` None writes the embedded synthetic dataset; ``target_fps`` None or 0 keeps every
-    frame; ``source_fps`` is the rate of files that store none (None: no subsampling).
-    """
+    """Settings of one build, one field per flag of ``hand_vae.cli.data`` (same names and defaults).
+    ``input_dir`` None: the synthetic dataset; ``target_fps`` None or 0: every frame; ``source_fps``: the
+    rate of files that store none (None: no subsampling)."""
 
     output_dir: str
     layout: str

@@ -53,12 +53,8 @@ def add_dataset_source(p: argparse.ArgumentParser) -> argparse._MutuallyExclusiv
 def load_splits(
     consolidated_dir: str | None, splits_dir: str | None, run_settings: dict
 ) -> tuple[dict[str, torch.Tensor], str]:
-    """({split: (N, 90) float32}, a description) of the dataset dir given, else of the checkpoint
-    run's own source (``run_settings``: its dir, or the synthetic set of its seed).
-
-    Raises:
-        UserError: the dataset dir cannot be read.
-    """
+    """({split: (N, 90) float32}, a description) of the dataset dir given, else of the checkpoint run's
+    own source (``run_settings``: its dir, or the synthetic set of its seed); UserError if unreadable."""
     # Here, not at the top: every command's --help answers before torch and roma load.
     import torch
 
@@ -93,11 +89,8 @@ def read_array(path: str, flag: str) -> np.ndarray:
 
 
 def read_poses(path: str, flag: str = "--poses") -> np.ndarray:
-    """(N, 90) float32 two-hand poses from a ``.npy`` of (N, 90) or (N, 30, 3) axis-angle, radians.
-
-    Raises:
-        UserError: unreadable, not numeric, or another shape (with a hint: ``pose_shape_hint``).
-    """
+    """(N, 90) float32 two-hand poses from a ``.npy`` of (N, 90) or (N, 30, 3) axis-angle, radians;
+    UserError if unreadable, not numeric, or another shape (with a hint: ``pose_shape_hint``)."""
     arr = read_array(path, flag)
     if arr.ndim == 3 and arr.shape[1:] == (NUM_JOINTS, 3):
         arr = arr.reshape(arr.shape[0], POSE_DIM)

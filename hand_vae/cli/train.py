@@ -1,9 +1,6 @@
-"""``train_hand_vae_lightning.py``: flags -> checks -> (resume merge) -> training -> summary.
-
-The checks (a free ``--experiment_name``, a dataset dir that can train, a GPU when asked for, a
-resume's checkpoint and flags) run before anything is written; Lightning, matplotlib and TensorBoard
-are imported only after them. Resume rules: docs/design.md §5; exit codes: ``hand_vae.cli.common``.
-"""
+"""``train_hand_vae_lightning.py``: flags -> checks -> (resume merge) -> training -> summary. The checks
+run before anything is written or Lightning is imported. Resume rules: docs/design.md §5; exit codes:
+``hand_vae.cli.common``."""
 
 from __future__ import annotations
 
@@ -16,6 +13,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
+from hand_vae.cli.data import SCRIPTS
 from hand_vae.errors import UserError
 from hand_vae.settings import GROUPS, DataConfig, RunConfig, Settings, VAEConfig, add_flags
 
@@ -28,7 +26,6 @@ EPILOG = """examples:
   python train_hand_vae_lightning.py --resume_from_checkpoint checkpoints/quick_test/last.ckpt --max_epochs 10
 With neither --consolidated_dir nor --splits_dir, it trains on the embedded SYNTHETIC dataset (for trying
 the tool and for tests, not a real hand prior)."""
-SCRIPTS = {"consolidated": "create_consolidated_npz.py", "splits": "create_datamodule.py"}
 # A resume may not change these: they shape the model, or choose its data.
 MODEL_KEYS = tuple(f.name for f in fields(VAEConfig))
 REFUSED = tuple(f.name for c in GROUPS.values() for f in fields(c) if f.metadata.get("resume") == "refuse")
@@ -49,11 +46,8 @@ def build_parser(with_defaults: bool = True) -> argparse.ArgumentParser:
 
 
 def parse_settings(argv: list[str] | None) -> Settings:
-    """The run's settings: the flags (merged with the checkpoint's on a resume), checked.
-
-    Raises:
-        UserError: a bad flag or resume, a dataset dir that cannot train, or no GPU for ``--accelerator gpu``.
-    """
+    """The run's settings: the flags (merged with the checkpoint's on a resume), checked; raises UserError
+    (a bad flag or resume, a dataset dir that cannot train, or no GPU for ``--accelerator gpu``)."""
     values = vars(build_parser().parse_args(argv))
     given = set(vars(build_parser(with_defaults=False).parse_args(argv)))
     if resume := values["resume_from_checkpoint"]:
@@ -65,9 +59,8 @@ def parse_settings(argv: list[str] | None) -> Settings:
     if settings.run.accelerator.lower() in ("gpu", "cuda") and not torch.cuda.is_available():
         raise UserError(f"--accelerator {settings.run.accelerator}: no CUDA GPU is available on this machine; "
                         "drop the flag (auto uses the CPU) or run on a GPU machine")  # fmt: skip
-    settings.data, meta = check_data_source(settings.data)
     previous = settings.data_meta_sha256, settings.data_counts
-    settings.data_meta_sha256, settings.data_counts = data_fingerprint(settings.data, meta)
+    settings.data, settings.data_meta_sha256, settings.data_counts = check_data_source(settings.data)
     if resume and previous[0] and previous[0] != settings.data_meta_sha256:
         log.warning("the dataset changed since %s was saved (meta.json sha256 %s… -> %s…; rows per split %s -> %s); "
                     "the resumed run trains on the data as it is now", resume, previous[0][:12],
@@ -76,12 +69,8 @@ def parse_settings(argv: list[str] | None) -> Settings:
 
 
 def merge_resume(values: dict[str, Any], given: set[str], resume: str) -> Settings:
-    """The checkpoint's settings with the flags ``given`` applied over them.
-
-    Raises:
-        UserError: an unreadable checkpoint, a ``KEPT_ON_RESUME`` flag that differs from it, or a run
-            that has already trained its ``--max_epochs``.
-    """
+    """The checkpoint's settings with the flags ``given`` applied over them; raises UserError (unreadable
+    checkpoint, a ``KEPT_ON_RESUME`` flag that differs from it, ``--max_epochs`` already trained)."""
     from hand_vae.checkpoint import load_checkpoint  # torch and roma: after the flags parse
 
     ckpt = load_checkpoint(resume)
@@ -118,17 +107,17 @@ def _epochs_done(ckpt: dict[str, Any]) -> int:
     return int(progress.get("processed", ckpt.get("epoch", -1) + 1))
 
 
-def check_data_source(data: DataConfig) -> tuple[DataConfig, dict[str, Any] | None]:
-    """The config (with the flag of the layout the dir really holds) and its meta.json (None: synthetic).
-
-    Raises:
-        DatasetError: missing dir (with a "did you mean"), missing/corrupt meta.json, or an empty split.
-    """
-    from hand_vae.data.layouts import SPLITS, DatasetError, read_meta  # torch and roma: after the flags parse
+def check_data_source(data: DataConfig) -> tuple[DataConfig, str | None, dict[str, int] | None]:
+    """The config (with the flag of the layout the dir really holds), the sha256 of its meta.json and its
+    rows per split (None, None: synthetic data); raises DatasetError (missing dir, with a "did you mean";
+    missing or corrupt meta.json; an empty split)."""
+    # torch and roma: after the flags parse
+    from hand_vae.data.layouts import META_NAME, SPLITS, DatasetError, read_meta
+    from hand_vae.data.npz_io import sha256_file
 
     path = data.directory
     if not path:
-        return data, None
+        return data, None, None
     layout = "consolidated" if data.consolidated_dir else "splits"
     if not Path(path).is_dir():
         raise DatasetError(f"--{layout}_dir {path}: dataset dir {path} does not exist{_did_you_mean(Path(path))} "
@@ -145,7 +134,8 @@ def check_data_source(data: DataConfig) -> tuple[DataConfig, dict[str, Any] | No
                 f"checkpoints, test scores the best); rebuild it from more sequences (at least 3), with other "
                 f"--split_ratios, or with --split_scheme dirs and your own train/ val/ test/ folders"
             )
-    return data, meta
+    frames = {k: (v or {}).get("frames") for k, v in meta["counts"].items()}
+    return data, sha256_file(Path(path) / META_NAME), frames
 
 
 def _did_you_mean(path: Path) -> str:
@@ -158,18 +148,6 @@ def _did_you_mean(path: Path) -> str:
     candidates = {p.name: p for p in parent.iterdir() if (p / META_NAME).is_file()}
     close = difflib.get_close_matches(path.name, list(candidates), n=1, cutoff=0.6)
     return f"; did you mean {candidates[close[0]]}?" if close else ""
-
-
-def data_fingerprint(data: DataConfig, meta: dict[str, Any] | None) -> tuple[str | None, dict | None]:
-    """(sha256 of the dataset dir's meta.json, rows per split), or (None, None) for synthetic data."""
-    from hand_vae.data.layouts import META_NAME
-    from hand_vae.data.npz_io import sha256_file
-
-    if meta is None:
-        return None, None
-    counts = meta.get("counts", {})
-    frames = {k: v.get("frames") if isinstance(v, dict) else v for k, v in counts.items()}
-    return sha256_file(Path(data.directory) / META_NAME), frames
 
 
 def describe_splits(meta: dict[str, Any] | None) -> str:
@@ -185,12 +163,8 @@ def describe_splits(meta: dict[str, Any] | None) -> str:
 
 
 def claim_run_dirs(run: RunConfig) -> None:
-    """Make sure this run writes into dirs no other run uses: a resume continues in its checkpoint's,
-    a fresh run needs both absent or empty (``--overwrite`` deletes an earlier run's first).
-
-    Raises:
-        UserError: the name is taken by another run and ``--overwrite`` was not given.
-    """
+    """Make sure this run writes into dirs no other run uses: a resume continues in its checkpoint's, a
+    fresh run needs both absent or empty, else UserError (``--overwrite`` deletes the earlier run's)."""
     ckpt_dir, log_dir = run.dirs
     resume = run.resume_from_checkpoint
     if resume and Path(resume).resolve().parent == ckpt_dir.resolve():
@@ -240,9 +214,7 @@ def format_summary(summary: Any, splits_note: str) -> str:
     test = {k.removeprefix("test/"): v for k, v in summary.test.items()}
     if test:
         nats = ", ".join(f"{k} {test.pop(k):.3f}" for k in ("loss", "recon_nll", "kl") if k in test)
-        rest = ", ".join(
-            f"{k} {v:.0f}" if k == "active_units" else f"{k} {v:.3f}" for k, v in sorted(test.items())
-        )
+        rest = ", ".join(f"{k} {v:.{0 if k == 'active_units' else 3}f}" for k, v in sorted(test.items()))
         lines.append(f"  test (best checkpoint): {nats} nats; {rest}")
     if test or summary.best_val_loss is not None:
         lines.append(f"  splits:          {splits_note}")
@@ -282,9 +254,8 @@ def main(argv: list[str] | None = None) -> int:
             meta = read_meta(settings.data.directory) if settings.data.directory else None
             print(format_summary(summary, describe_splits(meta)))  # noqa: T201 - the CLI's final summary
         # Shell convention: 128 + signal number.
-        return {"SIGINT": 130, "SIGTERM": 143}.get(
-            summary.interrupted, EXIT_PARTIAL if summary.interrupted else 0
-        )
+        code = {"SIGINT": 130, "SIGTERM": 143}.get(summary.interrupted, EXIT_PARTIAL)
+        return code if summary.interrupted else 0
 
     try:
         code = run_command(body)

@@ -31,9 +31,6 @@ CONSTANT_HAND_STD = 1e-4
 _INDEX_EPS = 1e-9  # fps ratios such as 100/30 are not exact in binary
 
 
-# --------------------------------------------------------------------------- cleaning
-
-
 @dataclass
 class DropCounts:
     """What cleaning removed, per reason (``subsampled_frames`` is expected, not a data problem)."""
@@ -90,15 +87,11 @@ def clean_sequence(
     if len(kept) == 0:
         counts.empty_sequences += 1
         return CleanResult(None, fps, "empty", f"no frames left ({bad} non-finite)" if bad else "no frames")
-    still = constant_hands(kept)
-    if still:
+    if still := constant_hands(kept):
         counts.constant_hand_sequences += 1
         detail = f"{' and '.join(still)} hand constant (per-dim std < {CONSTANT_HAND_STD:g} rad)"
         return CleanResult(None, fps, "constant_hand", detail)
     return CleanResult(np.ascontiguousarray(kept, dtype=np.float32), fps)
-
-
-# --------------------------------------------------------------------------- the build
 
 
 @dataclass
@@ -244,8 +237,7 @@ def _import_all(cfg: BuildConfig) -> tuple[dict[str, list[Any]], dict[str, Any]]
         logger.info("read %s", formats_line(sources))
     paths = {e["name"]: e["path"] for e in sources}
     names = assign_splits(paths, cfg.split_scheme, cfg.split_ratios, cfg.seed)
-    advice = empty_advice(names, cfg.split_scheme, cfg.split_ratios) if any(names.values()) else None
-    if advice:
+    if any(names.values()) and (advice := empty_advice(names, cfg.split_scheme, cfg.split_ratios)):
         raise DatasetError(f"{advice}; nothing written")
     split_of = {n: s for s, ns in names.items() for n in ns}
     for entry in sources:

@@ -70,15 +70,9 @@ class _GatherDataset(Dataset):
 
 
 class HandPoseDataModule(pl.LightningDataModule):
-    """Two-hand poses from a consolidated dir, a splits dir, or the embedded synthetic set.
-
-    Args:
-        model_type: "standard" yields (B, 90) batches, "so3" yields (B, 30, 3); it also picks the
-            default batch size.
-        seed: shuffling seed (and the synthetic set's seed).
-        **data: ``hand_vae.settings.DataConfig`` fields (their defaults when absent); neither
-            ``consolidated_dir`` nor ``splits_dir``: the embedded synthetic dataset.
-    """
+    """Two-hand poses from ``DataConfig`` fields ``**data`` (absent: the defaults): a consolidated dir, a
+    splits dir, or (neither) the embedded synthetic set of ``seed``, also the shuffling seed. ``model_type``
+    "standard" yields (B, 90) batches, "so3" (B, 30, 3); it also picks the default batch size."""
 
     def __init__(self, model_type: str = "standard", seed: int = 0, **data: Any) -> None:
         super().__init__()
@@ -201,9 +195,9 @@ def mirror_random_half(batch: torch.Tensor) -> torch.Tensor:
 
 def _stream_split(files: list[tuple[Path, int]], rows: int, device: torch.device, root: Path,
                   staging_rows: int | None = None) -> torch.Tensor:  # fmt: skip
-    """Read one split's files ((path, rows) each, ``rows`` in all) into a new (rows, 90) float32 tensor
-    on ``device``: straight into it on a CPU, else through one pinned ``staging_rows`` buffer (default
-    ``STAGING_ROWS``; given, it forces that path on a CPU too), so the host never holds the split."""
+    """One split's files ((path, rows) each, ``rows`` in all) read into a new (rows, 90) float32 tensor on
+    ``device``: directly on a CPU, else through one pinned buffer of ``staging_rows`` (default
+    ``STAGING_ROWS``; given, also on a CPU), so the host never holds the split."""
     out = torch.empty((rows, POSE_DIM), dtype=torch.float32, device=device)
     staging = None
     if device.type != "cpu" or staging_rows is not None:

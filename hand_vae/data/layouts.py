@@ -49,9 +49,6 @@ class Sequence(Protocol):
     fps: float | None
 
 
-# --------------------------------------------------------------------------- writing
-
-
 def write_json_atomic(path: Path, obj: dict[str, Any]) -> None:
     """Write ``obj`` as indented JSON through :func:`hand_vae.errors.atomic_write`."""
     atomic_write(path, lambda f: f.write((json.dumps(obj, indent=1) + "\n").encode()))
@@ -100,8 +97,7 @@ def staging_dir(out_dir: str | Path, overwrite: bool) -> Iterator[Path]:
 
 def _check_splits(splits: dict[str, list[Sequence]]) -> dict[str, list[Sequence]]:
     """Validate names / shapes and sort each split by name."""
-    unknown = set(splits) - set(SPLITS)
-    if unknown:
+    if unknown := set(splits) - set(SPLITS):
         raise ValueError(f"unknown split(s) {sorted(unknown)}; expected {SPLITS}")
     seen: set[str] = set()
     out = {}
@@ -143,8 +139,7 @@ def _write(
     counts = {s: {"sequences": len(q), "frames": sum(len(x.poses) for x in q)} for s, q in splits.items()}
     meta: dict[str, Any] = {"format_version": FORMAT_VERSION, "layout": layout, "pose_dim": POSE_DIM,
                             "pose_layout": POSE_LAYOUT, "counts": counts}  # fmt: skip
-    clash = (set(meta) | {"splits"}) & set(meta_extra)
-    if clash:
+    if clash := (set(meta) | {"splits"}) & set(meta_extra):
         raise ValueError(f"meta_extra may not set reserved keys {sorted(clash)}")
     with staging_dir(out_dir, overwrite) as tmp:
         meta["splits"] = {split: write_split(tmp, split, seqs) for split, seqs in splits.items()}
@@ -201,9 +196,6 @@ def write_splits_dir(
         return {"sequences": entries}
 
     return _write(out_dir, "splits", splits, meta_extra, overwrite, write_split)
-
-
-# --------------------------------------------------------------------------- reading
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:
