@@ -10,15 +10,8 @@ MODEL_TYPES = {"standard": StandardHandVAE, "so3": SO3HandVAE}
 
 
 def build_model(model_type: str = "standard", **kwargs) -> BaseHandVAE:
-    """Build a hand VAE from ``VAEConfig`` fields (defaults: ``VAEConfig``'s).
-
-    Args:
-        model_type: "standard" or "so3".
-        **kwargs: other ``VAEConfig`` fields (z_dim, hidden, num_layers, whiten, min_sigma, ...).
-
-    Raises:
-        ValueError: unknown model type.
-    """
+    """Build a "standard" or "so3" hand VAE from other ``VAEConfig`` fields (z_dim, hidden, whiten, ...);
+    ValueError for an unknown model type."""
     if model_type not in MODEL_TYPES:
         raise ValueError(f"model_type must be one of {sorted(MODEL_TYPES)}, got {model_type!r}")
     cfg = VAEConfig(model_type=model_type, **kwargs)

@@ -1,12 +1,12 @@
-"""Shared VAE machinery: MLPs, reparameterisation, energy and the IWAE bound.
+"""Shared VAE machinery: MLPs, whitening, reparameterisation, energy and the IWAE bound.
 
-Subclasses define what the encoder sees and what the decoder's likelihood is; everything a
-user calls (``encode``, ``decode``, ``forward``, ``reconstruct``, ``sample``, ``energy``,
-``log_prob``) lives here so both models behave the same way.
+Subclasses define what the encoder sees and the decoder's likelihood; the user API (``encode``,
+``decode``, ``forward``, ``reconstruct``, ``sample``, ``energy``, ``log_prob``) lives here.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 
@@ -14,13 +14,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from hand_vae.gaussian import tune_gaussian
 from hand_vae.losses import kl_per_dim
 from hand_vae.models.quantiles import BUFFER, empty_quantiles
 from hand_vae.rotations import NUM_JOINTS, POSE_DIM, pose_shape_hint, to_joints
+from hand_vae.settings import VAEConfig
+from hand_vae.student_t import tune_student_t
 
-# The model's config is defined with the other settings, in a module free of torch (a CLI's --help
-# reads it); re-exported here and in hand_vae.models.
-from hand_vae.settings import DEFAULT_MIN_SIGMA, SettingError, VAEConfig  # noqa: F401
+log = logging.getLogger(__name__)
 
 ENERGY_CHUNK = 8192  # rows per energy() chunk: keeps the MLP's temporaries in cache
 
@@ -30,21 +31,13 @@ def as_pose_batch(
 ) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
     """What a user holds -> a pose batch the model can score, and the way back for the result.
 
-    Accepts a torch tensor (any float dtype, any device) or a numpy array, shaped (B, dim),
-    (B, dim/3, 3) or one pose (dim,) / (dim/3, 3). A differentiable cast: gradients reach ``x``.
-
-    Args:
-        x: the poses, axis-angle radians.
-        like: a tensor of the model (a parameter): its device and dtype are used.
-        dim: numbers per pose: 90 (two hands) or 45 (one hand).
-        name: what the poses are, for the error message.
+    ``x``: a tensor (any float dtype and device) or numpy array of axis-angle poses, (B, dim),
+    (B, dim/3, 3) or one pose (dim,) / (dim/3, 3), dim 90 (two hands) or 45 (one hand); any other
+    shape raises ValueError with a hint (``name`` says what the poses are). A differentiable cast.
 
     Returns:
-        (B, dim) on ``like``'s device and dtype, and ``back(out)``: moves a result (B, ...) to the
-        input's device (the CPU for a numpy array, as a tensor) and drops B for a single pose.
-
-    Raises:
-        ValueError: any other shape; the message hints at full-body vectors and one-hand arrays.
+        (B, dim) on the device and dtype of ``like`` (a model parameter), and ``back(out)``: moves a
+        result (B, ...) to x's device (the CPU for numpy) and drops B for a single pose.
     """
     t = torch.as_tensor(x)
     shape = tuple(t.shape)
@@ -78,18 +71,15 @@ def mlp(d_in: int, hidden: int, d_out: int, num_layers: int, dropout: float) -> 
 
 
 def floored_log_sigma(raw: torch.Tensor, min_sigma: float) -> torch.Tensor:
-    """Smooth floor on a learned scale: ``σ = min_sigma + exp(raw)``, returned as log σ.
-
-    A hard ``clamp`` would zero the gradient below the floor and could trap σ there; this keeps
-    σ > min_sigma with a gradient everywhere.
-    """
+    """log σ for ``σ = min_sigma + exp(raw)``: a floor with a gradient everywhere (a clamp's could trap σ)."""
     return torch.logaddexp(raw, torch.full_like(raw, math.log(min_sigma)))  # a fill, not a host copy
 
 
 class BaseHandVAE(nn.Module):
     """Encoder, reparameterisation and the scoring API shared by both models.
 
-    Subclasses implement ``encoder_input``, ``decode_params``, ``recon_nll`` and ``params_to_pose``.
+    Subclasses implement ``encoder_input`` ((B, 30, 3) -> (B, D_in)), ``decode_params`` (z (B, Z) ->
+    decoder output), ``recon_nll`` ((joints, params) -> (B,) nats) and ``params_to_pose`` (-> (B, 90)).
     """
 
     def __init__(self, cfg: VAEConfig, encoder_in: int) -> None:
@@ -108,13 +98,39 @@ class BaseHandVAE(nn.Module):
     def z_dim(self) -> int:
         return self.cfg.z_dim
 
-    # ---------------------------------------------------------------- whitening
     def _register_whitening(self, scale: float = 1.0) -> None:
-        """Buffers of a fixed whitening factor L (90, 90) (covariance L Lᵀ), its inverse and a
-        fitted flag: ``scale · I`` until ``fit_whitening`` fills them, then saved in the state_dict."""
+        """Buffers of a fixed whitening factor L (90, 90) (covariance L Lᵀ), its inverse, a fitted flag
+        and, for the Student-t, ν (a buffer: no host sync in a step): ``scale · I`` and ν = inf (the
+        Gaussian) until ``fit_whitening``, then saved in the state_dict."""
         self.register_buffer("white_chol", scale * torch.eye(POSE_DIM))
         self.register_buffer("white_chol_inv", torch.eye(POSE_DIM) / scale)
         self.register_buffer("white_fitted", torch.zeros((), dtype=torch.bool))
+        if self.cfg.likelihood == "student_t":
+            self.register_buffer("white_nu", torch.tensor(math.inf))
+
+    @property
+    def _nu(self) -> torch.Tensor | float:
+        """ν of the likelihood: the ``white_nu`` buffer for the Student-t, else inf (the Gaussian)."""
+        return self.white_nu if self.cfg.likelihood == "student_t" else math.inf
+
+    @torch.no_grad()
+    def _tune_prior(
+        self, train: torch.Tensor, val: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+        """The validation-tuned classic prior of (N, 90) features a fitted model starts at:
+        ``tune_student_t`` for the Student-t (ν into ``white_nu``), else, or without val rows,
+        ``tune_gaussian`` (ν = inf). Returns its location, Cholesky factor and settings."""
+        val = None if val is None or len(val) == 0 else val
+        if self.cfg.likelihood != "student_t":
+            return tune_gaussian(train, val)
+        if val is None:
+            log.info("no validation poses to choose nu on: the Student-t likelihood starts as the Gaussian")
+            mean, chol, settings = tune_gaussian(train, None)
+            settings["nu"] = math.inf
+        else:
+            mean, chol, settings = tune_student_t(train, val)
+        self.white_nu.fill_(settings["nu"])
+        return mean, chol, settings
 
     @torch.no_grad()
     def _set_whitening(self, chol: torch.Tensor) -> None:
@@ -123,29 +139,8 @@ class BaseHandVAE(nn.Module):
         self.white_chol_inv.copy_(torch.linalg.inv(chol))
         self.white_fitted.fill_(True)
 
-    # ---------------------------------------------------------------- subclass hooks
-    def encoder_input(self, joints: torch.Tensor) -> torch.Tensor:  # (B, 30, 3) -> (B, D_in)
-        raise NotImplementedError
-
-    def decode_params(self, z: torch.Tensor) -> torch.Tensor:  # (B, Z) -> decoder output
-        raise NotImplementedError
-
-    def recon_nll(self, joints: torch.Tensor, params: torch.Tensor) -> torch.Tensor:  # -> (B,)
-        raise NotImplementedError
-
-    def params_to_pose(self, params: torch.Tensor) -> torch.Tensor:  # -> (B, 90)
-        raise NotImplementedError
-
-    # ---------------------------------------------------------------- public API
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Posterior q(z|x).
-
-        Args:
-            x: (B, 90) or (B, 30, 3) axis-angle poses.
-
-        Returns:
-            mu (B, Z) and logvar (B, Z) = log σ² of the diagonal Gaussian posterior.
-        """
+        """Posterior q(z|x) of (B, 90) or (B, 30, 3) poses: mu (B, Z) and logvar = log σ² (B, Z)."""
         h = self.encoder(self.encoder_input(to_joints(x)))  # (B, 2Z)
         mu, logvar = h.float().chunk(2, dim=-1)
         # Bound log σ² so exp() cannot overflow in fp16/bf16 or from an outlier input.
@@ -166,16 +161,8 @@ class BaseHandVAE(nn.Module):
         return mu + torch.exp(0.5 * logvar) * eps
 
     def forward(self, x: torch.Tensor, sample: bool = True) -> dict[str, torch.Tensor]:
-        """Everything a loss needs for one batch.
-
-        Args:
-            x: (B, 90) or (B, 30, 3).
-            sample: draw z from q(z|x) (training); False decodes z = mu.
-
-        Returns:
-            dict with ``recon_nll`` (B,) nats, ``kl`` (B, Z) per-dimension nats and ``mu`` (B, Z).
-            Nothing else: the training step pays for what it returns (``reconstruct`` gives poses).
-        """
+        """What a loss needs for a (B, 90) or (B, 30, 3) batch, z ~ q(z|x) (``sample``) or z = mu:
+        ``recon_nll`` (B,) nats, ``kl`` (B, Z) nats and ``mu`` (B, Z); nothing else (the step pays for it)."""
         joints = to_joints(x)
         mu, logvar = self.encode(joints)
         z = self.reparameterize(mu, logvar) if sample else mu
@@ -197,20 +184,17 @@ class BaseHandVAE(nn.Module):
         return self.decode(z)
 
     def energy(self, x: torch.Tensor | np.ndarray, chunk_size: int | None = ENERGY_CHUNK) -> torch.Tensor:
-        """Plausibility score: the negative ELBO evaluated at z = mu(x), in nats (lower = better).
+        """Plausibility: ``recon_nll(x | decode(mu)) + KL(q(z|x) ‖ p(z))``, the negative ELBO at z = mu(x).
 
-        ``energy = recon_nll(x | decode(mu)) + KL(q(z|x) ‖ p(z))``. Deterministic (no sampling;
-        call ``.eval()`` so dropout is off), differentiable in x, one value per pose.
+        Deterministic (``.eval()`` turns dropout off), differentiable in x, lower = more plausible.
 
         Args:
-            x: (B, 90), (B, 30, 3) or one pose (90,) / (30, 3); a tensor of any float dtype on any
-                device, or a numpy array (``as_pose_batch``).
-            chunk_size: rows per chunk for large batches (faster on CPU, ``bench/bench_energy.py``);
-                None = one pass (e.g. for torch.export).
+            x: (B, 90), (B, 30, 3) or one pose, tensor or numpy (``as_pose_batch``).
+            chunk_size: rows per chunk (faster on CPU, ``bench/bench_energy.py``); None = one pass
+                (e.g. for torch.export).
 
         Returns:
-            (B,) nats (a scalar for one pose) in the model's dtype (float32 unless trained with
-            64-true), on x's device (the CPU for a numpy array).
+            (B,) nats (a scalar for one pose) in the model's dtype, on x's device (CPU for numpy).
         """
         flat, back = as_pose_batch(x, next(self.parameters()))
         if chunk_size is None or flat.shape[0] <= chunk_size:
@@ -225,19 +209,11 @@ class BaseHandVAE(nn.Module):
     def log_prob(
         self, x: torch.Tensor | np.ndarray, num_samples: int = 100, chunk_size: int = 128
     ) -> torch.Tensor:
-        """Importance-weighted lower bound on log p(x) (Burda et al., "Importance Weighted
-        Autoencoders", ICLR 2016): ``log 1/K Σ_k p(x|z_k) p(z_k) / q(z_k|x)``, z_k ~ q(z|x).
+        """Importance-weighted bound ``log 1/K Σ_k p(x|z_k) p(z_k) / q(z_k|x)``, z_k ~ q(z|x), K =
+        ``num_samples`` (Burda et al., "Importance Weighted Autoencoders", ICLR 2016).
 
-        Tightens towards log p(x) as K grows; K = 1 is the ELBO in expectation. Samples are
-        processed ``chunk_size`` at a time with a running logsumexp, so memory is O(B · chunk).
-
-        Args:
-            x: as for ``energy``.
-            num_samples: K.
-            chunk_size: importance samples per chunk.
-
-        Returns:
-            (B,) nats (a log-density, higher = more plausible), as for ``energy``.
+        K = 1 is the ELBO in expectation. ``chunk_size`` samples at a time with a running logsumexp
+        (memory O(B · chunk)). x and the result as for ``energy`` (nats, higher = more plausible).
         """
         flat, back = as_pose_batch(x, next(self.parameters()))
         joints = to_joints(flat)
@@ -245,8 +221,7 @@ class BaseHandVAE(nn.Module):
         mu, logvar = self.encode(joints)
         std = torch.exp(0.5 * logvar)
         total = torch.full((B,), -math.inf, device=mu.device)
-        done = 0
-        while done < num_samples:
+        for done in range(0, num_samples, chunk_size):
             k = min(chunk_size, num_samples - done)
             eps = torch.randn((k, B, Z), device=mu.device, dtype=mu.dtype)
             z = mu + std * eps  # (k, B, Z)
@@ -257,5 +232,4 @@ class BaseHandVAE(nn.Module):
             log_pz = -0.5 * z.square().sum(-1)
             log_qz = -0.5 * (eps.square() + logvar).sum(-1)
             total = torch.logaddexp(total, torch.logsumexp(log_px_z + log_pz - log_qz, dim=0))
-            done += k
         return back(total - math.log(num_samples))

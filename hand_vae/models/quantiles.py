@@ -34,13 +34,8 @@ def empty_quantiles() -> torch.Tensor:
 
 
 def energy_quantiles(energies: torch.Tensor) -> torch.Tensor:
-    """(N,) validation energies (nats) -> (1001,) float32 quantiles at ``QUANTILE_LEVELS``, same device.
-
-    NaN energies are dropped, +inf kept (the least plausible poses); linear interpolation.
-
-    Raises:
-        ValueError: no non-NaN energy.
-    """
+    """(N,) validation energies (nats) -> (1001,) float32 quantiles at ``QUANTILE_LEVELS``, same device,
+    linear between order statistics; NaN dropped (ValueError if all are), +inf kept (least plausible)."""
     e = energies.detach().reshape(-1).double()
     e = e[~torch.isnan(e)]
     if e.numel() == 0:
@@ -59,13 +54,8 @@ def is_calibrated(quantiles: torch.Tensor) -> bool:
 
 
 def plausibility_from_quantiles(energy: torch.Tensor, quantiles: torch.Tensor) -> torch.Tensor:
-    """``1 − F(energy)``, F the validation CDF linear between quantiles: (B,) float32 in [0, 1].
-
-    0 below the lowest validation energy, 1 above the highest, 0 for NaN; monotone non-increasing.
-
-    Raises:
-        NotCalibratedError: the quantiles are NaN (uncalibrated model).
-    """
+    """``1 − F(energy)``, F the validation CDF linear between quantiles: (B,) float32 in [0, 1], monotone;
+    1 below the lowest validation energy, 0 above the highest and for NaN. NotCalibratedError if NaN."""
     if not is_calibrated(quantiles):
         raise NotCalibratedError(NOT_CALIBRATED)
     q = quantiles.to(device=energy.device, dtype=torch.float64)  # (Q,)
@@ -98,7 +88,7 @@ def threshold_at(quantiles: torch.Tensor, level: float) -> float:
 
 @torch.no_grad()
 def calibrate(model: nn.Module, poses: torch.Tensor) -> torch.Tensor:
-    """Fill ``model.energy_quantiles`` from the energies of (N, 90) or (N, 30, 3) validation poses; returns it."""
+    """Fill and return ``model.energy_quantiles`` from the energies of (N, 90) / (N, 30, 3) val poses."""
     buffer = getattr(model, BUFFER)
     q = energy_quantiles(model.energy(poses))  # energy() chunks large N itself
     buffer.copy_(q.to(buffer.device))
