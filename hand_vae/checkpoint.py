@@ -19,10 +19,6 @@ log = logging.getLogger(__name__)
 REQUIRED_KEYS = ("hyper_parameters", "state_dict")
 STATE_PREFIX = "model."  # HandVAELightningModule keeps the plain VAE as ``self.model``
 PREFERRED = ("best_model.ckpt", "last.ckpt")  # listed first when a run directory is given
-SYNTHETIC_WARNING = (
-    "%s: this prior was trained on the embedded SYNTHETIC dataset (a demo, not a hand prior); "
-    "train on your data with --consolidated_dir"
-)
 
 
 class CheckpointError(UserError, ValueError):
@@ -40,16 +36,6 @@ def _first_line(err: BaseException, limit: int = 160) -> str:
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
-def _directory_error(p: Path) -> CheckpointError:
-    rank = {name: i for i, name in enumerate(PREFERRED)}
-    found = sorted(p.glob("*.ckpt"), key=lambda f: (rank.get(f.name, len(rank)), f.name))
-    if not found:
-        return CheckpointError(f"{p} is a directory with no .ckpt file in it; give a checkpoint file")
-    return CheckpointError(
-        f"{p} is a run directory; give one of its checkpoints: {', '.join(map(str, found))}"
-    )
-
-
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read and check a checkpoint of ``train_hand_vae_lightning.py``: a dict with at least ``hyper_parameters``
     (model settings plus ``run``, the run's settings) and ``state_dict`` (``model.*`` weights).
@@ -60,7 +46,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """
     p = Path(path)
     if p.is_dir():
-        raise _directory_error(p)
+        rank = {name: i for i, name in enumerate(PREFERRED)}
+        found = ", ".join(
+            map(str, sorted(p.glob("*.ckpt"), key=lambda f: (rank.get(f.name, len(rank)), f.name)))
+        )
+        if not found:
+            raise CheckpointError(f"{p} is a directory with no .ckpt file in it; give a checkpoint file")
+        raise CheckpointError(f"{p} is a run directory; give one of its checkpoints: {found}")
     if not p.is_file():
         raise CheckpointNotFoundError(f"no such checkpoint: {p}")
     try:
@@ -79,19 +71,12 @@ def run_settings(ckpt: dict[str, Any]) -> dict[str, Any]:
     return dict(ckpt["hyper_parameters"].get("run") or {})
 
 
-def trained_on_synthetic(run: dict[str, Any]) -> bool:
-    """Whether run settings say the embedded synthetic data (False when unknown: no run settings)."""
-    return bool(run) and not run.get("consolidated_dir") and not run.get("splits_dir")
-
-
 def vae_from_checkpoint(ckpt: dict[str, Any], source: str | Path = "checkpoint") -> BaseHandVAE:
     """The plain hand VAE of a ``load_checkpoint`` dict, in eval mode, on the weights' device.
 
     A checkpoint without energy calibration loads with NaN quantiles; one trained on the embedded
-    synthetic data warns. ``source`` names the file in messages.
-
-    Raises:
-        CheckpointError: the weights do not match the checkpoint's hyper_parameters.
+    synthetic data warns. ``source`` names the file in messages. Raises ``CheckpointError`` when the
+    weights do not match the checkpoint's hyper_parameters.
     """
     hp = ckpt["hyper_parameters"]
     state = {k[len(STATE_PREFIX) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(STATE_PREFIX)}
@@ -106,8 +91,10 @@ def vae_from_checkpoint(ckpt: dict[str, Any], source: str | Path = "checkpoint")
         raise CheckpointError(
             f"{source}: weights do not match its hyper_parameters ({_first_line(err)})"
         ) from err
-    if trained_on_synthetic(run_settings(ckpt)):
-        log.warning(SYNTHETIC_WARNING, source)
+    run = run_settings(ckpt)  # {} when unknown: no warning
+    if run and not run.get("consolidated_dir") and not run.get("splits_dir"):
+        log.warning("%s: this prior was trained on the embedded SYNTHETIC dataset (a demo, not a hand prior); "
+                    "train on your data with --consolidated_dir", source)  # fmt: skip
     log.info("Loaded a %s hand VAE (z_dim %d) from %s", model.model_type, model.z_dim, source)
     return model.eval()
 

@@ -90,11 +90,8 @@ class HandVAELightningModule(pl.LightningModule):
             group.update(lr=self.optim.learning_rate, weight_decay=self.optim.weight_decay)
 
     def model_step(self, batch: torch.Tensor, beta: torch.Tensor | float, free_bits: float):
-        """The objective of one batch (B, 90) or (B, 30, 3): training's (β, free bits λ) or the −ELBO (1, 0).
-
-        Returns:
-            loss (0-dim) = mean recon_nll + β · KL_λ, its parts (3,) = [loss, mean recon_nll, mean raw KL],
-            and the KL (B, Z).
+        """The objective of one batch (B, 90) or (B, 30, 3), training's (β, free bits λ) or the −ELBO (1, 0):
+        loss (0-dim) = mean recon_nll + β · KL_λ, its parts (3,) [loss, mean recon_nll, mean raw KL], KL (B, Z).
         """
         out = self.model(batch)  # one z ~ q(z|x) per pose
         recon, kl = out["recon_nll"].mean(), out["kl"]

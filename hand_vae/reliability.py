@@ -46,12 +46,9 @@ def cleanup_stale_temp_files(directory: str | Path) -> None:
 
 class InterruptCheckpoint(pl.Callback):
     """On SIGINT/SIGTERM save ``last.ckpt`` (mid-epoch state) and log the resume command; after any other
-    exception save nothing, so a run that failed on NaNs keeps its good ``last.ckpt``.
-
-    Under DDP, Lightning's SIGTERM handler broadcasts inside the signal handler, which deadlocks while
-    another rank is in a gradient all-reduce; ours only sets a flag, which all ranks reduce every
-    ``check_every`` steps at the same point of the loop, and stop together.
-    """
+    exception save nothing, so a run that failed on NaNs keeps its good ``last.ckpt``. Under DDP our SIGTERM
+    handler only sets a flag, reduced over ranks every ``check_every`` steps (Lightning's broadcasts inside
+    the handler, which deadlocks while another rank is in a gradient all-reduce)."""
 
     def __init__(self, last_path: str | Path, check_every: int = 10) -> None:
         self.last_path = Path(last_path)
@@ -96,11 +93,9 @@ class InterruptCheckpoint(pl.Callback):
 
 
 class NonFiniteGuard(pl.Callback):
-    """Stop training with ``NonFiniteError`` (on every rank) once a training loss or a weight is NaN/inf.
-
-    Per step it only updates a device flag (the first global step with a non-finite loss, −1 for none);
-    the flag is all-reduced when validation starts and when the epoch ends, before ModelCheckpoint
-    (which Lightning runs after all other callbacks) can save the poisoned weights.
+    """Stop training with ``NonFiniteError`` (on every rank) once a training loss or a weight is NaN/inf: per
+    step a device flag (the first global step with a non-finite loss, −1 for none), all-reduced when
+    validation starts and when the epoch ends, before ModelCheckpoint (run last) can save the poisoned weights.
     """
 
     def __init__(self) -> None:
@@ -154,10 +149,9 @@ class NonFiniteGuard(pl.Callback):
 class LatestCheckpoint(ModelCheckpoint):
     """``ModelCheckpoint`` that also saves the starting model and rewrites ``last.ckpt`` after every validation.
 
-    * A fresh run validates its start (the val-tuned classic prior) before the first step, logged at
-      step 0, as a top-k candidate named ``epoch_00``: the best checkpoint is never worse than the start.
-    * Lightning 2.5+ writes ``last.ckpt`` only with a top-k checkpoint; a plateaued ``val/loss`` would
-      leave it stale, and a resume would silently repeat the epochs since.
+    A fresh run validates its start (the val-tuned classic prior) before the first step, at step 0, as a
+    top-k candidate named ``epoch_00``, so the best checkpoint is never worse than the start. Lightning 2.5+
+    writes ``last.ckpt`` only with a top-k one: a plateaued ``val/loss`` would leave it stale for a resume.
     """
 
     @override

@@ -1,8 +1,5 @@
-"""``python -m hand_vae.calibration --checkpoint CKPT [--consolidated_dir DIR | --splits_dir DIR]``.
-
-Writes the validation-energy quantiles into a checkpoint from before they were stored (in place,
-atomically, unless ``--output``); without a data flag, on the run's own data source.
-"""
+"""``python -m hand_vae.calibration --checkpoint CKPT [--consolidated_dir DIR | --splits_dir DIR]``: validation
+energy quantiles into a checkpoint from before they were stored (in place, atomically, unless ``--output``)."""
 
 from __future__ import annotations
 

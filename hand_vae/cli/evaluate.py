@@ -1,9 +1,6 @@
-"""``python -m hand_vae.evaluate --checkpoint CKPT [--baselines | --task fit]``: score a prior on held-out poses.
-
-Without a dataset flag, the checkpoint's own training source is scored. Writes ``evaluation.json``
-and figures (``--task fit``: ``fit_benchmark.json`` / ``.md``) into ``--output_dir`` (an earlier
-result only with ``--overwrite``); prints the table, a verdict per metric and the files written.
-"""
+"""``python -m hand_vae.evaluate --checkpoint CKPT [--baselines | --task fit]``: score a prior on held-out poses
+(default: the checkpoint's own data source); writes ``evaluation.json`` and figures (``--task fit``:
+``fit_benchmark.json`` / ``.md``) into ``--output_dir``, prints the table, verdicts and files written."""
 
 from __future__ import annotations
 
@@ -131,15 +128,14 @@ def score(args: argparse.Namespace) -> int:
         "verdicts": verdicts(results),
         "figures": figures,
     }
-    _write(out_dir / REPORT["score"], json.dumps(report, indent=2))
+    _write(path := out_dir / REPORT["score"], json.dumps(report, indent=2))
     lines = [f"\n{what}, {report['num_poses']} poses, checkpoint {args.checkpoint}", markdown_table(results)]
     if report["verdicts"]:
         lines += ["", "Verdict, per metric (the VAE against the best baseline on that metric):"]
         lines += [f"  {v}" for v in report["verdicts"]]
     elif not args.baselines:
         lines += ["", "No verdict: add --baselines to compare the VAE with classic priors."]
-    lines += ["", f"Wrote {1 + len(figures)} files to {out_dir}/:", f"  {out_dir / REPORT['score']}"]
-    lines += [f"  {f}" for f in figures]
+    lines += ["", f"Wrote {1 + len(figures)} files to {out_dir}/:", *(f"  {f}" for f in [path, *figures])]
     print("\n".join(lines))  # noqa: T201 - the CLI's summary
     return 0
 

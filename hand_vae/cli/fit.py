@@ -1,14 +1,10 @@
-"""``python -m hand_vae.fit --checkpoint CKPT --joints joints.npy [--mask mask.npy] --output fitted.npz``.
-
-``--joints`` (T, 2, 21, 3) metres in ``kinematics.KEYPOINT_NAMES`` order, NaN = hidden; centimetres
-and millimetres are refused with the factor to divide by. Mistakes: one line, exit code 2.
-"""
+"""``python -m hand_vae.fit --checkpoint CKPT --joints joints.npy [--mask mask.npy] --output fitted.npz``:
+``--joints`` (T, 2, 21, 3) metres in ``kinematics.KEYPOINT_NAMES`` order, NaN = hidden."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -73,10 +69,8 @@ def read_keypoints(joints_path: str, mask_path: str | None) -> tuple[np.ndarray,
     visible = np.isfinite(joints).all(-1) & (mask if mask is not None else True)  # (T, 2, 21)
     if not visible.any():
         raise UserError("no visible keypoint in any frame (all NaN or masked)")
-    seen = np.where(visible[..., None], joints, np.nan)
-    with warnings.catch_warnings():  # an absent hand's all-NaN extent stays NaN
-        warnings.simplefilter("ignore", RuntimeWarning)
-        extent = np.linalg.norm(np.nanmax(seen, 2) - np.nanmin(seen, 2), axis=-1)  # (T, 2), NaN if absent
+    seen = np.where(visible[..., None], joints, np.nan)  # fmax / fmin: NaN for an absent hand, no warning
+    extent = np.linalg.norm(np.fmax.reduce(seen, 2) - np.fmin.reduce(seen, 2), axis=-1)  # (T, 2)
     span = float(np.nanmedian(extent))
     for above, unit, factor in UNITS:
         if span > above:

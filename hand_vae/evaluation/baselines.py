@@ -188,12 +188,10 @@ def fit_baselines(
 
     With ``val``, the Gaussians' floor and scale, the t's ν, floor and scale and the GMMs' scale
     (at the Gaussian's floor) are chosen on it; otherwise ``REG_COVAR``, scale 1, ν = ``DEFAULT_NU``.
-    With ``mirror``, the Gaussian and the t are also fitted on train ∪ swap_and_mirror(train).
-
-    Returns:
-        name -> fitted prior: ``gaussian``, [``gaussian_mirrored``], ``student_t``,
-        [``student_t_mirrored``], ``gmm4``, ``gmm8``, ``nearest_neighbour``; each density carries
-        its settings in ``.settings`` ({"floor", "scale"[, "nu"][, "val_nll"]}).
+    With ``mirror``, the Gaussian and the t are also fitted on train ∪ swap_and_mirror(train). Returns
+    name -> fitted prior: ``gaussian``, [``gaussian_mirrored``], ``student_t``, [``student_t_mirrored``],
+    ``gmm4``, ``gmm8``, ``nearest_neighbour``; each density carries its settings in ``.settings``
+    ({"floor", "scale"[, "nu"][, "val_nll"]}).
     """
     if val is not None and len(val) == 0:
         val = None

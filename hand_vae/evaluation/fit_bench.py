@@ -1,8 +1,6 @@
-"""Fitting benchmark, ``python -m hand_vae.evaluate --task fit`` (protocol: docs/design.md §9).
-
-Held-out poses -> keypoints under a random rigid transform per hand -> hidden or noised -> fitted
-from the training mean pose with no prior, the training Gaussian and the VAE (pose and latent space).
-"""
+"""Fitting benchmark of ``python -m hand_vae.evaluate --task fit`` (protocol: docs/design.md §9): held-out
+poses -> keypoints under a random rigid transform per hand -> hidden or noised -> fitted from the training
+mean pose with no prior, the training Gaussian and the VAE (pose and latent space)."""
 
 from __future__ import annotations
 
@@ -94,13 +92,7 @@ def _metrics(res, energy, clean, visible, poses, thr: float | None) -> dict[str,
 
 
 def fit_benchmark(
-    vae: nn.Module,
-    poses: torch.Tensor,
-    train: torch.Tensor,
-    steps: int = 300,
-    seed: int = 0,
-    priors: tuple[str, ...] = PRIORS,
-    corruptions: tuple[str, ...] = CORRUPTIONS,
+    vae: nn.Module, poses: torch.Tensor, train: torch.Tensor, steps: int = 300, seed: int = 0
 ) -> dict[str, dict[str, dict]]:
     """{corruption: {prior: {metric: value or None}}} of fits to the keypoints of ``poses`` (N, 90).
 
@@ -114,10 +106,10 @@ def fit_benchmark(
     g = torch.Generator().manual_seed(seed)
     clean = make_targets(poses, g)
     out: dict[str, dict[str, dict]] = {}
-    for kind in corruptions:
+    for kind in CORRUPTIONS:
         observed, visible, sigma = corrupt(clean, kind, g)
         out[kind] = {}
-        for name in priors:
+        for name in PRIORS:
             prior = {"none": None, "gaussian": gauss}.get(name, vae)
             space = "latent" if name == "vae_latent" else "pose"
             t0 = time.perf_counter()

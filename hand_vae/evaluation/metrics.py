@@ -143,13 +143,13 @@ def vae_energy(model: torch.nn.Module, kind: str, samples: int, seed: int) -> En
     if kind == "elbo":
         return model.energy
 
-    def iwae_chunk(x: torch.Tensor) -> torch.Tensor:
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            return -model.log_prob(x, num_samples=samples, chunk_size=max(1, 2**16 // len(x)))
-
     def iwae(x: torch.Tensor) -> torch.Tensor:  # each block of rows sees the same seeded samples
-        return torch.cat([iwae_chunk(c) for c in x.split(8192)])
+        out = []
+        for c in x.split(8192):
+            with torch.random.fork_rng():
+                torch.manual_seed(seed)
+                out.append(-model.log_prob(c, num_samples=samples, chunk_size=max(1, 2**16 // len(c))))
+        return torch.cat(out)
 
     return iwae
 
@@ -164,11 +164,8 @@ def evaluate(
     energy_samples: int = 100,
     hypothesis_noise: float = 0.02,
 ) -> tuple[dict[str, dict[str, float | None]], dict[str, dict[str, np.ndarray]]]:
-    """Every metric for the VAE and the fitted baselines on held-out poses (N, 90).
-
-    Returns:
-        {method: {column: value or None}} and the energies {method: {set: (N,) or (7N,)}}.
-    """
+    """Every metric for the VAE and the fitted baselines on held-out poses (N, 90): {method: {column: value
+    or None}} and the energies {method: {set: (N,) or (7N,)}}."""
     x = to_flat(poses).float().cpu()
     sets = corrupted_sets(x, seed, hypothesis_noise)
     results, energies = {}, {}

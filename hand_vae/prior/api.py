@@ -42,11 +42,9 @@ def load_prior(checkpoint_path: str | Path, map_location: str | torch.device = "
     """Load the plain hand VAE of a training checkpoint (e.g. ``checkpoints/NAME/best_model.ckpt``).
 
     Read with ``weights_only=True`` (pickled code is refused); returned in eval mode, so ``energy``
-    is deterministic. Warns once when the prior was trained on the embedded synthetic demo data.
-
-    Raises:
-        CheckpointError: (a ValueError; ``CheckpointNotFoundError`` is also a FileNotFoundError)
-            no such file, a run directory, or not a readable hand VAE checkpoint.
+    is deterministic. Warns once when the prior was trained on the embedded synthetic demo data. Raises
+    ``CheckpointError`` (a ValueError; ``CheckpointNotFoundError`` is also a FileNotFoundError): no such
+    file, a run directory, or not a readable hand VAE checkpoint.
     """
     return load_vae(checkpoint_path, map_location)[0]
 
@@ -84,14 +82,9 @@ def log_prob(prior: nn.Module, poses: PoseArray, num_samples: int = 100) -> torc
 
 @torch.no_grad()
 def rank_hypotheses(prior: nn.Module, hypotheses: PoseArray) -> tuple[torch.Tensor, torch.Tensor]:
-    """Score K pose hypotheses per frame and pick the most plausible one (no gradients).
-
-    Args:
-        hypotheses: (B, K, 90) or (B, K, 30, 3) radians.
-
-    Returns:
-        energies (B, K) nats and best (B,) int64, the lowest-energy index per frame; a NaN
-        energy is picked only when the whole frame is NaN.
+    """Score K pose hypotheses per frame, (B, K, 90) or (B, K, 30, 3) radians, and pick the most plausible
+    one (no gradients): energies (B, K) nats and best (B,) int64, the lowest-energy index per frame; a NaN
+    energy is picked only when the whole frame is NaN.
     """
     vae = as_vae(prior)
     h = torch.as_tensor(hypotheses)
@@ -162,11 +155,8 @@ def plausibility(prior: nn.Module, poses: PoseArray) -> torch.Tensor:
     """Share of validation poses with a higher energy, (B,) in [0, 1]; 0.5 = the median pose, NaN -> 0.
 
     1 − the empirical CDF of the checkpoint's validation energies (``energy_quantiles``), monotone
-    in ``energy``; not differentiable. Warns like ``energy``.
-
-    Raises:
-        NotCalibratedError: the checkpoint has no quantiles; the message names
-            ``python -m hand_vae.calibration``, which adds them.
+    in ``energy``; not differentiable. Warns like ``energy``. Raises ``NotCalibratedError`` when the
+    checkpoint has no quantiles (``python -m hand_vae.calibration`` adds them).
     """
     vae = as_vae(prior)
     return plausibility_from_quantiles(energy(vae, poses), vae.energy_quantiles)

@@ -48,9 +48,7 @@ def _check_inputs(
     """-> float32 targets (T, 2, 21, 3) with NaN zeroed and visibility (T, 2, 21) bool, on ``device``."""
     joints = torch.as_tensor(joints)
     if joints.dim() != 4 or joints.shape[1:] != (NUM_HANDS, NUM_KEYPOINTS, 3) or joints.shape[0] == 0:
-        raise ValueError(
-            f"joints must have shape (T, 2, {NUM_KEYPOINTS}, 3) metres, got {tuple(joints.shape)}"
-        )
+        raise ValueError(f"joints must be (T, 2, {NUM_KEYPOINTS}, 3) metres, got {tuple(joints.shape)}")
     joints = joints.to(device=device or joints.device, dtype=torch.float32)
     visible = torch.isfinite(joints).all(-1)  # (T, 2, 21)
     if mask is not None:
@@ -202,14 +200,13 @@ def fit_to_joints(
         converged = torch.zeros(T, dtype=torch.bool, device=y.device)
         if pred_tail is not None and steps >= 5:
             converged = (pred - pred_tail).norm(dim=-1).amax((1, 2)) <= tol * joint_sigma
-    nan = float("nan")
     result = {
         "poses": pose,
         "global_orient": matrix_to_axis_angle(R),
         "transl": t0 + d_t,
         "scale": log_s.exp(),
-        "joints": torch.where(present[..., None, None], pred, torch.full_like(pred, nan)),
-        "joint_error_mm": torch.where(w.sum((1, 2)) > 0, err, torch.full_like(err, nan)),
+        "joints": pred.masked_fill(~present[..., None, None], float("nan")),
+        "joint_error_mm": err.masked_fill(w.sum((1, 2)) == 0, float("nan")),
         "energy": energy,
         "converged": converged,
         "hand_present": present,

@@ -1,8 +1,5 @@
-"""One hand scored with the two-hand prior, the other marginalised out (docs/design.md §9).
-
-p(x_s | z) is exact (``model.side_log_likelihood``); z is integrated by importance sampling with
-the proposal q(z | x̃), x̃ = the present hand plus its mirror image as the absent one.
-"""
+"""One hand scored with the two-hand prior, the other marginalised out (docs/design.md §9): p(x_s | z) is exact
+(``model.side_log_likelihood``); z is importance-sampled from q(z | x̃), x̃ = the hand plus its mirror image."""
 
 from __future__ import annotations
 
@@ -42,10 +39,8 @@ def _inputs(
 def energy_one_hand(prior: nn.Module, pose45: torch.Tensor | np.ndarray, side: str) -> torch.Tensor:
     """``−log p(x_s | z = μ(x̃)) + KL(q(z|x̃) ‖ N(0, I))``: (B,) nats, deterministic, differentiable.
 
-    Args:
-        prior: a hand VAE (``load_prior``) or a ``HandVAELightningModule``.
-        pose45: (B, 45), (B, 15, 3) or one hand, axis-angle radians (numpy or any tensor).
-        side: "left" or "right".
+    ``prior``: a hand VAE (``load_prior``) or a ``HandVAELightningModule``; ``pose45``: the ``side``
+    ("left" or "right") hand, (B, 45), (B, 15, 3) or one hand, axis-angle radians (numpy or any tensor).
     """
     vae, x, back = _inputs(prior, pose45, side)
     mu, logvar = vae.encode(stand_in(x, side))

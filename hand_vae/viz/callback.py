@@ -133,7 +133,8 @@ class PlotCallback(pl.Callback):
         finally:
             model.train(was_training)
         key = "test" if stage == "test" else f"epoch{epoch:03d}"
-        out_dir = self._out_dir(trainer)
+        log_dir = getattr(trainer.logger, "log_dir", None)
+        out_dir = self.out_dir or Path(log_dir if log_dir is not None else trainer.default_root_dir) / "plots"
         repeated = []
         for name, fig in figs.items():
             path = out_dir / (f"test_{name}.png" if stage == "test" else f"{name}_epoch{epoch:03d}.png")
@@ -158,12 +159,6 @@ class PlotCallback(pl.Callback):
             experiment.add_scalar("time/plot_seconds", seconds, epoch)
             experiment.add_scalar("time/train_epoch_seconds", epoch_seconds, epoch)
 
-    def _out_dir(self, trainer: pl.Trainer) -> Path:
-        if self.out_dir is not None:
-            return self.out_dir
-        log_dir = getattr(trainer.logger, "log_dir", None)
-        return Path(log_dir if log_dir is not None else trainer.default_root_dir) / "plots"
-
 
 def _metrics(trainer: pl.Trainer, prefix: str) -> dict[str, float]:
     """The history keys with ``prefix`` that are currently in ``trainer.callback_metrics``."""
@@ -175,11 +170,8 @@ def _metrics(trainer: pl.Trainer, prefix: str) -> dict[str, float]:
 def _write(
     fig: Figure, path: Path, trainer: pl.Trainer, tag: str, step: int, skip_if: tuple[str, Path] | None = None
 ) -> str | None:
-    """Render ``fig`` once, save it as a PNG, add it to TensorBoard (if any) and close it.
-
-    Returns:
-        The sha256 of the rendered pixels, or None when they equal ``skip_if``'s (nothing written).
-    """
+    """Render ``fig`` once, save it as a PNG, add it to TensorBoard (if any) and close it; returns the sha256
+    of the rendered pixels, or None when they equal ``skip_if``'s (nothing written)."""
     import matplotlib.pyplot as plt
     from matplotlib.image import imsave
 

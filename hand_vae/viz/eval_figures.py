@@ -43,15 +43,12 @@ def _colors(methods: list[str]) -> dict[str, tuple]:
 def corruption_figure(
     energies: Mapping[str, Mapping[str, np.ndarray]], kind: str, aucs: Mapping[str, Mapping[str, float]]
 ) -> Figure:
-    """The VAE's energy histogram for one corruption kind, beside every method's ROC curves.
+    """The VAE's energy histogram for one corruption kind (axes[0]), beside every method's ROC curves (axes[1]).
 
     Args:
         energies: method -> {"real": (N,), "<set>": (N,), ...} energies (``evaluation.metrics.evaluate``).
         kind: "noise", "backbend" or "swap".
         aucs: method -> {"auc_<set>": AUC}, quoted in the legend.
-
-    Returns:
-        The figure: axes[0] the VAE histogram, axes[1] the ROC curves.
     """
     sets, vae, colors = KINDS[kind], energies["vae"], _colors(list(energies))
     with figure_style():
@@ -83,11 +80,8 @@ def corruption_figure(
 
 
 def summary_figure(results: Mapping[str, Mapping[str, float | None]]) -> Figure:
-    """Grouped bars of each method's AUC per corruption and top-1 selection rate (higher = better).
-
-    Args:
-        results: method -> {metric: value or None} (``evaluation.metrics.evaluate``'s first value).
-    """
+    """Grouped bars of each method's AUC per corruption and top-1 selection rate (higher = better) of
+    ``results``: method -> {metric: value or None} (``evaluation.metrics.evaluate``'s first value)."""
     metrics = [m for m in next(iter(results.values())) if m.startswith(("auc_", "top1_"))]
     methods, x = list(results), np.arange(len(metrics))
     colors, width = _colors(methods), 0.8 / len(methods)

@@ -180,11 +180,8 @@ def energy_histogram(energies: Mapping[str, np.ndarray], bins: int = 60) -> Figu
 
     The first entry is the reference; its 95th percentile is a dashed line and each other entry's
     legend gives the share of its poses above it (flagged at a 5 % false-alarm rate). When the
-    energies span far more than the reference's spread the x axis is symmetric-log.
-
-    Args:
-        energies: label -> (N_i,) energies in nats, e.g. ``{"held-out": e0, "noise 0.02 rad": e1}``.
-        bins: number of bins.
+    energies span far more than the reference's spread the x axis is symmetric-log. ``energies``: label ->
+    (N_i,) energies in nats, e.g. ``{"held-out": e0, "noise 0.02 rad": e1}``.
     """
     with figure_style():
         fig = new_figure((8.5, 5.2))
@@ -240,16 +237,14 @@ def draw_energy_histogram(ax: Axes, energies: Mapping[str, np.ndarray], bins: in
 def latent_scatter(
     mu: np.ndarray, energy: np.ndarray, kl_per_dim: np.ndarray, threshold: float = ACTIVE_UNIT_NATS
 ) -> Figure:
-    """2-D PCA of posterior means coloured by energy, beside the per-dimension KL (active units).
+    """2-D PCA of posterior means coloured by energy (axes[0]), beside the per-dimension KL, active units
+    (axes[1]), plus a colorbar axes.
 
     Args:
         mu: (N, Z) posterior means μ(x).
         energy: (N,) energies in nats (colour, clipped to its 2-98th percentiles).
         kl_per_dim: (Z,) mean KL(q(z_i|x) ‖ N(0, 1)) per latent dimension, nats.
         threshold: active-unit threshold in nats (as ``val/active_units``).
-
-    Returns:
-        The figure: axes[0] the scatter, axes[1] the KL bars, plus a colorbar axes.
     """
     mu = np.asarray(mu, dtype=np.float64)
     if mu.ndim != 2 or mu.shape[0] == 0:
@@ -291,11 +286,8 @@ def latent_scatter(
 
 
 def per_joint_geodesic_error(err_deg: np.ndarray) -> Figure:
-    """Bar chart of the mean geodesic angle between input and reconstruction per joint.
-
-    Args:
-        err_deg: (30,) degrees, joints 0-14 left hand and 15-29 right, MANO order within a hand.
-    """
+    """Bar chart of the mean geodesic angle between input and reconstruction per joint: ``err_deg`` (30,)
+    degrees, joints 0-14 left hand and 15-29 right, MANO order within a hand."""
     err = as_1d(err_deg, "err_deg")
     J = len(anatomy.JOINT_NAMES)
     if err.size != 2 * J:
@@ -323,15 +315,13 @@ def per_joint_geodesic_error(err_deg: np.ndarray) -> Figure:
 
 
 def loss_breakdown(history: Mapping[str, Sequence[float]], epochs: Sequence[int]) -> Figure:
-    """Loss components over epochs: reconstruction NLL, KL and β·KL, read from the logged history.
+    """Loss components over epochs from the logged history: reconstruction NLL (axes[0]), KL and β·KL
+    (axes[1]), β (axes[2], twin of axes[1]).
 
     Args:
         history: metric name -> one value per epoch. Uses ``val/recon_nll``, ``val/kl``, ``train/beta``
             and, when present, ``train/recon_nll``, ``train/kl``, ``val/loss``; missing keys are skipped.
         epochs: (T,) epoch numbers; one is enough (drawn as markers).
-
-    Returns:
-        The figure: axes[0] reconstruction NLL, axes[1] KL terms, axes[2] β (twin of axes[1]).
     """
     ep = np.asarray(list(epochs), dtype=np.float64)
     if ep.size == 0:
@@ -389,17 +379,14 @@ def loss_breakdown(history: Mapping[str, Sequence[float]], epochs: Sequence[int]
 def beta_sensitivity(recon_nll: np.ndarray, kl: np.ndarray, betas: Sequence[float]) -> Figure:
     """β trade-off of a FIXED trained model (no retraining): distortion D, rate R and D + β·R.
 
-    D (mean recon NLL) and R (mean KL) do not depend on β; β only weighs them in ``D + β·R``. Left:
+    D (mean recon NLL) and R (mean KL) do not depend on β; β only weighs them in ``D + β·R``. axes[0]:
     each pose in the rate-distortion plane, the mean (R, D) and per β the iso-objective line through
-    it (slope −β). Right: D, β·R and D + β·R against β.
+    it (slope −β). axes[1]: D, β·R and D + β·R against β.
 
     Args:
         recon_nll: (N,) per-pose reconstruction NLL (distortion), nats.
         kl: (N,) per-pose KL summed over latent dimensions (rate), nats.
         betas: β values (> 0).
-
-    Returns:
-        The figure: axes[0] rate-distortion plane, axes[1] objective vs β.
     """
     D, R, b = as_1d(recon_nll, "recon_nll"), as_1d(kl, "kl"), as_1d(betas, "betas")
     if D.shape != R.shape:

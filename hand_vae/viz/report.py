@@ -75,7 +75,8 @@ def make_figures(
     num_skeletons: int = 8,
     split: str = "val",
 ) -> dict[str, Figure]:
-    """Every figure for one evaluation of ``model`` on ``poses``; the caller closes them.
+    """Every figure for one evaluation of ``model`` on ``poses``, ``{name: Figure}`` named as ``FIGURE_NAMES``
+    (``loss_breakdown`` only with a history); the caller closes them.
 
     Args:
         model: hand VAE, already in eval mode.
@@ -83,9 +84,6 @@ def make_figures(
         history, epochs: logged metrics per epoch for ``loss_breakdown`` (skipped when empty).
         seed, num_skeletons: see ``evaluate_for_plots``.
         split: name of the pose set in titles ("val" or "test").
-
-    Returns:
-        ``{name: Figure}`` named as ``FIGURE_NAMES`` (``loss_breakdown`` only with a history).
     """
     d = evaluate_for_plots(model, poses, seed=seed, num_skeletons=num_skeletons)
     energies = {(f"{split} poses" if k == "held-out" else k): v for k, v in d["energy"].items()}
