@@ -172,6 +172,7 @@ def _write(
 ) -> str | None:
     """Render ``fig`` once, save it as a PNG, add it to TensorBoard (if any) and close it; returns the sha256
     of the rendered pixels, or None when they equal ``skip_if``'s (nothing written)."""
+    # pyplot only where a figure is closed: importing it picks a backend (figures are made without it)
     import matplotlib.pyplot as plt
     from matplotlib.image import imsave
 
