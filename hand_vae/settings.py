@@ -104,9 +104,9 @@ class VAEConfig:
     )
     local_sigma: bool | None = setting(
         None,
-        "standard model: the decoder also outputs a per-dimension log-sigma offset, so the likelihood's "
-        "scale depends on z (zero at the start: the model still starts at the classic prior); "
-        "default: on for the standard model without --cov_rank",
+        "standard model without --cov_rank, and SO(3): the decoder also outputs a per-dimension log-sigma "
+        "offset, so the likelihood's scale depends on z (zero at the start: the model still starts at the "
+        "classic prior); default: on for both",
     )
     dropout: float = setting(0.0, "dropout after each hidden layer")
     min_sigma: float | None = setting(
@@ -123,12 +123,12 @@ class VAEConfig:
         if self.likelihood is None:
             self.likelihood = "student_t" if self.model_type != "standard" or self.whiten else "gaussian"
         if self.local_sigma is None:
-            self.local_sigma = self.model_type == "standard" and self.cov_rank == 0
+            self.local_sigma = self.cov_rank == 0  # SO(3) has no cov_rank (0 above)
         _at_least(self, 1, "z_dim", "hidden")
         _at_least(self, 0, "num_layers", "cov_rank")
         _one_of(self, "likelihood")
-        if self.local_sigma and (self.model_type != "standard" or self.cov_rank > 0):
-            raise SettingError("--local_sigma applies to the standard model without --cov_rank")
+        if self.local_sigma and self.cov_rank > 0:
+            raise SettingError("--local_sigma applies to the standard model without --cov_rank, and SO(3)")
         if self.likelihood == "student_t" and self.model_type == "standard" and not self.whiten:
             raise SettingError("--likelihood student_t models the whitened residual: drop --no-whiten")
         if not 0.0 <= self.dropout < 1.0:

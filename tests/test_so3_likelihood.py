@@ -35,10 +35,12 @@ def oracle_residuals(R_hat: np.ndarray, x: np.ndarray) -> np.ndarray:
     return err.as_rotvec().reshape(B, 90)
 
 
-def randomised_model(seed: int = 0):
-    """A small SO(3) VAE with random mean pose, covariance factor, σ and decoder head."""
+def randomised_model(seed: int = 0, **settings):
+    """A small SO(3) VAE with random mean pose, covariance factor, σ and decoder head (the classic
+    global σ unless ``settings`` say otherwise)."""
     g = torch.Generator().manual_seed(seed)
-    model = build_model("so3", z_dim=4, hidden=16, min_sigma=0.05, likelihood="gaussian").eval()
+    settings = {"likelihood": "gaussian", "local_sigma": False, **settings}
+    model = build_model("so3", z_dim=4, hidden=16, min_sigma=0.05, **settings).eval()
     a = torch.randn(90, 90, generator=g, dtype=torch.float64) / 90**0.5
     chol = torch.linalg.cholesky(0.04 * a @ a.T + 0.01 * torch.eye(90, dtype=torch.float64))
     mean_rot = Rotation.random(30, random_state=seed).as_matrix()

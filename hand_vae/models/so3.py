@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from hand_vae.models.base import BaseHandVAE, VAEConfig, floored_log_sigma, mlp
+from hand_vae.models.standard import SIDE_CHUNK
 from hand_vae.rotations import (
     JOINTS_PER_HAND,
     NUM_JOINTS,
@@ -30,6 +31,7 @@ from hand_vae.student_t import t_log_prob_from_maha
 D6 = 6
 IDENTITY_6D = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)  # first two columns of the identity
 UNFITTED_SCALE = 0.1  # L = 0.1 I rad before fit_whitening (the unwhitened standard model's start σ)
+ROT_FLAT = NUM_JOINTS * 9  # a decoded rotation's entries in the flat params of ``local_sigma``
 
 
 def compose(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
@@ -83,12 +85,15 @@ class SO3HandVAE(BaseHandVAE):
     σ = min_sigma + exp(raw) per whitened direction in units of the data's spread (min_sigma < 1),
     starting at 1; with a zero last decoder layer R̂ = M, so a freshly fitted model is exactly the
     tangent Gaussian of the training poses at their mean. Before ``fit_whitening`` M = I, L = 0.1 I.
+    ``local_sigma``: the decoder also outputs a (B, 90) log-σ offset, σ_b = min_sigma + exp(raw +
+    offset_b(z)) (zero at the start), and the params are flat (B, 270 + 90) = [R̂, offset].
     """
 
     def __init__(self, cfg: VAEConfig) -> None:
         super().__init__(cfg, encoder_in=NUM_JOINTS * D6)
-        self.decoder = mlp(cfg.z_dim, cfg.hidden, NUM_JOINTS * D6, cfg.num_layers, cfg.dropout)
-        # Zero head + identity offset: every z decodes to the mean pose at initialisation.
+        out = NUM_JOINTS * D6 + (POSE_DIM if cfg.local_sigma else 0)
+        self.decoder = mlp(cfg.z_dim, cfg.hidden, out, cfg.num_layers, cfg.dropout)
+        # Zero head + identity offset: every z decodes to the mean pose (and the global σ) at initialisation.
         nn.init.zeros_(self.decoder[-1].weight)
         nn.init.zeros_(self.decoder[-1].bias)
         self.register_buffer("identity_6d", torch.tensor(IDENTITY_6D), persistent=False)
@@ -132,48 +137,75 @@ class SO3HandVAE(BaseHandVAE):
         return (matrix_to_6d(rel) - self.identity_6d).flatten(1)
 
     def decode_params(self, z: torch.Tensor) -> torch.Tensor:
-        """z (B, Z) -> decoded rotations R̂ (B, 30, 3, 3)."""
+        """z (B, Z) -> decoded rotations R̂ (B, 30, 3, 3); with ``local_sigma`` flat (B, 360) =
+        [R̂ (270), log-σ offset (90)]."""
         B = z.shape[0]
-        d6 = self.decoder(z).float().reshape(B, NUM_JOINTS, D6) + self.identity_6d  # (B, 30, 6)
-        return compose(self.mean_rot, rot6d_to_matrix(d6))
+        out = self.decoder(z).float()
+        d6 = out[:, : NUM_JOINTS * D6].reshape(B, NUM_JOINTS, D6) + self.identity_6d  # (B, 30, 6)
+        R_hat = compose(self.mean_rot, rot6d_to_matrix(d6))
+        if not self.cfg.local_sigma:
+            return R_hat
+        return torch.cat([R_hat.reshape(B, ROT_FLAT), out[:, NUM_JOINTS * D6 :]], -1)
 
-    def _nll_of_residuals(self, r: torch.Tensor) -> torch.Tensor:
-        """−log N(r | 0, L diag(σ²) Lᵀ) (or −log t_ν(r | ℓ, L diag(σ²) Lᵀ)) for r (B, 90): (B,) nats."""
+    def mean_log_sigma(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decoder output -> decoded rotations R̂ (B, 30, 3, 3) and log σ per whitened direction, floor
+        included: (90,), or (B, 90) with ``local_sigma`` (σ_b = min_sigma + exp(raw + offset_b))."""
+        if not self.cfg.local_sigma:
+            return params, self.log_sigma.to(params.dtype)
+        raw = self.raw_log_sigma.to(params.dtype) + params[:, ROT_FLAT:]
+        R_hat = params[:, :ROT_FLAT].reshape(params.shape[0], NUM_JOINTS, 3, 3)
+        return R_hat, floored_log_sigma(raw, self.cfg.min_sigma)
+
+    def _nll_of_residuals(self, r: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
+        """−log N(r | 0, L diag(σ²) Lᵀ) (or −log t_ν(r | ℓ, L diag(σ²) Lᵀ)) for r (B, 90), log σ (90,)
+        or per pose (B, 90): (B,) nats."""
         with torch.autocast(r.device.type, enabled=False):
-            log_sigma = self.log_sigma
+            log_sigma = log_sigma.float()
             if self.cfg.likelihood == "student_t":
                 r = r - self.resid_loc
             u = (r @ self.white_chol_inv.T) * torch.exp(-log_sigma)  # (B, 90) fully whitened
             log_det_l = torch.diagonal(self.white_chol).log().sum()
             return log_det_l - t_log_prob_from_maha(
-                u.square().sum(-1), 2.0 * log_sigma.sum(), POSE_DIM, self._nu
+                u.square().sum(-1), 2.0 * log_sigma.sum(-1), POSE_DIM, self._nu
             )
 
     def recon_nll(self, joints: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        """−log p(R | R̂) of (B, 30, 3) axis-angle poses given decoded rotations (B, 30, 3, 3): (B,) nats."""
+        """−log p(R | R̂) of (B, 30, 3) axis-angle poses given the decoder output (``decode_params``): (B,) nats."""
         R = axis_angle_to_matrix(joints.float())
-        return self._nll_of_residuals(tangent_residuals(params.float(), R))
+        R_hat, log_sigma = self.mean_log_sigma(params.float())
+        return self._nll_of_residuals(tangent_residuals(R_hat, R), log_sigma)
 
     def params_to_pose(self, params: torch.Tensor) -> torch.Tensor:
-        """Decoded rotations (B, 30, 3, 3) -> (B, 90) axis-angle."""
-        return matrix_to_axis_angle(params).reshape(params.shape[0], POSE_DIM)
+        """Decoder output -> (B, 90) axis-angle of the decoded rotations."""
+        return matrix_to_axis_angle(self.mean_log_sigma(params)[0]).reshape(params.shape[0], POSE_DIM)
 
-    def residual_covariance(self) -> torch.Tensor:
-        """L diag(σ²) Lᵀ, covariance (the t's scatter) of the stacked residuals: (90, 90) rad², float64."""
+    def residual_covariance(self, params: torch.Tensor | None = None) -> torch.Tensor:
+        """L diag(σ²) Lᵀ, covariance (the t's scatter) of the stacked residuals, float64 rad²: (90, 90)
+        for the global σ, (B, 90, 90) for decoder output ``params`` with ``local_sigma``."""
         chol = self.white_chol.double()
-        return (chol * torch.exp(2.0 * self.log_sigma.double())) @ chol.T
+        log_sigma = self.log_sigma if params is None else self.mean_log_sigma(params.double())[1]
+        return (chol * torch.exp(2.0 * log_sigma.double())[..., None, :]) @ chol.T
 
     def side_log_likelihood(self, x_side: torch.Tensor, side: str, params: torch.Tensor) -> torch.Tensor:
         """log p(x_side | z) of one hand ("left"/"right", (B, 45)), the other integrated out: (B,) nats.
-        Exact in the tangent approximation: a hand's residuals are the block of its own joints."""
+        Exact in the tangent approximation: a hand's residuals are the block of its own joints; with
+        ``local_sigma`` each pose has its own block, factored ``SIDE_CHUNK`` poses at a time."""
+        if self.cfg.local_sigma and params.shape[0] > SIDE_CHUNK:
+            parts = zip(x_side.split(SIDE_CHUNK), params.split(SIDE_CHUNK), strict=True)
+            return torch.cat([self.side_log_likelihood(x, side, p) for x, p in parts])
         B, J = x_side.shape[0], JOINTS_PER_HAND
         s = slice(0, J) if side == "left" else slice(J, NUM_JOINTS)
         R = axis_angle_to_matrix(x_side.reshape(B, J, 3).float())
-        r = tangent_residuals(params[:, s].float(), R).double()  # (B, 45)
+        R_hat = self.mean_log_sigma(params)[0]
+        r = tangent_residuals(R_hat[:, s].float(), R).double()  # (B, 45)
         dims = slice(3 * s.start, 3 * s.stop)
-        chol = torch.linalg.cholesky(self.residual_covariance()[dims, dims])
+        cov = self.residual_covariance(params if self.cfg.local_sigma else None)
+        chol = torch.linalg.cholesky(cov[..., dims, dims])  # (45, 45), or (B, 45, 45) with local_sigma
         if self.cfg.likelihood == "student_t":
             r = r - self.resid_loc[dims].double()
-        y = torch.linalg.solve_triangular(chol, r.T, upper=False)
-        log_det = 2.0 * torch.diagonal(chol).log().sum()
-        return t_log_prob_from_maha(y.square().sum(0), log_det, 3 * J, self._nu).float()
+        if chol.dim() == 2:  # one factor: one solve against B right-hand sides
+            y = torch.linalg.solve_triangular(chol, r.T, upper=False).T
+        else:
+            y = torch.linalg.solve_triangular(chol, r.unsqueeze(-1), upper=False).squeeze(-1)
+        log_det = 2.0 * torch.diagonal(chol, dim1=-2, dim2=-1).log().sum(-1)
+        return t_log_prob_from_maha(y.square().sum(-1), log_det, 3 * J, self._nu).float()
