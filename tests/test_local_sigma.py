@@ -109,7 +109,7 @@ def test_per_sample_likelihood_and_one_hand_marginals_match_scipy(fitted, data):
 
 def test_one_hand_marginal_in_chunks(fitted, data, monkeypatch):
     """Above ``SIDE_CHUNK`` poses the per-pose blocks are factored in chunks: the same values."""
-    import hand_vae.models.standard as standard
+    import hand_vae.models.base as base
 
     model = copy.deepcopy(fitted[0])
     _randomise(model, seed=5)
@@ -117,7 +117,7 @@ def test_one_hand_marginal_in_chunks(fitted, data, monkeypatch):
     with torch.no_grad():
         params = model.decode_params(torch.randn(10, 4, generator=torch.Generator().manual_seed(2)))
         whole = model.side_log_likelihood(x, "left", params)
-        monkeypatch.setattr(standard, "SIDE_CHUNK", 3)
+        monkeypatch.setattr(base, "SIDE_CHUNK", 3)
         torch.testing.assert_close(model.side_log_likelihood(x, "left", params), whole)
 
 
@@ -227,7 +227,9 @@ def test_so3_at_init_it_is_the_classic_tangent_prior(so3_fitted, data):
         assert params.shape == (8, 360)
         local = model.mean_log_sigma(params)[1]  # (8, 90): every pose at the global σ
         torch.testing.assert_close(local, classic.log_sigma.expand(8, 90), rtol=0, atol=1e-6)
-        torch.testing.assert_close(model.residual_covariance(params), classic.residual_covariance().expand(8, 90, 90))
+        torch.testing.assert_close(
+            model.residual_covariance(params), classic.residual_covariance().expand(8, 90, 90)
+        )
         torch.testing.assert_close(model.decode(z), classic.decode(z))
         for s, sl in SIDES:
             torch.testing.assert_close(
@@ -252,7 +254,9 @@ def test_so3_per_pose_likelihood_and_one_hand_marginals_match_scipy(likelihood):
         out = model.decoder(z).double().numpy()
         params = model.decode_params(z)
         nll = model.recon_nll(x.float().reshape(8, 30, 3), params).double().numpy()
-        sides = {s: model.side_log_likelihood(x[:, sl].float(), s, params).double().numpy() for s, sl in SIDES}
+        sides = {
+            s: model.side_log_likelihood(x[:, sl].float(), s, params).double().numpy() for s, sl in SIDES
+        }
         cov = model.residual_covariance(params).numpy()
         pose = model.params_to_pose(params).double().numpy()
     R_hat = model.mean_rot.double().numpy() @ gram_schmidt(out[:, :180].reshape(8, 30, 6) + IDENTITY_6D)
@@ -275,14 +279,14 @@ def test_so3_per_pose_likelihood_and_one_hand_marginals_match_scipy(likelihood):
 
 def test_so3_one_hand_marginal_in_chunks(monkeypatch):
     """Above ``SIDE_CHUNK`` poses the per-pose blocks are factored in chunks: the same values."""
-    import hand_vae.models.so3 as so3
+    import hand_vae.models.base as base
 
     model, g = randomised_model(seed=4, local_sigma=True)
     x = 0.5 * torch.randn(10, 45, generator=g)
     with torch.no_grad():
         params = model.decode_params(torch.randn(10, 4, generator=g))
         whole = model.side_log_likelihood(x, "right", params)
-        monkeypatch.setattr(so3, "SIDE_CHUNK", 3)
+        monkeypatch.setattr(base, "SIDE_CHUNK", 3)
         torch.testing.assert_close(model.side_log_likelihood(x, "right", params), whole)
 
 

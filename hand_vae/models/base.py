@@ -19,11 +19,12 @@ from hand_vae.losses import kl_per_dim
 from hand_vae.models.quantiles import BUFFER, empty_quantiles
 from hand_vae.rotations import NUM_JOINTS, POSE_DIM, pose_shape_hint, to_joints
 from hand_vae.settings import VAEConfig
-from hand_vae.student_t import tune_student_t
+from hand_vae.student_t import t_log_prob_from_maha, tune_student_t
 
 log = logging.getLogger(__name__)
 
 ENERGY_CHUNK = 8192  # rows per energy() chunk: keeps the MLP's temporaries in cache
+SIDE_CHUNK = 1024  # poses per batch of (45, 45) float64 Cholesky factors with local_sigma
 
 
 def as_pose_batch(
@@ -79,7 +80,8 @@ class BaseHandVAE(nn.Module):
     """Encoder, reparameterisation and the scoring API shared by both models.
 
     Subclasses implement ``encoder_input`` ((B, 30, 3) -> (B, D_in)), ``decode_params`` (z (B, Z) ->
-    decoder output), ``recon_nll`` ((joints, params) -> (B,) nats) and ``params_to_pose`` (-> (B, 90)).
+    decoder output), ``recon_nll`` ((joints, params) -> (B,) nats), ``params_to_pose`` (-> (B, 90)) and
+    ``side_residual`` (one hand's residual (B, 45) and its covariance block, for the one-hand marginal).
     """
 
     def __init__(self, cfg: VAEConfig, encoder_in: int) -> None:
@@ -131,6 +133,24 @@ class BaseHandVAE(nn.Module):
             mean, chol, settings = tune_student_t(train, val)
         self.white_nu.fill_(settings["nu"])
         return mean, chol, settings
+
+    def side_log_likelihood(self, x_side: torch.Tensor, side: str, params: torch.Tensor) -> torch.Tensor:
+        """log p(x_side | z) of one hand ("left"/"right", (B, 45)), the other integrated out: (B,) nats.
+
+        Exact: a Gaussian's (t_ν's) marginal is that of its location and covariance (scatter) blocks;
+        with ``local_sigma`` each pose has its own block, factored ``SIDE_CHUNK`` poses at a time.
+        """
+        if self.cfg.local_sigma and params.shape[0] > SIDE_CHUNK:
+            parts = zip(x_side.split(SIDE_CHUNK), params.split(SIDE_CHUNK), strict=True)
+            return torch.cat([self.side_log_likelihood(x, side, p) for x, p in parts])
+        diff, cov = self.side_residual(x_side, side, params)  # (B, d), (d, d) or (B, d, d) float64
+        chol = torch.linalg.cholesky(cov)
+        if chol.dim() == 2:  # one factor: one solve against B right-hand sides
+            y = torch.linalg.solve_triangular(chol, diff.T, upper=False).T
+        else:
+            y = torch.linalg.solve_triangular(chol, diff.unsqueeze(-1), upper=False).squeeze(-1)
+        log_det = 2.0 * torch.diagonal(chol, dim1=-2, dim2=-1).log().sum(-1)
+        return t_log_prob_from_maha(y.square().sum(-1), log_det, diff.shape[-1], self._nu).float()
 
     @torch.no_grad()
     def _set_whitening(self, chol: torch.Tensor) -> None:

@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 from hand_vae.models.base import BaseHandVAE, VAEConfig, floored_log_sigma, mlp
-from hand_vae.models.standard import SIDE_CHUNK
 from hand_vae.rotations import (
     JOINTS_PER_HAND,
     NUM_JOINTS,
@@ -186,26 +185,18 @@ class SO3HandVAE(BaseHandVAE):
         log_sigma = self.log_sigma if params is None else self.mean_log_sigma(params.double())[1]
         return (chol * torch.exp(2.0 * log_sigma.double())[..., None, :]) @ chol.T
 
-    def side_log_likelihood(self, x_side: torch.Tensor, side: str, params: torch.Tensor) -> torch.Tensor:
-        """log p(x_side | z) of one hand ("left"/"right", (B, 45)), the other integrated out: (B,) nats.
-        Exact in the tangent approximation: a hand's residuals are the block of its own joints; with
-        ``local_sigma`` each pose has its own block, factored ``SIDE_CHUNK`` poses at a time."""
-        if self.cfg.local_sigma and params.shape[0] > SIDE_CHUNK:
-            parts = zip(x_side.split(SIDE_CHUNK), params.split(SIDE_CHUNK), strict=True)
-            return torch.cat([self.side_log_likelihood(x, side, p) for x, p in parts])
+    def side_residual(
+        self, x_side: torch.Tensor, side: str, params: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One hand's (B, 45) tangent residuals to the decoded rotations (minus the t's location) and
+        their covariance (scatter) block, float64: (45, 45), or (B, 45, 45) with ``local_sigma``. Exact
+        in the tangent approximation: a hand's residuals are the block of its own joints."""
         B, J = x_side.shape[0], JOINTS_PER_HAND
         s = slice(0, J) if side == "left" else slice(J, NUM_JOINTS)
         R = axis_angle_to_matrix(x_side.reshape(B, J, 3).float())
-        R_hat = self.mean_log_sigma(params)[0]
-        r = tangent_residuals(R_hat[:, s].float(), R).double()  # (B, 45)
+        r = tangent_residuals(self.mean_log_sigma(params)[0][:, s].float(), R).double()  # (B, 45)
         dims = slice(3 * s.start, 3 * s.stop)
-        cov = self.residual_covariance(params if self.cfg.local_sigma else None)
-        chol = torch.linalg.cholesky(cov[..., dims, dims])  # (45, 45), or (B, 45, 45) with local_sigma
         if self.cfg.likelihood == "student_t":
             r = r - self.resid_loc[dims].double()
-        if chol.dim() == 2:  # one factor: one solve against B right-hand sides
-            y = torch.linalg.solve_triangular(chol, r.T, upper=False).T
-        else:
-            y = torch.linalg.solve_triangular(chol, r.unsqueeze(-1), upper=False).squeeze(-1)
-        log_det = 2.0 * torch.diagonal(chol, dim1=-2, dim2=-1).log().sum(-1)
-        return t_log_prob_from_maha(y.square().sum(-1), log_det, 3 * J, self._nu).float()
+        cov = self.residual_covariance(params if self.cfg.local_sigma else None)
+        return r, cov[..., dims, dims]

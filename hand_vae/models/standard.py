@@ -13,8 +13,6 @@ from hand_vae.models.base import BaseHandVAE, VAEConfig, floored_log_sigma, mlp
 from hand_vae.rotations import POSE_DIM
 from hand_vae.student_t import t_log_prob_from_maha, t_nll_diag
 
-SIDE_CHUNK = 1024  # poses per batch of (45, 45) float64 Cholesky factors with local_sigma
-
 
 def low_rank_mahalanobis(
     x: torch.Tensor, mean: torch.Tensor, log_sigma: torch.Tensor, factor: torch.Tensor
@@ -162,22 +160,11 @@ class StandardHandVAE(BaseHandVAE):
             cov = cov + self.cov_factor.double() @ self.cov_factor.double().T
         return mean, cov
 
-    def side_log_likelihood(self, x_side: torch.Tensor, side: str, params: torch.Tensor) -> torch.Tensor:
-        """log p(x_side | z) of one hand ("left"/"right", (B, 45)), the other integrated out: (B,) nats.
-
-        Exact: a Gaussian's (t_ν's) marginal is that of its location and covariance (scatter) blocks;
-        with ``local_sigma`` each pose has its own block, factored ``SIDE_CHUNK`` poses at a time.
-        """
-        if self.cfg.local_sigma and params.shape[0] > SIDE_CHUNK:
-            parts = zip(x_side.split(SIDE_CHUNK), params.split(SIDE_CHUNK), strict=True)
-            return torch.cat([self.side_log_likelihood(x, side, p) for x, p in parts])
+    def side_residual(
+        self, x_side: torch.Tensor, side: str, params: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One hand's (B, 45) residual from the decoded location and its covariance (scatter) block,
+        float64: (45, 45), or (B, 45, 45) with ``local_sigma``."""
         mean, cov = self.decoder_gaussian(params)
         s = slice(0, POSE_DIM // 2) if side == "left" else slice(POSE_DIM // 2, POSE_DIM)
-        chol = torch.linalg.cholesky(cov[..., s, s])  # (45, 45), or (B, 45, 45) with local_sigma
-        diff = x_side.double() - mean[..., s]  # (B, 45)
-        if chol.dim() == 2:  # one factor: one solve against B right-hand sides
-            y = torch.linalg.solve_triangular(chol, diff.T, upper=False).T
-        else:
-            y = torch.linalg.solve_triangular(chol, diff.unsqueeze(-1), upper=False).squeeze(-1)
-        log_det = 2.0 * torch.diagonal(chol, dim1=-2, dim2=-1).log().sum(-1)
-        return t_log_prob_from_maha(y.square().sum(-1), log_det, POSE_DIM // 2, self._nu).float()
+        return x_side.double() - mean[..., s], cov[..., s, s]
