@@ -16,7 +16,7 @@ from hand_vae.cuda_graphs import StaticStep, lightning_step, use_cuda_graphs
 from hand_vae.losses import beta_schedule, free_bits_kl
 from hand_vae.models import VAEConfig, build_model
 from hand_vae.models.quantiles import STATE_KEY, empty_quantiles
-from hand_vae.settings import OptimConfig, RunConfig, saved_model_settings
+from hand_vae.settings import LEGACY_MODEL, OptimConfig, RunConfig
 
 TRAIN_METRICS = ("loss", "recon_nll", "kl", "beta", "recon_sigma")
 EVAL_METRICS = ("loss", "recon_nll", "kl", "energy_mean", "geodesic_deg")
@@ -59,7 +59,7 @@ class HandVAELightningModule(pl.LightningModule):
         """Lightning's loader, with the model settings older checkpoints lack filled in with what they
         were trained with (``settings.LEGACY_MODEL``), not today's defaults."""
         hp = torch.load(checkpoint_path, map_location="cpu", weights_only=True).get("hyper_parameters", {})
-        legacy = {k: v for k, v in saved_model_settings(hp).items() if k not in hp}
+        legacy = {k: v for k, v in LEGACY_MODEL.items() if k not in hp}
         return super().load_from_checkpoint(checkpoint_path, *args, **{**legacy, **kwargs})
 
     @override

@@ -535,3 +535,27 @@ def test_small_or_lopsided_train_split_is_warned_in_one_line(counts, expected, c
     assert warnings == ([] if expected is None else warnings[:1]) and len(warnings) == (expected is not None)
     if expected:
         assert expected in warnings[0] and "\n" not in warnings[0]
+
+
+def test_a_checkpoint_from_before_the_student_t_default_loads_as_what_it_was(tmp_path):
+    """Checkpoints written before ``likelihood`` / ``local_sigma`` existed were Gaussian with a global σ:
+    every load path rebuilds that model (settings.LEGACY_MODEL), not today's defaults."""
+    from hand_vae.checkpoint import vae_from_checkpoint
+    from hand_vae.lightning_module import HandVAELightningModule
+    from hand_vae.settings import Settings
+
+    old = HandVAELightningModule(z_dim=4, hidden=16, likelihood="gaussian", local_sigma=False)
+    hp = {k: v for k, v in dict(old.hparams).items() if k not in ("likelihood", "local_sigma")}
+    path = tmp_path / "old.ckpt"
+    torch.save({"state_dict": old.state_dict(), "hyper_parameters": hp, "epoch": 0,
+                "pytorch-lightning_version": "2.6.0"}, path)  # fmt: skip
+    x = torch.randn(5, 90) * 0.2
+    for cfg in (
+        HandVAELightningModule.load_from_checkpoint(path).model.cfg,
+        vae_from_checkpoint(torch.load(path, weights_only=True)).cfg,
+        Settings.from_hparams(hp).model,
+    ):
+        assert (cfg.likelihood, cfg.local_sigma) == ("gaussian", False)
+    loaded = HandVAELightningModule.load_from_checkpoint(path).model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.energy(x), old.model.eval().energy(x))

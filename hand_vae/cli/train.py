@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     from lightning_fabric.utilities.exceptions import MisconfigurationException
 
     from hand_vae import training
-    from hand_vae.cli.common import EXIT_DIVERGED, EXIT_PARTIAL, run_command, setup_logging
+    from hand_vae.cli.common import EXIT_DIVERGED, EXIT_PARTIAL, EXIT_USER_ERROR, run_command, setup_logging
     from hand_vae.data.layouts import read_meta
     from hand_vae.reliability import NonFiniteError
 
@@ -261,6 +261,6 @@ def main(argv: list[str] | None = None) -> int:
         code = run_command(body)
     finally:
         torch.set_num_threads(threads)
-    if code == 2:
+    if code == EXIT_USER_ERROR:
         _remove_empty_dirs(*dirs)
     return code
