@@ -45,3 +45,23 @@ def trained_models(synthetic_poses) -> dict[str, BaseHandVAE]:
     """One tiny trained model per type (a few seconds each on 2 cores)."""
     train = synthetic_poses["train"][::3]
     return {t: train_tiny(t, train) for t in ("standard", "so3")}
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Hundreds of tiny steps: a second thread only waits (much worse on a busy machine). Restores the
+    count after the module."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def randomise_decoder(model: torch.nn.Module, seed: int = 0) -> None:
+    """A decoder head (mean [and log-σ offset]) and σ away from their start, as after training."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        head = model.decoder[-1]
+        head.weight.copy_(0.3 * torch.randn(head.weight.shape, generator=g))
+        head.bias.copy_(0.3 * torch.randn(head.bias.shape, generator=g))
+        model.raw_log_sigma.copy_(-0.5 + 0.3 * torch.randn(90, generator=g))

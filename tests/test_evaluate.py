@@ -10,10 +10,10 @@ import pytorch_lightning as pl
 import torch
 from scipy.stats import multivariate_normal
 
-from hand_vae.evaluation.baselines import NearestNeighbourPrior
 from hand_vae.cli.evaluate import main
 from hand_vae.data.layouts import write_consolidated
 from hand_vae.data.synthetic import generate_sequences, split_by_subject
+from hand_vae.evaluation.baselines import NearestNeighbourPrior
 from hand_vae.evaluation.metrics import COLUMNS, auc, backbend, evaluate, swap_hands, top1, verdicts
 from hand_vae.lightning_module import HandVAELightningModule
 from hand_vae.metrics import subsample

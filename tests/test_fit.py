@@ -12,6 +12,8 @@ from hand_vae.fit import fit_to_joints
 from hand_vae.kinematics import hands_fk
 from hand_vae.rotations import geodesic_angle_axis_angle, to_joints
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def targets(synthetic_poses, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """n held-out poses (test subject) and their keypoints under random rigid transforms."""
@@ -24,15 +26,6 @@ def targets(synthetic_poses, n: int, seed: int = 0) -> tuple[torch.Tensor, torch
 def mpjpe_mm(pred: torch.Tensor, true: torch.Tensor, where: torch.Tensor | None = None) -> float:
     d = (pred - true).norm(dim=-1) * 1000
     return float(d.mean() if where is None else d[where].mean())
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Hundreds of tiny steps: a second thread only waits (much worse on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -14,14 +14,7 @@ from hand_vae.evaluation.fit_bench import make_targets
 from hand_vae.lightning_module import HandVAELightningModule
 from hand_vae.prior import FitResult
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Hundreds of tiny steps: a second thread only waits (much worse on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from conftest import randomise_decoder
 from scipy.spatial.transform import Rotation
 from scipy.stats import multivariate_normal, multivariate_t
 from test_so3_likelihood import IDENTITY_6D, gram_schmidt, oracle_residuals, randomised_model
@@ -48,16 +49,6 @@ def fitted(request, data) -> tuple[torch.nn.Module, torch.nn.Module, float]:
     return models[0], models[1], settings.get("nu", np.inf)
 
 
-def _randomise(model: torch.nn.Module, seed: int = 0) -> None:
-    """A decoder head (mean and log-σ offset) and σ away from their start, as after training."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        head = model.decoder[-1]
-        head.weight.copy_(0.3 * torch.randn(head.weight.shape, generator=g))
-        head.bias.copy_(0.3 * torch.randn(head.bias.shape, generator=g))
-        model.raw_log_sigma.copy_(-0.5 + 0.3 * torch.randn(90, generator=g))
-
-
 def _reference(nu: float, loc: np.ndarray, cov: np.ndarray):
     return multivariate_normal(loc, cov) if np.isinf(nu) else multivariate_t(loc=loc, shape=cov, df=nu)
 
@@ -80,7 +71,7 @@ def test_at_init_it_is_the_classic_prior(fitted, data):
 
 def test_per_sample_likelihood_and_one_hand_marginals_match_scipy(fitted, data):
     model, nu = copy.deepcopy(fitted[0]), fitted[2]
-    _randomise(model)
+    randomise_decoder(model)
     x = data["test"][:8].double()
     with torch.no_grad():
         params = model.decode_params(torch.randn(8, 4, generator=torch.Generator().manual_seed(1)))
@@ -112,7 +103,7 @@ def test_one_hand_marginal_in_chunks(fitted, data, monkeypatch):
     import hand_vae.models.base as base
 
     model = copy.deepcopy(fitted[0])
-    _randomise(model, seed=5)
+    randomise_decoder(model, seed=5)
     x = data["test"][:10, :HAND]
     with torch.no_grad():
         params = model.decode_params(torch.randn(10, 4, generator=torch.Generator().manual_seed(2)))
@@ -125,7 +116,7 @@ def test_unwhitened_local_sigma_is_a_diagonal_gaussian(data):
     model = build_model("standard", z_dim=4, hidden=16, whiten=False, local_sigma=True).eval()
     with torch.no_grad():
         assert (model.decoder[-1].weight[90:] == 0).all() and (model.decoder[-1].weight[:90] != 0).any()
-    _randomise(model, seed=3)
+    randomise_decoder(model, seed=3)
     x = data["test"][:4].double()
     with torch.no_grad():
         params = model.decode_params(torch.randn(4, 4, generator=torch.Generator().manual_seed(3)))

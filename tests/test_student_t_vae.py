@@ -13,6 +13,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import randomise_decoder
 from scipy.spatial.transform import Rotation
 from scipy.stats import multivariate_t
 
@@ -43,16 +44,6 @@ def fitted(data) -> tuple[torch.nn.Module, dict[str, float]]:
     return model, settings
 
 
-def _randomise(model: torch.nn.Module, seed: int = 0) -> None:
-    """A decoder head and σ away from their start, as after training."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        head = model.decoder[-1]
-        head.weight.copy_(0.3 * torch.randn(head.weight.shape, generator=g))
-        head.bias.copy_(0.3 * torch.randn(head.bias.shape, generator=g))
-        model.raw_log_sigma.copy_(-0.5 + 0.3 * torch.randn(90, generator=g))
-
-
 def test_fitted_standard_model_at_init_is_the_val_tuned_t(fitted, data):
     model, settings = fitted
     assert set(settings) == {"nu", "floor", "scale", "val_nll"} and math.isfinite(settings["nu"])
@@ -78,7 +69,7 @@ def test_fitted_standard_model_at_init_is_the_val_tuned_t(fitted, data):
 
 def test_trained_standard_model_is_a_t_and_its_one_hand_marginal_the_block(fitted, data):
     model, settings = copy.deepcopy(fitted[0]), fitted[1]
-    _randomise(model)
+    randomise_decoder(model)
     x = data["test"][:16].double()
     with torch.no_grad():
         params = model.decode_params(torch.randn(16, 4, generator=torch.Generator().manual_seed(1)))
@@ -107,7 +98,7 @@ def test_low_rank_t_is_the_t_of_the_low_rank_scatter(data):
     with torch.no_grad():
         model.white_nu.fill_(4.0)
         model.cov_factor.mul_(30.0)  # a factor that matters
-    _randomise(model, seed=2)
+    randomise_decoder(model, seed=2)
     x = data["test"][:8]
     with torch.no_grad():
         params = model.decode_params(torch.randn(8, 4, generator=torch.Generator().manual_seed(3)))
